@@ -1,0 +1,1 @@
+"""nanochat: a complete, small ChatGPT-style LLM stack (tokenizer, GPT, training, evals, inference)."""

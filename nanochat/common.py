@@ -1,0 +1,104 @@
+"""Shared plumbing: device and dtype choice, torchrun/DDP set-up, rank-0 printing, the base dir, seeding.
+
+Everything that differs between a laptop (cpu / Apple mps) and a GPU node (cuda, maybe many ranks) is
+decided here, so the rest of the stack can ask one question ("which device? which dtype? am I rank 0?").
+"""
+
+import os
+import random
+
+import torch
+import torch.distributed as dist
+
+DEVICE_TYPES = ("cuda", "mps", "cpu")
+
+
+def get_base_dir() -> str:
+    """Where checkpoints, tokenizers and data shards live: $NANOCHAT_BASE_DIR, else ~/.cache/nanochat."""
+    base = os.environ.get("NANOCHAT_BASE_DIR")
+    if not base:
+        base = os.path.join(os.path.expanduser("~"), ".cache", "nanochat")
+    os.makedirs(base, exist_ok=True)
+    return base
+
+
+def autodetect_device_type(override: str | None = None) -> str:
+    """cuda > mps > cpu, unless `override` (or $NANOCHAT_DEVICE) names one. An unavailable override is an error."""
+    override = override or os.environ.get("NANOCHAT_DEVICE") or None
+    if override:
+        if override not in DEVICE_TYPES:
+            raise ValueError(f"unknown device type {override!r}; choose one of {', '.join(DEVICE_TYPES)}")
+        if override == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was requested but torch sees no CUDA GPU")
+        if override == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' was requested but this torch build/machine has no Apple MPS")
+        return override
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def compute_dtype(device_type: str) -> torch.dtype:
+    """The autocast/activation dtype: bf16 on cuda, fp32 elsewhere.
+
+    MPS gets fp32 on purpose: bf16 autocast and several bf16 kernels are missing or slow on Apple GPUs across
+    torch versions (nanochat #685, #741), and fp32 is always correct there.
+    """
+    return torch.bfloat16 if device_type == "cuda" else torch.float32
+
+
+def is_ddp() -> bool:
+    """True when launched by torchrun (RANK is set)."""
+    return int(os.environ.get("RANK", -1)) != -1
+
+
+def get_dist_info() -> tuple[bool, int, int, int]:
+    """(ddp, rank, local_rank, world_size) from torchrun's environment; (False, 0, 0, 1) otherwise."""
+    if is_ddp():
+        return True, int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    return False, 0, 0, 1
+
+
+def print0(*args, **kwargs) -> None:
+    """print() on rank 0 only."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(*args, **kwargs)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def compute_init(device_type: str | None = None, seed: int = 42):
+    """Pick the device, seed, and join the process group when under torchrun.
+
+    Returns (ddp, rank, local_rank, world_size, device). The backend is nccl on cuda and gloo on cpu/mps.
+    """
+    device_type = autodetect_device_type(device_type)
+    seed_everything(seed)
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+    ddp, rank, local_rank, world_size = get_dist_info()
+    if device_type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(device_type)
+    if ddp and not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            dist.init_process_group(backend=backend, device_id=device)
+        else:
+            dist.init_process_group(backend=backend)
+        dist.barrier()
+    return ddp, rank, local_rank, world_size, device
+
+
+def compute_cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

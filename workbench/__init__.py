@@ -1,0 +1,1 @@
+"""nanochat-workbench: write your own GPT against the nanochat reference, with live checks on every save."""

@@ -1,0 +1,58 @@
+"""The learner's path through the model: the phases, the methods in each, and the lesson that teaches each method.
+
+One table that the skeleton, the runner's "next TODO", STATUS.md and the lessons all agree on.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Phase:
+    number: int
+    title: str
+    methods: tuple[str, ...]
+
+
+PHASES: tuple[Phase, ...] = (
+    Phase(1, "Model construction", (
+        "GPT.__init__", "GPT._precompute_rotary_embeddings", "Block.__init__",
+        "CausalSelfAttention.__init__", "MLP.__init__",
+    )),
+    Phase(2, "Weight initialisation", ("GPT.init_weights", "GPT._init_weights")),
+    Phase(3, "Forward pass", (
+        "norm", "apply_rotary_emb", "CausalSelfAttention.forward", "MLP.forward", "Block.forward", "GPT.forward",
+    )),
+    Phase(4, "Optimisation", ("GPT.setup_optimizers", "GPT.get_device", "GPT.estimate_flops")),
+    Phase(5, "Generation", ("GPT.generate",)),
+)
+
+# qualname -> lesson file (in lessons/) that teaches it
+LESSON_FOR: dict[str, str] = {
+    "GPT.__init__": "03-embeddings-and-config.md",
+    "GPT._precompute_rotary_embeddings": "06-rotary-embeddings.md",
+    "Block.__init__": "04-the-block.md",
+    "CausalSelfAttention.__init__": "07-attention.md",
+    "MLP.__init__": "08-mlp.md",
+    "GPT.init_weights": "10-initialisation.md",
+    "GPT._init_weights": "10-initialisation.md",
+    "norm": "05-rmsnorm.md",
+    "apply_rotary_emb": "06-rotary-embeddings.md",
+    "CausalSelfAttention.forward": "07-attention.md",
+    "MLP.forward": "08-mlp.md",
+    "Block.forward": "04-the-block.md",
+    "GPT.forward": "09-logits-and-loss.md",
+    "GPT.setup_optimizers": "11-optimisers.md",
+    "GPT.get_device": "12-training-loop.md",
+    "GPT.estimate_flops": "12-training-loop.md",
+    "GPT.generate": "13-generation.md",
+}
+
+ALL_METHODS: tuple[str, ...] = tuple(m for phase in PHASES for m in phase.methods)
+
+
+def phase_of(qualname: str) -> int | None:
+    """The phase number a method belongs to, or None for names outside the learner's path."""
+    for phase in PHASES:
+        if qualname in phase.methods:
+            return phase.number
+    return None
