@@ -225,9 +225,9 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, kv_cache=None, loss_reduction="mean"):
         B, T = idx.size()
-        assert T <= self.cos.size(1), f"sequence of {T} tokens is longer than the rotary cache ({self.cos.size(1)})"
         # positions continue from where the cache left off
         T0 = 0 if kv_cache is None else kv_cache.get_pos()
+        assert T0 + T <= self.cos.size(1), f"position {T0 + T} is past the rotary cache ({self.cos.size(1)})"
         cos_sin = self.cos[:, T0:T0 + T], self.sin[:, T0:T0 + T]
         x = self.transformer.wte(idx)
         x = norm(x)
@@ -240,7 +240,7 @@ class GPT(nn.Module):
         if targets is None:
             return logits
         logits = logits.float()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1,
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
                                reduction=loss_reduction)
 
     @torch.inference_mode()

@@ -1,0 +1,25 @@
+"""Test-wide set-up: every test session gets its own NANOCHAT_BASE_DIR, so nothing touches ~/.cache/nanochat.
+
+The embedded-corpus tokenizer is trained once per session into that directory and reused by later tests
+(subprocesses inherit the variable). Tests that need an empty base dir set their own with monkeypatch.
+"""
+
+import os
+
+# The test models are tiny: one intra-op thread each is faster than threads fighting over 2 shared cores.
+# Set before torch is imported so that subprocesses (torchrun, the workbench worker, scripts) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nanochat_base_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("nanochat_base")
+    old = os.environ.get("NANOCHAT_BASE_DIR")
+    os.environ["NANOCHAT_BASE_DIR"] = str(base)
+    yield base
+    if old is None:
+        os.environ.pop("NANOCHAT_BASE_DIR", None)
+    else:
+        os.environ["NANOCHAT_BASE_DIR"] = old

@@ -1,0 +1,159 @@
+"""The runner as its users see it: the warm worker's Python API (async and blocking, cancellation, surviving
+its own death) and `nanochat-workbench check` (JSON schema, report, exit codes). Real processes throughout."""
+
+import asyncio
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from workbench.runner import CheckCancelled, Runner, RunnerError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
+SKELETON = (ROOT / "workbench" / "templates" / "learner_gpt.py").read_text()
+LOOPING = REFERENCE.replace("    def init_weights(self):\n", "    def init_weights(self):\n        while True:\n            pass\n", 1)
+
+
+@pytest.fixture(scope="module")
+def runner():
+    r = Runner(timeout=60)
+    r.wait_ready()
+    yield r
+    r.close()
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def assert_schema(result):
+    for key, kind in (("file", str), ("ok", bool), ("stage", str), ("components", list), ("shapes", list),
+                      ("losses", list), ("stdout_tail", str), ("timings", dict)):
+        assert isinstance(result[key], kind), key
+    assert result["stage"] in ("import", "construct", "init", "forward", "backward", "optimize", "train", "generate", "done")
+    assert "next_todo" in result and "error" in result
+    if result["next_todo"]:
+        assert set(result["next_todo"]) >= {"qualname", "phase", "message", "file", "line"}
+    if result["error"]:
+        assert set(result["error"]) >= {"type", "message", "file", "line", "traceback"}
+    for c in result["components"]:
+        assert set(c) >= {"qualname", "phase", "status", "detail", "max_abs_diff"}
+        assert c["status"] in ("pass", "mismatch", "error", "todo", "skipped")
+        assert c["detail"]
+    for s in result["shapes"]:
+        assert set(s) >= {"name", "kind", "inputs", "output", "dtype", "nonfinite"} and s["kind"] in ("module", "function")
+    assert isinstance(result["timings"]["total_s"], float)
+
+
+def test_async_run_returns_the_result_dict(runner, tmp_path):
+    result = asyncio.run(runner.run(write(tmp_path, "learner_gpt.py", SKELETON)))
+    assert_schema(result)
+    assert result["next_todo"]["qualname"] == "GPT.__init__"
+
+
+def test_a_newer_run_cancels_the_one_in_flight(runner, tmp_path):
+    looping, skeleton = write(tmp_path, "loop.py", LOOPING), write(tmp_path, "skel.py", SKELETON)
+
+    async def scenario():
+        first = asyncio.ensure_future(runner.run(looping))
+        await asyncio.sleep(1.0)  # the loop is running now
+        started = time.perf_counter()
+        second = await runner.run(skeleton)
+        with pytest.raises(CheckCancelled):
+            await first
+        return second, time.perf_counter() - started
+
+    result, seconds = asyncio.run(scenario())
+    assert result["next_todo"]["qualname"] == "GPT.__init__"
+    assert seconds < 30  # not held up by the 60 s timeout of the cancelled run
+
+
+def test_cancelling_the_awaiting_task_kills_the_check(runner, tmp_path):
+    looping, skeleton = write(tmp_path, "loop.py", LOOPING), write(tmp_path, "skel.py", SKELETON)
+
+    async def scenario():
+        task = asyncio.ensure_future(runner.run(looping))
+        await asyncio.sleep(1.0)
+        task.cancel()  # what Textual does to an exclusive worker when a newer save arrives
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        started = time.perf_counter()
+        result = await runner.run(skeleton)
+        return result, time.perf_counter() - started
+
+    result, seconds = asyncio.run(scenario())
+    assert result["stage"] == "construct" and seconds < 30
+
+
+def test_cancel_method_stops_the_run(runner, tmp_path):
+    run_id, future = runner.submit(write(tmp_path, "loop.py", LOOPING))
+    time.sleep(1.0)
+    runner.cancel()
+    with pytest.raises(CheckCancelled):
+        future.result(timeout=10)
+
+
+def test_learner_prints_come_back(runner, tmp_path):
+    text = REFERENCE.replace("    def init_weights(self):\n",
+                             "    def init_weights(self):\n        print('hello from init_weights')\n", 1)
+    result = runner.run_sync(write(tmp_path, "learner_gpt.py", "print('imported!')\n" + text))
+    assert "imported!" in result["stdout_tail"] and "hello from init_weights" in result["stdout_tail"]
+
+
+def test_a_dead_worker_fails_the_run_and_is_replaced(tmp_path):
+    r = Runner(timeout=60)
+    try:
+        r.wait_ready()
+        run_id, future = r.submit(write(tmp_path, "loop.py", LOOPING))
+        time.sleep(0.5)
+        os.kill(r.info["pid"], signal.SIGKILL)
+        with pytest.raises(RunnerError):
+            future.result(timeout=20)
+        result = r.run_sync(write(tmp_path, "skel.py", SKELETON))  # a fresh worker warms up and runs it
+        assert result["next_todo"]["qualname"] == "GPT.__init__"
+    finally:
+        r.close()
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "workbench.cli", "check", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_cli_json_on_the_skeleton_exits_1(tmp_path):
+    proc = cli(write(tmp_path, "learner_gpt.py", SKELETON), "--json", "--steps", "1")
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    assert_schema(result)
+    assert result["ok"] is False and result["next_todo"]["qualname"] == "GPT.__init__"
+
+
+def test_cli_report_on_the_reference_exits_0(tmp_path):
+    proc = cli(write(tmp_path, "gpt.py", REFERENCE), "--steps", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "OK gpt.py" in out and "KV-cache decoding" in out and "Traceback" not in out
+    assert "loss (one batch" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["does_not_exist.py"], "does not exist"),
+    (["."], "is a directory"),
+    (["x.py", "--steps", "0"], "must be at least 1"),
+    (["x.py", "--timeout", "soon"], "expected a number"),
+    (["x.py", "--bogus"], "unrecognized arguments"),
+])
+def test_cli_usage_errors_exit_2(args, message, tmp_path):
+    (tmp_path / "x.py").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "check", *args], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr

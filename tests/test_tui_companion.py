@@ -1,0 +1,235 @@
+"""The companion screen with the real runner: saves of the learner file drive the next-step panel, the
+checklist follows STATUS.md (ticks made by the workbench and by hand), regressions lead with a diff, errors
+show the code and a trimmed traceback, and a workspace is offered when there is none.
+
+One warm runner is shared by the tests (starting torch and the reference model once costs seconds)."""
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from workbench.app import WorkbenchApp
+from workbench.runner import Runner
+from workbench.tui_methods import reference_method, replace_method
+from workbench.workspace import init_workspace
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    r = Runner()
+    r.wait_ready()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    return init_workspace(tmp_path / "ws")
+
+
+async def until(pilot, condition, timeout=60.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out waiting for the app"
+        await pilot.pause(0.05)
+
+
+def screen_text(widget) -> str:
+    """What a widget shows, as plain text (all of it, scrolled out of view or not)."""
+    return "\n".join(strip.text.rstrip() for strip in widget.render_lines(widget.virtual_region.reset_offset))
+
+
+def panel(app) -> str:
+    return screen_text(app.screen.query_one("#next-step-body"))
+
+
+def checklist(app) -> str:
+    return screen_text(app.screen.query_one("#checklist"))
+
+
+async def next_report(app, pilot, write=None, timeout=60.0):
+    """Run `write()` (a save), then wait until a new report for it has arrived."""
+    before = app.report
+    if write is not None:
+        write()
+    await until(pilot, lambda: app.report is not before and not app.checking, timeout)
+    await pilot.pause(0.1)
+    return app.report
+
+
+def fill(path: Path, *qualnames: str) -> str:
+    """Write the reference's code of these methods into the learner file; return the new text."""
+    text = path.read_text()
+    for q in qualnames:
+        text = replace_method(text, q, reference_method(q))
+    path.write_text(text)
+    return text
+
+
+async def test_saving_a_method_moves_the_next_todo_on_and_ticks_status_md(workspace, runner):
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        report = await next_report(app, pilot)
+        assert report.result["next_todo"]["qualname"] == "GPT.__init__"
+        assert "NEXT  GPT.__init__" in panel(app) and "phase 1" in panel(app)
+        assert "raise NotImplementedError" in panel(app)  # the code around the TODO
+
+        report = await next_report(app, pilot, lambda: fill(workspace.learner_file, "GPT.__init__"))
+        todo = report.result["next_todo"]["qualname"]
+        assert todo != "GPT.__init__"
+        assert f"NEXT  {todo}" in panel(app)
+        assert report.status_of("GPT.__init__") == "pass"
+        # the workbench ticks STATUS.md; the watcher reloads it and the checklist counts the tick
+        await until(pilot, lambda: "1 Model construction  1/5" in checklist(app))
+        assert "- [x] `GPT.__init__`" in workspace.status_file.read_text()
+        assert "✔ GPT.__init__" in checklist(app) and f"→ {todo}" in checklist(app)
+
+
+async def test_a_tick_made_by_hand_in_status_md_shows_up(workspace, runner):
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await next_report(app, pilot)
+        assert "○ MLP.forward" in checklist(app)
+        text = workspace.status_file.read_text().replace("- [ ] `MLP.forward`", "- [x] `MLP.forward`")
+        workspace.status_file.write_text(text)
+        await until(pilot, lambda: "3 Forward pass  1/6" in checklist(app), timeout=10)
+        assert "✔ MLP.forward" in checklist(app)
+
+
+async def test_a_regression_leads_the_panel_with_the_diff_since_it_passed(workspace, runner):
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await next_report(app, pilot)
+        good = fill(workspace.learner_file, "GPT.__init__")
+        await next_report(app, pilot)
+        broken = good.replace("        self.config = config\n", "        self.config = config\n        1 / 0\n", 1)
+        report = await next_report(app, pilot, lambda: workspace.learner_file.write_text(broken))
+        assert [r.qualname for r in report.regressions] == ["GPT.__init__"]
+        text = panel(app)
+        assert text.startswith("REGRESSION  GPT.__init__ passed before and is now error")
+        assert "+        1 / 0" in text  # the diff since it last passed
+        assert "ZeroDivisionError" in text
+        assert "✘ GPT.__init__" in checklist(app)
+
+
+async def test_an_error_shows_the_code_around_it_and_a_trimmed_traceback(workspace, runner):
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await next_report(app, pilot)
+        text = workspace.learner_file.read_text().replace("import math\n", "import math\nimport no_such_package\n", 1)
+        report = await next_report(app, pilot, lambda: workspace.learner_file.write_text(text))
+        assert report.result["error"]["type"] == "ModuleNotFoundError"
+        shown = panel(app)
+        assert shown.startswith("ERROR  ModuleNotFoundError")
+        assert "import no_such_package" in shown  # the snippet, with the offending line
+        assert "site-packages" not in shown  # only the learner's frames
+
+
+async def test_a_newer_save_wins_and_r_reruns_by_hand(workspace, runner):
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await next_report(app, pilot)
+        skeleton = workspace.learner_file.read_text()
+        first = replace_method(skeleton, "GPT.__init__", reference_method("GPT.__init__"))
+        second = skeleton.replace("import math\n", "import math\nimport no_such_package\n", 1)
+
+        def two_saves():
+            workspace.learner_file.write_text(first)
+            workspace.learner_file.write_text(second)
+
+        await next_report(app, pilot, two_saves)
+        await until(pilot, lambda: app.report.source == second and not app.checking)
+        assert app.report.result["error"]["type"] == "ModuleNotFoundError"
+        checked = app.report
+        await pilot.press("r")
+        await until(pilot, lambda: app.report is not checked and not app.checking)
+        assert app.report.source == second
+
+
+async def test_forced_polling_still_checks_every_save_and_says_so(workspace, runner, monkeypatch):
+    monkeypatch.setenv("WATCHFILES_FORCE_POLLING", "1")
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await next_report(app, pilot)
+        await until(pilot, lambda: "polling" in app.watch_mode, timeout=5)
+        assert "polling" in screen_text(app.screen.query_one(".run-state"))
+        report = await next_report(app, pilot, lambda: fill(workspace.learner_file, "GPT.__init__"))
+        assert report.status_of("GPT.__init__") == "pass"
+
+
+async def test_without_a_workspace_it_offers_to_create_one(tmp_path, runner):
+    directory = tmp_path / "empty"
+    directory.mkdir()
+    app = WorkbenchApp(directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: type(app.screen).__name__ == "InitWorkspaceScreen", timeout=10)
+        await pilot.press("y")
+        report = await next_report(app, pilot)
+        assert (directory / "learner_gpt.py").exists() and (directory / "STATUS.md").exists()
+        assert report.result["next_todo"]["qualname"] == "GPT.__init__"
+
+
+async def test_declining_to_create_a_workspace_quits_and_writes_nothing(tmp_path, runner):
+    directory = tmp_path / "empty"
+    directory.mkdir()
+    app = WorkbenchApp(directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: type(app.screen).__name__ == "InitWorkspaceScreen", timeout=10)
+        await pilot.press("n")
+        await until(pilot, lambda: app.return_code is not None, timeout=10)
+    assert app.return_code == 1 and list(directory.iterdir()) == []
+
+
+async def test_hint_ladder_reset_with_undo_and_side_by_side(workspace, runner):
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await next_report(app, pilot)
+        # hints: shapes, formula, outline, and the reference's code only after a yes
+        await pilot.press("h")
+        await until(pilot, lambda: type(app.screen).__name__ == "HintScreen", timeout=5)
+        body = app.screen.query_one("#hint-body")
+        for _ in range(3):
+            await pilot.press("h")
+        await pilot.pause(0.2)
+        shown = "\n".join(screen_text(w) for w in body.children)
+        assert "1. shapes" in shown and "2. formula" in shown and "3. outline" in shown
+        assert "rotary_seq_len" in shown and "reference code" in shown
+        await pilot.press("h")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", timeout=5)
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert app.hint_levels["GPT.__init__"] == 3
+        await pilot.press("escape")
+
+        # a passing method: v shows it beside the reference's
+        good = fill(workspace.learner_file, "GPT.__init__")
+        await next_report(app, pilot)
+        assert app.last_passed == "GPT.__init__"
+        await pilot.press("v")
+        await until(pilot, lambda: type(app.screen).__name__ == "CompareScreen", timeout=5)
+        assert "self.rotary_seq_len" in screen_text(app.screen.query_one("#compare-mine Static"))
+        await pilot.press("escape")
+
+        # break it, reset it to its TODO, undo the reset
+        broken = good.replace("        self.config = config\n", "        self.config = config\n        1 / 0\n", 1)
+        await next_report(app, pilot, lambda: workspace.learner_file.write_text(broken))
+        await pilot.press("R")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", timeout=5)
+        await pilot.press("y")
+        await until(pilot, lambda: "NotImplementedError(\"TODO: create config" in workspace.learner_file.read_text())
+        reset_text = workspace.learner_file.read_text()
+        assert reset_text.count("NotImplementedError") == broken.count("NotImplementedError") + 1
+        report = await next_report(app, pilot)
+        assert report.result["next_todo"]["qualname"] == "GPT.__init__"
+        await pilot.press("u")
+        await until(pilot, lambda: workspace.learner_file.read_text() == broken)

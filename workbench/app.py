@@ -1,0 +1,507 @@
+"""The nanochat-workbench TUI: one Textual app over the learner's workspace.
+
+The app owns the state and the slow work; screens only display it. Workers report up with messages
+(workbench/messages.py), the app turns them into reactive state (`report`, `checklist`, `checking`, `watch_mode`),
+and each screen watches the state it shows. Slow things are named, exclusive workers:
+
+- "watch": watchfiles on the workspace directory (after a start-up probe proving events arrive, else polling)
+- "check": the core runner on the learner's file; a newer save cancels the check in flight
+- "status": re-reading STATUS.md after it changed on disk
+
+torch is never imported here: the runner's worker process, training runs and the chat worker import it.
+"""
+
+import asyncio
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import var
+from textual.worker import Worker, WorkerState
+
+from workbench.messages import CheckCrashed, CheckFinished, CheckStarted, FilesChanged, OpenLesson, WatcherReady
+from workbench.phases import ALL_METHODS, LESSON_FOR
+from workbench.screens.companion import CompanionScreen
+from workbench.screens.confirm import ConfirmScreen
+from workbench.screens.init_workspace import InitWorkspaceScreen
+from workbench.tui_session import Report, Session
+from workbench.tui_watch import WorkspaceWatcher
+from workbench.tui_workspace import learner_file_in, load_checklist, tick_passed
+
+STATUS_NAME = "STATUS.md"
+NOTES_DEBOUNCE_S = 0.5
+
+
+class WorkbenchApp(App):
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses (tests, benchmarks) find it too
+    TITLE = "nanochat-workbench"
+    MODES = {  # the companion is built at start; the others (and their imports) when first opened
+        "companion": CompanionScreen,
+        "lessons": lambda: _screen("lessons", "LessonsScreen"),
+        "plot": lambda: _screen("plot", "PlotScreen"),
+        "runs": lambda: _screen("runs", "RunsScreen"),
+        "chat": lambda: _screen("chat", "ChatScreen"),
+    }
+    DEFAULT_MODE = "companion"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]  # screen classes for 80-column terminals
+    BINDINGS = [
+        Binding("1", "switch_mode('companion')", "Companion", show=False),
+        Binding("2", "switch_mode('lessons')", "Lessons", show=False),
+        Binding("3", "switch_mode('plot')", "Plot", show=False),
+        Binding("4", "switch_mode('runs')", "Runs", show=False),
+        Binding("5", "switch_mode('chat')", "Chat", show=False),
+        Binding("l", "open_lesson", "Lesson"),
+        Binding("h", "hint", "Hint"),
+        Binding("v", "compare", "Compare", show=False),
+        Binding("e", "edit", "Edit file"),
+        Binding("r", "rerun", "Re-run"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    report: var[Report | None] = var(None, always_update=True)
+    checklist = var(None, always_update=True)
+    checking: var[bool] = var(False)
+    watch_mode: var[str] = var("starting the file watcher…")
+    last_finished: var[float | None] = var(None)
+    last_seconds: var[float | None] = var(None)
+    summary: var[str] = var("")
+    check_detail: var[str] = var("")
+    lesson_request: var[tuple[str | None, str | None] | None] = var(None, always_update=True)
+
+    def __init__(self, workspace: Path, *, learner_file: Path | None = None, probe_timeout: float = 1.0,
+                 run_checks: bool = True, runner=None):
+        """`run_checks=False` opens the workspace without running the learner's code (lessons, notes, runs only).
+        `runner`: a workbench.runner.Runner to share (it is then left running on exit); by default the app starts
+        its own."""
+        super().__init__()
+        self.run_checks = run_checks
+        self._owns_runner = runner is None
+        self.workspace = Path(workspace).resolve()
+        self.learner_path = learner_file or learner_file_in(self.workspace)
+        self.status_path = self.workspace / STATUS_NAME
+        self.probe_timeout = probe_timeout
+        self.session: Session | None = None
+        self.runner = runner
+        self._saved_at: float | None = None  # when the save that started the current check was seen
+        self._session_error_shown = False
+        self.hint_levels: dict[str, int] = {}  # rungs of the hint ladder revealed, per method
+        self.last_passed: str | None = None  # the method that most recently started passing (for v)
+        self._undo: list[tuple[str, str, str]] = []  # (qualname, method text before the reset, file text after)
+        self._notes_pending: dict = {}  # lesson name -> the last NoteEdited for it, not yet written
+        self._notes_timer = None
+        self.sub_title = str(self.learner_path.name)
+
+    # ---- start-up -------------------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self.learner_path.exists():
+            self.start_workspace()
+        elif self.status_path.exists():
+            self.reload_status()
+            self.notify(f"{self.status_path} is here but {self.learner_path.name} is not: put your learner file "
+                        f"back, or run `nanochat-workbench init DIR` elsewhere for a fresh start. Lessons still work.",
+                        title="No learner file", severity="error", timeout=20)
+        else:
+            self.push_screen(InitWorkspaceScreen(str(self.workspace), self.learner_path.name), self._init_answered)
+
+    def _init_answered(self, create: bool | None) -> None:
+        if not create:
+            self.exit(return_code=1, message="No workspace created; run `nanochat-workbench init` when ready.")
+            return
+        from workbench.workspace import WorkspaceError, init_workspace
+        try:
+            ws = init_workspace(self.workspace, self.learner_path.name)
+        except WorkspaceError as e:
+            self.notify(str(e), title="Workspace not created", severity="error", timeout=20)
+            return
+        self.learner_path = ws.learner_file
+        self.notify(f"Created {ws.learner_file.name} and STATUS.md in {ws.directory}. Start with GPT.__init__: "
+                    f"press e to edit, l for its lesson.", title="Workspace ready")
+        self.start_workspace()
+
+    def start_workspace(self) -> None:
+        if self.run_checks:
+            self._get_runner()  # the worker warms up while the screen paints
+        self.session = Session.load(self.workspace)
+        self.reload_status()
+        self.watch_workspace(force_polling=None)
+        self.run_check("start")
+
+    def on_unmount(self) -> None:
+        self.flush_notes()
+        if self.runner is not None and self._owns_runner:
+            self.runner.close()
+
+    def bind_run_state(self, widget) -> None:
+        """Keep a screen's status bar in step with the app's run state."""
+        def follow(name):
+            def copy(value):
+                setattr(widget, name, value)
+            return copy
+        for name in ("checking", "watch_mode", "last_finished", "last_seconds", "summary", "check_detail"):
+            widget.watch(self, name, follow(name))
+
+    # ---- watching ---------------------------------------------------------------------------------------------
+
+    @work(exclusive=True, group="watch", exit_on_error=False)
+    async def watch_workspace(self, force_polling: bool | None) -> None:
+        watcher = WorkspaceWatcher(self.workspace, {self.learner_path.name, STATUS_NAME},
+                                   force_polling=force_polling)
+        probe = asyncio.create_task(self._probe(watcher, force_polling))
+        try:
+            async for names in watcher.changes():
+                self.post_message(FilesChanged(names))
+        finally:
+            probe.cancel()
+            watcher.stop()
+
+    async def _probe(self, watcher: WorkspaceWatcher, force_polling: bool | None) -> None:
+        env_polling = force_polling is None and "WATCHFILES_FORCE_POLLING" in os.environ
+        if await watcher.probe(self.probe_timeout):
+            if force_polling or env_polling:
+                self.post_message(WatcherReady(True, "watching: polling every 0.1 s"))
+            else:
+                self.post_message(WatcherReady(False, "watching: native file events"))
+        elif not force_polling:
+            self.post_message(WatcherReady(True, "watching: polling (no file events arrived within 1 s)"))
+            self.watch_workspace(force_polling=True)
+        else:
+            self.post_message(WatcherReady(True, "watching failed: press r to re-run by hand"))
+
+    def on_watcher_ready(self, message: WatcherReady) -> None:
+        self.watch_mode = message.detail
+        if message.polling and "no file events" in message.detail:
+            self.notify("File events do not arrive in this directory (WSL /mnt, network drive?): polling instead.",
+                        title="Watching by polling", severity="warning")
+
+    def on_files_changed(self, message: FilesChanged) -> None:
+        if STATUS_NAME in message.names:
+            self.reload_status()
+        if self.learner_path.name in message.names:
+            self._saved_at = time.perf_counter()
+            self.run_check("save")
+
+    # ---- checking ---------------------------------------------------------------------------------------------
+
+    def _get_runner(self):
+        """The core runner: a warm worker process (torch and the reference loaded once), started on first use."""
+        if self.runner is None:
+            from workbench.runner import Runner
+            self.runner = Runner()
+        return self.runner
+
+    @work(exclusive=True, group="check", exit_on_error=False)
+    async def run_check(self, reason: str) -> None:
+        if not self.run_checks:
+            return
+        started = self._saved_at if reason == "save" and self._saved_at else time.perf_counter()
+        self.post_message(CheckStarted(reason))
+        if not self.learner_path.exists():
+            self.post_message(CheckCrashed(f"{self.learner_path} does not exist: create it with "
+                                           f"`nanochat-workbench init {self.workspace}`"))
+            return
+        try:
+            source = self.learner_path.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            self.post_message(CheckCrashed(f"cannot read {self.learner_path}: {e.strerror}"))
+            return
+        from workbench.runner import CheckCancelled, RunnerError
+        runner = self._get_runner()
+        if not runner.warm:
+            self.check_detail = "warming up the checker (loads torch and the reference once)"
+        try:
+            result = await runner.run(self.learner_path)
+        except CheckCancelled:
+            return  # a newer save took over
+        except RunnerError as e:
+            self.post_message(CheckCrashed(f"The checker could not run: {e}\nThis is the workbench failing, not "
+                                           f"your code. Press r to try again."))
+            return
+        finally:
+            self.check_detail = ""
+        self.post_message(CheckFinished(result, source, time.perf_counter() - started))
+
+    def on_check_started(self, message: CheckStarted) -> None:
+        self.checking = True
+
+    def on_check_finished(self, message: CheckFinished) -> None:
+        self._announce_new_passes(message.result)
+        regressions = self.session.record(message.result, message.source)
+        self.report = Report(message.result, message.source, message.seconds, time.time(), regressions)
+        self.last_finished, self.last_seconds = self.report.finished_at, message.seconds
+        self.summary = _summary(message.result, regressions)
+        self.write_ticks(message.result)
+        error = self.session.save()
+        if error and not self._session_error_shown:
+            self._session_error_shown = True
+            self.notify(error + " — check the folder's permissions.", title="History not saved", severity="warning")
+
+    def _announce_new_passes(self, result: dict) -> None:
+        if self.report is None:
+            return
+        now = {c.get("qualname") for c in result.get("components") or [] if c.get("status") == "pass"}
+        new = [q for q in ALL_METHODS if q in now and self.report.status_of(q) != "pass"]
+        if new:
+            self.last_passed = new[-1]
+            self.notify(f"{', '.join(new)} now match{'es' if len(new) == 1 else ''} the reference. "
+                        f"Press v to see {new[-1]} beside the reference's version.", title="Passing ✔")
+
+    def on_check_crashed(self, message: CheckCrashed) -> None:
+        self.notify(message.message, title="Check not run", severity="error", timeout=10)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "check":
+            self.checking = any(w.group == "check" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+                                for w in self.workers)
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{worker.error!r}\nThis is a bug in the workbench, not in your code. "
+                        f"Press r to try again.", title=f"{worker.name} failed", severity="error", timeout=15)
+
+    # ---- STATUS.md --------------------------------------------------------------------------------------------
+
+    def reload_status(self) -> None:
+        data, error = load_checklist(self.status_path)
+        self.checklist = data
+        if error:
+            self.notify(error, title="STATUS.md", severity="warning", timeout=10)
+
+    @work(thread=True, group="status-write", exit_on_error=False)
+    def write_ticks(self, result: dict) -> None:
+        """Tick STATUS.md in a thread (save() fsyncs); the watcher then reloads the checklist."""
+        error = tick_passed(self.status_path, result)
+        if error:
+            self.call_from_thread(self.notify, error, title="STATUS.md not updated", severity="warning")
+
+    # ---- hints, side by side, reset ---------------------------------------------------------------------------
+
+    def action_hint(self) -> None:
+        self.push_screen(_screen("hints", "HintScreen", self.current_method() or "GPT.__init__", self.hint_levels))
+
+    def action_compare(self) -> None:
+        """The learner's method beside the reference's: the one that passed last, else the current one."""
+        qualname = self.last_passed or self.current_method()
+        if qualname is None:
+            self.notify("Nothing to compare yet: press v after a method passes.", severity="information")
+            return
+        try:
+            source = self.learner_path.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            self.notify(f"cannot read {self.learner_path}: {e.strerror}", severity="error")
+            return
+        self.push_screen(_screen("compare", "CompareScreen", qualname, source))
+
+    def action_reset_method(self) -> None:
+        qualname = self.current_method()
+        if qualname is None or qualname not in ALL_METHODS:
+            self.notify("Reset works on the method you are on (the next TODO or the failing one); there is "
+                        "none right now.", severity="information")
+            return
+        self.push_screen(ConfirmScreen(f"Reset {qualname} to its skeleton body (the TODO), leaving the rest of "
+                                       f"{self.learner_path.name} alone?\n\nu undoes it.", yes="Reset (y)"),
+                         lambda yes: self._reset(qualname) if yes else None)
+
+    def _reset(self, qualname: str) -> None:
+        from workbench.tui_methods import MethodNotFound, method_source, replace_method, skeleton_method
+        try:
+            text = self.learner_path.read_text(encoding="utf-8")
+            before = method_source(text, qualname)
+            new_text = replace_method(text, qualname, skeleton_method(qualname))
+            _atomic_write(self.learner_path, new_text)
+        except (SyntaxError, MethodNotFound) as e:
+            self.notify(f"Cannot find {qualname} in {self.learner_path.name} ({type(e).__name__}: {e}); fix the "
+                        f"file so it parses first.", title="Not reset", severity="error")
+            return
+        except OSError as e:
+            self.notify(f"cannot write {self.learner_path}: {e.strerror}", title="Not reset", severity="error")
+            return
+        self._undo.append((qualname, before, new_text))
+        self.notify(f"{qualname} is back to its TODO. Press u to undo.", title="Reset")
+
+    def action_undo_reset(self) -> None:
+        """Put back the method as it was before the last reset (other edits since then are kept)."""
+        from workbench.tui_methods import MethodNotFound, replace_method
+        if not self._undo:
+            self.notify("Nothing to undo.", severity="information")
+            return
+        qualname, before, _after = self._undo.pop()
+        try:
+            text = self.learner_path.read_text(encoding="utf-8")
+            _atomic_write(self.learner_path, replace_method(text, qualname, before))
+        except (SyntaxError, MethodNotFound, OSError) as e:
+            self._undo.append((qualname, before, _after))
+            self.notify(f"Could not put {qualname} back ({e}).", title="Undo failed", severity="error")
+            return
+        self.notify(f"{qualname} is back as you had it.", title="Undone")
+
+    # ---- lessons and notes ------------------------------------------------------------------------------------
+
+    def action_open_lesson(self) -> None:
+        """Open the lesson for the method the learner is on (next TODO, regression or mismatch)."""
+        qualname = self.current_method()
+        self.lesson_request = (LESSON_FOR.get(qualname) if qualname else None, qualname)
+        self.switch_mode("lessons")
+
+    def on_open_lesson(self, message: OpenLesson) -> None:
+        self.lesson_request = (message.lesson, message.qualname)
+        self.switch_mode("lessons")
+
+    def current_method(self) -> str | None:
+        if self.report is None:
+            return None
+        if self.report.regressions:
+            return self.report.regressions[0].qualname
+        todo = self.report.result.get("next_todo")
+        if todo:
+            return todo.get("qualname")
+        bad = next((c for c in self.report.components if c.get("status") in ("mismatch", "error")), None)
+        return bad.get("qualname") if bad else None
+
+    def notes_for(self, lesson) -> tuple[dict[str, str], str]:
+        """The answers and notes already saved for a lesson (pending, unsaved edits included)."""
+        pending = self._notes_pending.get(lesson.name)
+        if pending is not None:
+            return dict(pending.answers), pending.notes
+        from workbench.status_doc import StatusDoc, StatusDocError
+        from workbench.tui_notes import read_notes
+        try:
+            return read_notes(StatusDoc.load(self.status_path), lesson.name)
+        except StatusDocError:
+            return {}, ""
+
+    def on_note_edited(self, message) -> None:  # widgets.notes_pane.NoteEdited
+        self._notes_pending[message.lesson] = message
+        if self._notes_timer is not None:
+            self._notes_timer.stop()
+        self._notes_timer = self.set_timer(NOTES_DEBOUNCE_S, self.save_notes)
+
+    def save_notes(self) -> None:
+        pending, self._notes_pending = self._notes_pending, {}
+        if pending:
+            self.write_notes(pending)
+
+    @work(thread=True, group="notes-write", exit_on_error=False)
+    def write_notes(self, pending: dict) -> None:
+        error = _write_notes(self.status_path, pending)
+        if error:
+            self.call_from_thread(self.notify, error, title="Notes not saved", severity="error", timeout=15)
+
+    def flush_notes(self) -> None:
+        """Write pending notes now, in this thread (on quit)."""
+        if self._notes_timer is not None:
+            self._notes_timer.stop()
+        pending, self._notes_pending = self._notes_pending, {}
+        if pending:
+            error = _write_notes(self.status_path, pending)
+            if error:
+                print(f"nanochat-workbench: {error}")
+
+    async def action_quit(self) -> None:
+        self.flush_notes()
+        self.exit()
+
+    # ---- actions ----------------------------------------------------------------------------------------------
+
+    def action_rerun(self) -> None:
+        self.run_check("by hand")
+
+    def action_edit(self) -> None:
+        """Hand the terminal to $VISUAL/$EDITOR on the learner's file; the watcher picks up the save."""
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or _fallback_editor()
+        if not editor:
+            self.notify("Set $EDITOR (e.g. export EDITOR=nano), or edit the file in another window: "
+                        "every save is checked.", title="No editor", severity="warning")
+            return
+        line = ((self.report.result.get("next_todo") or self.report.result.get("error") or {}).get("line")
+                if self.report else None)
+        args = shlex.split(editor)
+        if line and Path(args[0]).name in ("vi", "vim", "nvim", "nano", "emacs", "micro", "kak", "hx"):
+            args.append(f"+{line}")
+        try:
+            with self.suspend():
+                subprocess.call([*args, str(self.learner_path)])
+        except Exception as e:  # SuspendNotSupported (e.g. textual-web), or the editor not found
+            self.notify(f"Could not open the editor ({e}). Edit {self.learner_path} in another window.",
+                        title="Editor", severity="warning")
+        self.refresh()
+
+    def action_help(self) -> None:
+        if type(self.screen).__name__ != "HelpScreen":
+            self.push_screen(_screen("help", "HelpScreen"))
+
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Companion", "Live feedback on your file", lambda: self.switch_mode("companion"))
+        yield SystemCommand("Re-run the check", "Check the learner file now", self.action_rerun)
+        yield SystemCommand("Edit the learner file", "Open it in $EDITOR", self.action_edit)
+        yield SystemCommand("Lessons", "Read the lessons and take notes", lambda: self.switch_mode("lessons"))
+        yield SystemCommand("Plot", "The loss of this save and the saves before", lambda: self.switch_mode("plot"))
+        yield SystemCommand("Runs", "Train a tiny model locally; finished runs", lambda: self.switch_mode("runs"))
+        yield SystemCommand("Chat", "Talk to a checkpoint", lambda: self.switch_mode("chat"))
+        yield SystemCommand("Help", "Keys and what each screen does", self.action_help)
+        yield SystemCommand("Hint", "The next rung of the hint ladder for the method you are on", self.action_hint)
+        yield SystemCommand("Compare with the reference", "Your method beside the reference's", self.action_compare)
+        yield SystemCommand("Reset this method", "Put the method you are on back to its TODO (undo: u)",
+                            self.action_reset_method)
+        yield SystemCommand("Undo the reset", "Put the last reset method back", self.action_undo_reset)
+        yield SystemCommand("Lesson for this method", "Open the lesson at the method you are on",
+                            self.action_open_lesson)
+
+
+def _screen(module: str, name: str, *args):
+    """A screen from workbench/screens/<module>.py, imported on first use (keeps start-up light)."""
+    import importlib
+    return getattr(importlib.import_module(f"workbench.screens.{module}"), name)(*args)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Replace a file's content in one step (temp file in the same folder, then rename), keeping its mode."""
+    import tempfile
+    mode = path.stat().st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_notes(status_path: Path, pending: dict) -> str | None:
+    from workbench.status_doc import StatusDoc, StatusDocError
+    from workbench.tui_notes import write_notes
+    try:
+        doc = StatusDoc.load(status_path)
+        for note in pending.values():
+            write_notes(doc, note.lesson, note.title, note.answers, note.notes)
+        doc.save()
+    except StatusDocError as e:
+        return f"{e}. Your notes are still in the notes pane; copy them somewhere safe."
+    except OSError as e:
+        return f"cannot write {status_path} ({e.strerror or e}); your notes are still in the notes pane."
+    return None
+
+
+def _summary(result: dict, regressions) -> str:
+    comps = result.get("components") or []
+    passed = sum(1 for c in comps if c.get("status") == "pass")
+    head = f"{passed}/{len(comps)} pass" if comps else result.get("stage", "")
+    if regressions:
+        head += f" · {len(regressions)} regressed"
+    return head
+
+
+def _fallback_editor() -> str | None:
+    for name in ("nano", "vim", "vi"):
+        if shutil.which(name):
+            return name
+    return None

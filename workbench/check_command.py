@@ -1,0 +1,99 @@
+"""`nanochat-workbench check FILE`: run the learner's GPT through the depth-4 checks and report.
+
+    nanochat-workbench check learner_gpt.py            a readable report: next TODO, components, shapes, losses
+    nanochat-workbench check learner_gpt.py --json     one JSON object (the same dict the TUI gets)
+
+Exit code 0 when everything passes, 1 when not (a TODO, a mismatch, an error), 2 for usage errors. The checks
+run in a separate worker process (workbench/runner.py); this process never imports the learner's file.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from workbench.runner import DEFAULT_SEQ, DEFAULT_TIMEOUT, RunnerError, check_file
+
+CLI_STEPS = 10  # one-shot runs can afford a few more steps than the TUI's warm path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _seq(text: str) -> int:
+    value = _positive_int(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"must be at least 32 (the checks generate from a 16-token prompt), got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="your GPT file, e.g. learner_gpt.py")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    parser.add_argument("--steps", type=_positive_int, default=CLI_STEPS,
+                        help=f"optimizer steps on one batch, loss measured before and after each (default {CLI_STEPS})")
+    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="S",
+                        help=f"seconds before your code is stopped (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--seq", type=_seq, default=DEFAULT_SEQ, metavar="T",
+                        help=f"sequence length of the batch (default {DEFAULT_SEQ})")
+    parser.add_argument("--memory", type=_positive_float, default=None, metavar="GB",
+                        help="memory your code may allocate before it is stopped (default: half the RAM)")
+
+
+def usage_error(message: str) -> int:
+    print(f"nanochat-workbench check: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args) -> int:
+    path = os.path.abspath(os.path.expanduser(args.file))
+    if not os.path.exists(path):
+        return usage_error(f"{args.file} does not exist (create a workspace with `nanochat-workbench init DIR`)")
+    if os.path.isdir(path):
+        return usage_error(f"{args.file} is a directory; pass your GPT file, e.g. {os.path.join(args.file, 'learner_gpt.py')}")
+    if not path.endswith(".py"):
+        return usage_error(f"{args.file} is not a .py file")
+    status = None
+    if not args.json and sys.stderr.isatty():
+        from rich.console import Console
+        status = Console(stderr=True).status("starting the checker (torch, tokenizer, reference model)…")
+        status.start()
+    try:
+        result = check_file(path, steps=args.steps, timeout=args.timeout, seq_len=args.seq, memory_gb=args.memory)
+    except RunnerError as e:
+        if status:
+            status.stop()
+        if args.json:
+            print(json.dumps({"file": path, "ok": False, "stage": "import", "next_todo": None, "components": [],
+                              "shapes": [], "losses": [], "stdout_tail": "", "timings": {},
+                              "error": {"type": "WorkbenchError", "message": str(e), "file": None, "line": None,
+                                        "traceback": ""}}))
+        else:
+            print(f"nanochat-workbench check: the checker could not run: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if status:
+            status.stop()
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        from workbench.check_report import print_report
+        print_report(result)
+    return 0 if result.get("ok") else 1

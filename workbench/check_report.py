@@ -1,0 +1,149 @@
+"""The human-readable report of a check result (the dict from workbench/runner.py), printed with rich.
+
+Order: the verdict line, then what to do next (the error, or the next TODO, or the first mismatch), then every
+component with its reason, the shapes of the forward pass, the losses and the learner's own prints.
+"""
+
+import os
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from workbench.phases import PHASES
+
+STATUS_STYLE = {"pass": ("✓", "green"), "mismatch": ("✗", "bold red"), "error": ("!", "bold red"),
+                "todo": ("·", "yellow"), "skipped": ("-", "dim")}
+PHASE_TITLE = {p.number: p.title for p in PHASES}
+
+
+def _where(d: dict) -> str:
+    if not d or not d.get("file"):
+        return ""
+    return f"{os.path.basename(d['file'])}:{d['line']}" if d.get("line") else os.path.basename(d["file"])
+
+
+def _shape(s) -> str:
+    if s is None:
+        return "None"
+    if isinstance(s, list) and all(isinstance(x, int) for x in s):
+        return "(" + ", ".join(map(str, s)) + ")"
+    if isinstance(s, list):
+        return "[" + ", ".join(_shape(x) for x in s) + "]"
+    return str(s)
+
+
+def collapse_repeated_blocks(rows: list) -> list:
+    """Keep every row of block 0 and only the top row of each later block (they repeat block 0's shapes),
+    except rows with NaN/inf, which are always shown."""
+    out, hide_below = [], None
+    for row in rows:
+        depth = row.get("depth", 0)
+        if hide_below is not None and depth > hide_below and not row.get("nonfinite"):
+            continue
+        hide_below = None
+        name = row.get("name", "")
+        parts = name.split(".")
+        if row.get("kind") == "module" and len(parts) == 3 and parts[:2] == ["transformer", "h"] and parts[2] != "0":
+            hide_below = depth
+        out.append(row)
+    return out
+
+
+def print_report(result: dict, console: Console | None = None, max_shapes: int = 60) -> None:
+    console = console or Console()
+    name = os.path.basename(result.get("file", "?"))
+    comps = result.get("components") or []
+    counts = {}
+    for c in comps:
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    summary = " · ".join(f"{n} {s}" for s, n in counts.items())
+    took = (result.get("timings") or {}).get("total_s")
+    cfg = result.get("config") or {}
+    head = Text()
+    head.append("OK " if result.get("ok") else "NOT OK ", style="bold green" if result.get("ok") else "bold red")
+    head.append(f"{name}", style="bold")
+    head.append(f"  stage: {result.get('stage')}  ·  {summary}")
+    if took is not None:
+        head.append(f"  ·  {took:.2f} s", style="dim")
+    console.print(head)
+    if cfg:
+        console.print(Text(f"depth-{cfg.get('n_layer')} GPT: n_embd {cfg.get('n_embd')}, n_head {cfg.get('n_head')}, "
+                           f"n_kv_head {cfg.get('n_kv_head')}, vocab {cfg.get('vocab_size')}, seq {cfg.get('sequence_len')}",
+                           style="dim"))
+
+    error, todo = result.get("error"), result.get("next_todo")
+    if error:
+        body = Text(error.get("message", ""), style="bold")
+        if error.get("traceback"):
+            body.append("\n\n" + error["traceback"].rstrip(), style="dim")
+        title = f"{error.get('type', 'Error')}" + (f" at {_where(error)}" if _where(error) else "")
+        console.print(Panel(body, title=title, title_align="left", border_style="red"))
+    if todo:
+        phase = todo.get("phase")
+        body = Text()
+        body.append(f"{todo.get('qualname')}", style="bold yellow")
+        if phase:
+            body.append(f"   phase {phase} · {PHASE_TITLE.get(phase, '')}")
+        if _where(todo):
+            body.append(f"   {_where(todo)}", style="dim")
+        body.append(f"\n{todo.get('message', '')}")
+        if todo.get("lesson"):
+            body.append(f"\nlesson: lessons/{todo['lesson']}", style="cyan")
+        console.print(Panel(body, title="next TODO", title_align="left", border_style="yellow"))
+    lead = next((c for c in comps if c["status"] in ("mismatch", "error")), None)
+    if lead and not error:
+        body = Text(lead["detail"], style="bold")
+        if lead.get("lesson"):
+            body.append(f"\nlesson: lessons/{lead['lesson']}", style="cyan")
+        console.print(Panel(body, title=f"first to fix: {lead['qualname']}", title_align="left", border_style="red"))
+
+    table = Table(title="components (in data-flow order)", title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("", width=1)
+    table.add_column("component", no_wrap=True)
+    table.add_column("ph", justify="right", style="dim")
+    table.add_column("status", no_wrap=True)
+    table.add_column("reason")
+    for c in comps:
+        icon, style = STATUS_STYLE.get(c["status"], ("?", ""))
+        table.add_row(Text(icon, style=style), c["qualname"], str(c.get("phase") or ""), Text(c["status"], style=style),
+                      escape(c.get("detail") or ""))
+    console.print(table)
+
+    shapes = collapse_repeated_blocks(result.get("shapes") or [])
+    if shapes:
+        t = Table(title="forward pass of your model on the first batch (blocks after the first collapsed)",
+                  title_justify="left", show_edge=False, pad_edge=False)
+        t.add_column("module / function", no_wrap=True)
+        for col in ("inputs", "output", "dtype", ""):
+            t.add_column(col)
+        for row in shapes[:max_shapes]:
+            label = Text("  " * min(row.get("depth", 0), 6) + row["name"])
+            if row.get("kind") == "function":
+                label.append("()", style="bold")
+                label.append(f"  in {row.get('caller')}", style="dim")
+            else:
+                label.append(f"  {row.get('type')}", style="dim")
+            inputs = row.get("inputs")
+            inputs = ", ".join(_shape(x) for x in inputs) if isinstance(inputs, list) else _shape(inputs)
+            t.add_row(label, inputs, _shape(row.get("output")), row.get("dtype") or "",
+                      Text("NaN/inf", style="bold red") if row.get("nonfinite") else "")
+        if len(shapes) > max_shapes:
+            t.add_row(f"… {len(shapes) - max_shapes} more (see --json)", "", "", "", "")
+        console.print(t)
+        bad = result.get("first_nonfinite")
+        if bad:
+            console.print(Text(f"first NaN/inf: {bad['name']} ({bad['type']})", style="bold red"))
+
+    losses = result.get("losses") or []
+    if losses:
+        line = " → ".join(f"{x:.3f}" for x in losses[:12]) + (" → …" if len(losses) > 12 else "")
+        console.print(Text("loss (one batch, before and after each step): ", style="bold") + Text(line))
+    tail = (result.get("stdout_tail") or "").rstrip()
+    if tail:
+        lines = tail.splitlines()
+        shown = "\n".join(lines[-20:])
+        more = f" (last 20 of {len(lines)} kept lines)" if len(lines) > 20 else ""
+        console.print(Panel(Text(shown), title=f"your prints{more}", title_align="left", border_style="dim"))

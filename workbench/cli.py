@@ -1,0 +1,97 @@
+"""The `nanochat-workbench` command: `init`, `check` and `trace` (the TUI, with no subcommand, comes later).
+
+Exit codes: 0 ok, 1 the command ran and found a problem (a TODO, a mismatch, an error), 2 a usage error.
+Nothing heavy is imported here: `--help` and `init` never load torch; each subcommand imports its module when run.
+"""
+
+import argparse
+import sys
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("nanochat-workbench")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser(with_check_arguments: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nanochat-workbench",
+        description="Write your own GPT, method by method, against nanochat's reference.",
+        epilog="Start with `nanochat-workbench init my-gpt`, then `nanochat-workbench check my-gpt/learner_gpt.py`.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    init = sub.add_parser("init", help="create learner_gpt.py (the skeleton) and STATUS.md in DIR",
+                          description="Create a workspace: the GPT skeleton to fill in and STATUS.md to track it. "
+                                      "Existing files are never overwritten.")
+    init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="workspace directory (default: here)")
+    init.add_argument("--name", default="learner_gpt.py", help="file name of your GPT (default: learner_gpt.py)")
+
+    check = sub.add_parser("check", help="run your GPT file through the depth-4 checks against the reference",
+                           description="Check FILE against the reference GPT, component by component.")
+    if with_check_arguments:
+        from workbench import check_command
+        check_command.add_arguments(check)
+
+    trace = sub.add_parser("trace", help="print a forward pass: shapes, statistics, attention, parameters",
+                           description="Trace one forward pass of a small GPT from FILE (default: the reference).")
+    from workbench import trace as trace_module  # light: it imports torch only when it runs
+    trace_module.add_arguments(trace)
+    return parser
+
+
+def _run_init(args) -> int:
+    from workbench.workspace import UsageError, WorkspaceError, init_workspace, next_steps
+    try:
+        ws = init_workspace(args.dir, args.name)
+    except UsageError as e:
+        print(f"nanochat-workbench init: error: {e}", file=sys.stderr)
+        return 2
+    except WorkspaceError as e:
+        print(f"nanochat-workbench init: {e}", file=sys.stderr)
+        return 1
+    print(next_steps(ws))
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    wants_check = bool(argv) and argv[0] == "check"
+    if wants_check:
+        try:
+            import workbench.check_command  # noqa: F401
+        except ModuleNotFoundError as e:
+            if e.name != "workbench.check_command":
+                raise
+            print("nanochat-workbench check: this installation has no check command (workbench/check_command.py "
+                  "is missing)", file=sys.stderr)
+            return 1
+    parser = build_parser(with_check_arguments=wants_check)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors and 0 for --help/--version
+        return int(e.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "init":
+            return _run_init(args)
+        if args.command == "check":
+            from workbench import check_command
+            return int(check_command.run(args))
+        if args.command == "trace":
+            from workbench import trace as trace_module
+            return trace_module.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The TUI's messages: what workers and widgets report upwards to the app (state flows down as reactives)."""
+
+from dataclasses import dataclass, field
+
+from textual.message import Message
+
+
+@dataclass
+class WatcherReady(Message):
+    """The file watcher is running; `polling` when native file events did not arrive and we poll instead."""
+
+    polling: bool
+    detail: str
+
+
+@dataclass
+class FilesChanged(Message):
+    """Watched files in the workspace changed on disk (names, not paths)."""
+
+    names: set[str]
+
+
+@dataclass
+class CheckStarted(Message):
+    reason: str  # "save", "start", "by hand"
+
+
+@dataclass
+class CheckFinished(Message):
+    """The runner returned a result (the `check --json` dict) for the file text in `source`."""
+
+    result: dict
+    source: str | None
+    seconds: float
+
+
+@dataclass
+class CheckCrashed(Message):
+    """The runner itself failed (not the learner's code): shown as a notification with the fix."""
+
+    message: str
+
+
+@dataclass
+class RunOutput(Message):
+    """A line from a training run: a parsed metrics.jsonl record, or a log line (`record` is None)."""
+
+    run_id: str
+    line: str = ""
+    record: dict | None = None
+
+
+@dataclass
+class RunExited(Message):
+    run_id: str
+    returncode: int | None
+
+
+@dataclass
+class ChatEvent(Message):
+    """One event streamed from the chat worker process: `kind` is token | tool | tool_output | done | error | ready."""
+
+    kind: str
+    text: str = ""
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class OpenLesson(Message):
+    """Ask the app to show a lesson, scrolled to the section for `qualname` when given."""
+
+    lesson: str | None = None
+    qualname: str | None = None

@@ -1,0 +1,70 @@
+"""The companion screen: live feedback on the learner's file, refreshed on every save.
+
+It only displays the app's state (report, checklist, run state); the watching and checking happen in the app.
+"""
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from workbench.widgets.checklist import Checklist
+from workbench.widgets.component_table import ComponentTable
+from workbench.widgets.loss_panel import LossPanel
+from workbench.widgets.next_step import NextStep
+from workbench.widgets.prints_log import PrintsLog
+from workbench.widgets.run_state import RunState
+from workbench.widgets.top_bar import TopBar
+from workbench.widgets.shapes_table import ShapesTable
+
+
+class CompanionScreen(Screen):
+    BINDINGS = [
+        Binding("c", "show_tab('tab-components')", "Components", show=False),
+        Binding("s", "show_tab('tab-shapes')", "Shapes", show=False),
+        Binding("p", "show_tab('tab-prints')", "Prints", show=False),
+        Binding("R", "app.reset_method", "Reset method", show=False),
+        Binding("u", "app.undo_reset", "Undo reset", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield TopBar(id="top-bar")
+        with Horizontal(id="companion-body"):
+            with Vertical(id="companion-left"):
+                with VerticalScroll(id="checklist-scroll"):
+                    yield Checklist(id="checklist")
+                yield LossPanel(id="loss-panel")
+            with Vertical(id="companion-right"):
+                yield NextStep(id="next-step")
+                with TabbedContent(id="companion-tabs"):
+                    with TabPane("Components", id="tab-components"):
+                        yield ComponentTable(id="components")
+                    with TabPane("Shapes", id="tab-shapes"):
+                        yield ShapesTable(id="shapes")
+                    with TabPane("Prints", id="tab-prints"):
+                        yield PrintsLog(id="prints")
+        yield RunState(classes="run-state")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "report", self._show_report)
+        self.watch(self.app, "checklist", self._show_checklist)
+        self.app.bind_run_state(self.query_one(RunState))
+        self.query_one(TopBar).mode, self.query_one(TopBar).file = "companion", self.app.learner_path.name
+
+    def _show_report(self, report) -> None:
+        self.query_one(NextStep).report = report
+        self.query_one(Checklist).report = report
+        self.query_one(ComponentTable).report = report
+        self.query_one(ShapesTable).report = report
+        self.query_one(PrintsLog).report = report
+        panel = self.query_one(LossPanel)
+        panel.run_losses = list(report.result.get("losses") or []) if report else []
+        panel.history = self.app.session.loss_history() if self.app.session else []
+
+    def _show_checklist(self, data) -> None:
+        self.query_one(Checklist).data = data
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab

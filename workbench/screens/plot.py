@@ -1,0 +1,39 @@
+"""The plot screen: a large loss plot of the latest check's training steps and of the saves before it."""
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from workbench.widgets.loss_plot import Curve, LossPlot
+from workbench.widgets.run_state import RunState
+from workbench.widgets.top_bar import TopBar
+
+PREVIOUS_SAVES = 4
+
+
+class PlotScreen(Screen):
+    def compose(self) -> ComposeResult:
+        yield TopBar(id="top-bar")
+        yield LossPlot(title="loss per step: this save and the saves before it",
+                       empty="no training steps yet (they start once the forward pass and optimizers work)",
+                       id="plot")
+        yield RunState(classes="run-state")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.bind_run_state(self.query_one(RunState))
+        self.query_one(TopBar).mode, self.query_one(TopBar).file = "plot", self.app.learner_path.name
+        self.watch(self.app, "report", self._show)
+
+    def _show(self, report) -> None:
+        session = self.app.session
+        curves = []
+        if report is not None and report.result.get("losses"):
+            losses = list(report.result["losses"])
+            curves.append(Curve("this save", list(range(1, len(losses) + 1)), losses))
+        if session is not None:
+            previous = session.previous_runs(PREVIOUS_SAVES)
+            for age, losses in enumerate(reversed(previous), start=1):
+                curves.append(Curve(f"{age} save{'s' if age > 1 else ''} ago", list(range(1, len(losses) + 1)),
+                                    losses))
+        self.query_one(LossPlot).curves = curves

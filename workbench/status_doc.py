@@ -1,0 +1,744 @@
+"""Read and update the learner's STATUS.md without ever losing what they wrote in it.
+
+STATUS.md belongs to the learner: they reword items, add sections, write answers. The workbench edits it too
+(ticks, milestones, the comparison table, log entries it is asked to add), so every edit here is a small
+line-level change on the original text, never a re-render:
+
+- items are found by the backticked qualname in a checkbox line (`- [ ] \\`GPT.forward\\` ...`), wherever the line is
+  and however the rest of it is worded; milestones by their bold label; questions by their id (`**Q3.1**`);
+- sections that are missing are skipped when reading; a write that needs a missing section (the log, the issues,
+  the comparison table) appends it at the end of the file instead of dropping the entry;
+- line endings (LF or CRLF), a BOM, odd bytes and a missing final newline all survive unchanged.
+
+Writes are staged as operations and applied by `save()`: into a temp file in the same directory, then
+`os.replace` (mode preserved). If the file changed on disk since it was read, the operations are re-applied to
+the new content, so an edit the learner saved in the meantime is kept.
+
+Regression policy: a tick made by the workbench carries a `<!-- wb -->` marker at the end of its line (Markdown
+renderers hide it). `tick(..., untick=...)` and `set_milestones(..., unreached=...)` clear only ticks that carry
+the marker; a box the learner ticked by hand is never unticked. A learner who unticks a workbench tick by hand
+gets it ticked again at the next passing check.
+"""
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from workbench.phases import ALL_METHODS, phase_of
+
+MARK = "<!-- wb -->"
+
+MILESTONES: tuple[str, ...] = (
+    "Model builds", "Forward runs", "Backward runs", "Training step completes", "Loss decreases",
+    "Matches reference", "Generation works", "Full pipeline",
+)
+
+# the stages of a `check` run, in order (see workbench/check_command.py)
+CHECK_STAGES = ("import", "construct", "init", "forward", "backward", "optimize", "train", "generate", "done")
+
+_HEADING = re.compile(r"^\ufeff? {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_CHECKBOX = re.compile(r"^(\s*(?:[-*+]|\d+[.)])\s+\[)([ xX])(\].*)$")
+_LIST_ITEM = re.compile(r"^( {0,3})(?:[-*+]|\d+[.)])\s+(.*)$")
+_TOP_ITEM = re.compile(r"^( ?)(?:[-*+]|\d+[.)])\s+(.*)$")  # a list item that is not nested in another one
+_BACKTICKED = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
+_QUESTION_ID = re.compile(r"^(?:\*\*|__)?(Q\d+(?:\.\d+)?)[.:)]?(?:\*\*|__)?[.:)]?\s*(.*)$", re.IGNORECASE)
+_PHASE_TITLE = re.compile(r"\bphase\s+(\d+)", re.IGNORECASE)
+_TABLE_ROW = re.compile(r"^\s*\|")
+_SEPARATOR_CELL = re.compile(r"^\s*:?-{1,}:?\s*$")
+_LOG_WHEN = re.compile(r"^(?:\*\*|__)(.+?)(?:\*\*|__)\s*(?:[—–-]+\s*)?(.*)$")
+
+
+class StatusDocError(Exception):
+    """STATUS.md cannot be read or written; the message says why."""
+
+
+def milestone_key(label: str) -> str:
+    """"Matches reference" -> "matches_reference": the identity of a milestone, whatever its case and spacing."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+@dataclass
+class Item:
+    qualname: str
+    ticked: bool
+    by_workbench: bool  # the tick (or an old tick) carries the <!-- wb --> marker
+    line: int  # 0-based line index in the file
+    phase: int | None
+    text: str  # the whole line, without its line ending
+
+
+@dataclass
+class Milestone:
+    key: str
+    label: str
+    done: bool
+    by_workbench: bool
+    line: int
+
+
+@dataclass
+class Question:
+    id: str | None  # "Q3.1", or None for a question the learner added without an id
+    text: str
+    phase: int | None
+    line: int
+    answer: str  # the lines under the question, de-indented, without "> " quote markers ("" when unanswered)
+
+
+@dataclass
+class LogEntry:
+    when: str | None
+    text: str
+    line: int
+
+
+@dataclass
+class Section:
+    level: int
+    title: str
+    line: int
+    end: int  # exclusive: the next heading of the same or a higher level, or the end of the file
+
+
+@dataclass
+class PhaseSection:
+    number: int
+    title: str
+    line: int
+    items: list[Item] = field(default_factory=list)
+    questions: list[Question] = field(default_factory=list)
+
+
+@dataclass
+class Changes:
+    """What one tick()/set_milestones() call did (to the text as loaded; save() may re-apply it to newer text)."""
+    ticked: set = field(default_factory=set)
+    unticked: set = field(default_factory=set)
+    kept: set = field(default_factory=set)  # asked to untick, but ticked by the learner: left alone
+    missing: set = field(default_factory=set)  # no such item/milestone in the file
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# parsing: a list of lines (each with its own line ending) -> a read-only model with line indices
+
+
+def _content(line: str) -> str:
+    return line.rstrip("\r\n")
+
+
+def _eol(line: str) -> str:
+    return line[len(_content(line)):]
+
+
+def _split_lines(text: str) -> list[str]:
+    # split on "\n" only (str.splitlines would also split on \x0b, \u2028, ...), keeping the endings
+    return re.findall(r"[^\n]*\n|[^\n]+$", text)
+
+
+def _sections(lines: list[str], code: set[int]) -> list[Section]:
+    found = []
+    for i, line in enumerate(lines):
+        h = None if i in code else _HEADING.match(_content(line))
+        if h:
+            found.append(Section(len(h.group(1)), (h.group(2) or "").strip(), i, len(lines)))
+    for k, sec in enumerate(found):
+        sec.end = next((later.line for later in found[k + 1:] if later.level <= sec.level), len(lines))
+    return found
+
+
+def _code_lines(lines: list[str]) -> set[int]:
+    """Indices of lines inside fenced code blocks (fences included): never parsed as items."""
+    inside, fence = set(), None
+    for i, line in enumerate(lines):
+        m = _FENCE.match(_content(line))
+        if fence is not None:
+            inside.add(i)
+            if m and m.group(1).startswith(fence):
+                fence = None
+        elif m:
+            fence = m.group(1)[0] * len(m.group(1))
+            inside.add(i)
+    return inside
+
+
+class _Parsed:
+    """Everything the workbench needs to find in the text, with line indices."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        self.code = _code_lines(lines)
+        self.sections = _sections(lines, self.code)
+        self.items: list[Item] = []
+        self.milestones: list[Milestone] = []
+        self.questions: list[Question] = []
+        self.phases: list[PhaseSection] = []
+        for sec in self.sections:
+            m = _PHASE_TITLE.search(sec.title)
+            if m:
+                self.phases.append(PhaseSection(int(m.group(1)), sec.title, sec.line))
+        self._parse_checkboxes()
+        self._parse_questions()
+
+    def enclosing(self, index: int) -> list[Section]:
+        return [s for s in self.sections if s.line < index < s.end]
+
+    def phase_at(self, index: int) -> int | None:
+        for sec in reversed(self.enclosing(index)):
+            m = _PHASE_TITLE.search(sec.title)
+            if m:
+                return int(m.group(1))
+        return None
+
+    def _phase_section(self, number: int | None) -> PhaseSection | None:
+        return next((p for p in self.phases if p.number == number), None)
+
+    def _parse_checkboxes(self):
+        for i, line in enumerate(self.lines):
+            if i in self.code:
+                continue
+            m = _CHECKBOX.match(_content(line))
+            if not m:
+                continue
+            ticked, rest = m.group(2) in "xX", m.group(3)
+            marked = MARK in rest
+            qualname = next((q for q in _BACKTICKED.findall(rest) if q.strip() in ALL_METHODS), None)
+            if qualname is not None:
+                phase = self.phase_at(i) or phase_of(qualname.strip())
+                item = Item(qualname.strip(), ticked, marked, i, phase, _content(line))
+                self.items.append(item)
+                section = self._phase_section(self.phase_at(i))
+                if section is not None:
+                    section.items.append(item)
+                continue
+            if any("milestone" in s.title.lower() for s in self.enclosing(i)):
+                bold = _BOLD.search(rest)
+                label = (bold.group(1) or bold.group(2)) if bold else re.split(r"\s[—–-]\s", rest[1:], 1)[0]
+                label = label.replace(MARK, "").strip()
+                if label:
+                    self.milestones.append(Milestone(milestone_key(label), label, ticked, marked, i))
+
+    def _parse_questions(self):
+        for sec in self.sections:
+            if "question" not in sec.title.lower():
+                continue
+            body_end = min([s.line for s in self.sections if s.line > sec.line] + [sec.end])
+            starts = []
+            for i in range(sec.line + 1, body_end):
+                m = _TOP_ITEM.match(_content(self.lines[i]))
+                if m and i not in self.code and not _CHECKBOX.match(_content(self.lines[i])):
+                    starts.append(i)
+            for k, start in enumerate(starts):
+                end = starts[k + 1] if k + 1 < len(starts) else body_end
+                self.questions.append(self._question(start, end))
+            for q in self.questions:
+                section = self._phase_section(q.phase)
+                if section is not None and q not in section.questions and sec.line < q.line < sec.end:
+                    section.questions.append(q)
+
+    def _question(self, start: int, end: int) -> Question:
+        first = _TOP_ITEM.match(_content(self.lines[start])).group(2).strip()
+        m = _QUESTION_ID.match(first)
+        qid, text = (m.group(1).upper(), m.group(2).strip()) if m else (None, first)
+        # the question text may wrap onto indented lines; the answer starts at the first quote or blank line
+        body = [_content(line) for line in self.lines[start + 1:end]]
+        k = 0
+        while (k < len(body) and body[k].strip() and not body[k].lstrip().startswith(">")
+               and not text.rstrip().endswith("?")):
+            text += " " + body[k].strip()
+            k += 1
+        answer = []
+        for raw in body[k:]:
+            s = raw.strip()
+            if s.startswith(">"):
+                s = s[1:].lstrip(" ") if s[1:2] != "" else ""
+            answer.append(s)
+        return Question(qid, text, self.phase_at(start), start, "\n".join(answer).strip("\n"))
+
+    def log_section(self, word: str) -> Section | None:
+        return next((s for s in self.sections if word in s.title.lower()), None)
+
+    def entries(self, word: str) -> list[LogEntry]:
+        sec = self.log_section(word)
+        if sec is None:
+            return []
+        out = []
+        for i in range(sec.line + 1, sec.end):
+            m = _TOP_ITEM.match(_content(self.lines[i]))
+            if not m or i in self.code or any(s.line > sec.line and s.line <= i for s in self.sections):
+                continue
+            w = _LOG_WHEN.match(m.group(2))
+            out.append(LogEntry(w.group(1), w.group(2), i) if w else LogEntry(None, m.group(2), i))
+        return out
+
+    def comparison_table(self) -> tuple[int, int] | None:
+        """(first, end) line indices of the table whose header starts with a "Component" cell."""
+        i, n = 0, len(self.lines)
+        while i < n:
+            if i not in self.code and _TABLE_ROW.match(self.lines[i]):
+                j = i
+                while j < n and _TABLE_ROW.match(self.lines[j]) and j not in self.code:
+                    j += 1
+                cells = _cells(_content(self.lines[i]))
+                if cells and cells[0].strip("`* ").lower() == "component":
+                    return i, j
+                i = j
+            else:
+                i += 1
+        return None
+
+
+def _cells(row: str) -> list[str]:
+    """The cells of a Markdown table row, unescaped from "\\|" and stripped."""
+    s = row.strip()
+    if s.startswith("|"):
+        s = s[1:]
+    if s.endswith("|") and not s.endswith("\\|"):
+        s = s[:-1]
+    return [c.replace("\\|", "|").strip() for c in re.split(r"(?<!\\)\|", s)]
+
+
+def _cell_text(value) -> str:
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# edits: functions on a list of lines, applied in memory and again by save() if the file changed underneath
+
+
+def _newline(lines: list[str]) -> str:
+    crlf = sum(1 for line in lines if line.endswith("\r\n"))
+    lf = sum(1 for line in lines if line.endswith("\n")) - crlf
+    return "\r\n" if crlf > lf else "\n"
+
+
+def _set_box(line: str, ticked: bool, marked: bool) -> str:
+    body, eol = _content(line), _eol(line)
+    m = _CHECKBOX.match(body)
+    body = m.group(1) + ("x" if ticked else " ") + m.group(3)
+    if marked and MARK not in body:
+        body = body.rstrip() + " " + MARK
+    if not marked and MARK in body:
+        body = re.sub(r"[ \t]*" + re.escape(MARK), "", body)
+    return body + eol
+
+
+def _insert(lines: list[str], at: int, new: list[str]) -> None:
+    """Insert whole lines at index `at`, giving the line before them a line ending if it had none."""
+    nl = _newline(lines)
+    if at > 0 and not lines[at - 1].endswith("\n"):
+        lines[at - 1] += nl
+    lines[at:at] = [text + nl for text in new]
+
+
+def _last_content_line(lines: list[str], start: int, end: int) -> int:
+    """Index of the last non-blank line in lines[start:end] (start itself if all are blank)."""
+    for i in range(end - 1, start - 1, -1):
+        if lines[i].strip():
+            return i
+    return start
+
+
+def _apply_ticks(lines: list[str], tick: set, untick: set) -> Changes:
+    parsed, changes = _Parsed(lines), Changes()
+    present = {item.qualname for item in parsed.items}
+    changes.missing |= (tick | untick) - present
+    for item in parsed.items:
+        if item.qualname in tick and not item.ticked:
+            lines[item.line] = _set_box(lines[item.line], True, True)
+            changes.ticked.add(item.qualname)
+        elif item.qualname in untick and item.ticked:
+            if item.by_workbench:
+                lines[item.line] = _set_box(lines[item.line], False, False)
+                changes.unticked.add(item.qualname)
+            else:
+                changes.kept.add(item.qualname)
+    return changes
+
+
+def _apply_milestones(lines: list[str], reached: set, unreached: set) -> Changes:
+    parsed, changes = _Parsed(lines), Changes()
+    present = {m.key for m in parsed.milestones}
+    changes.missing |= (reached | unreached) - present
+    for m in parsed.milestones:
+        if m.key in reached and not m.done:
+            lines[m.line] = _set_box(lines[m.line], True, True)
+            changes.ticked.add(m.key)
+        elif m.key in unreached and m.done:
+            if m.by_workbench:
+                lines[m.line] = _set_box(lines[m.line], False, False)
+                changes.unticked.add(m.key)
+            else:
+                changes.kept.add(m.key)
+    return changes
+
+
+def _find_question(parsed: _Parsed, question: str) -> Question:
+    wanted = question.strip()
+    by_id = [q for q in parsed.questions if q.id and q.id == wanted.upper()]
+    if by_id:
+        return by_id[0]
+    norm = " ".join(wanted.lower().split())
+    exact = [q for q in parsed.questions if " ".join(q.text.lower().split()) == norm]
+    if len(exact) == 1:
+        return exact[0]
+    partial = [q for q in parsed.questions if norm and norm in " ".join(q.text.lower().split())]
+    if len(partial) == 1:
+        return partial[0]
+    known = ", ".join(q.id or q.text[:30] for q in parsed.questions) or "none"
+    why = "matches several questions" if len(partial) > 1 else "matches no question"
+    raise KeyError(f"{question!r} {why} in STATUS.md (questions there: {known})")
+
+
+def _apply_answer(lines: list[str], question: str, answer: str) -> None:
+    parsed = _Parsed(lines)
+    q = _find_question(parsed, question)
+    end = next((k for k in [x.line for x in parsed.questions] + [s.line for s in parsed.sections]
+                + [len(lines)] if k > q.line), len(lines))
+    last = _last_content_line(lines, q.line, end)
+    indent = re.match(r"\s*", lines[q.line]).group(0) + "  "
+    quoted = [f"{indent}> {text}".rstrip() for text in answer.strip("\n").split("\n")]
+    if last > q.line and lines[last].lstrip().startswith(">"):
+        quoted.insert(0, f"{indent}>")  # a paragraph break inside the same quote
+    _insert(lines, last + 1, quoted)
+
+
+def _append_section(lines: list[str], title: str) -> int:
+    """Append "## title" at the end of the file; return the index after which its body goes."""
+    nl = _newline(lines)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += nl
+    if lines and lines[-1].strip():
+        lines.append(nl)
+    lines.append(f"## {title}{nl}")
+    return len(lines) - 1
+
+
+def _apply_entry(lines: list[str], word: str, title: str, text: str, when: str) -> None:
+    parsed = _Parsed(lines)
+    sec = parsed.log_section(word)
+    if sec is None:
+        after = _append_section(lines, title)
+    else:
+        # entries go at the end of the section's own text, before any subsection
+        body_end = min([s.line for s in parsed.sections if s.line > sec.line] + [sec.end])
+        after = _last_content_line(lines, sec.line, body_end)
+    body = text.strip("\n").split("\n")
+    entry = [f"- **{when}** — {body[0]}".rstrip()] + [f"  {t}".rstrip() for t in body[1:]]
+    prev = _content(lines[after]) if after < len(lines) else ""
+    if not _LIST_ITEM.match(prev) and not (prev.startswith("  ") and prev.strip()):
+        entry.insert(0, "")  # a blank line between a heading or paragraph and the list
+    _insert(lines, after + 1, entry)
+
+
+def _apply_table(lines: list[str], rows: list[list[str]]) -> None:
+    parsed = _Parsed(lines)
+    where = parsed.comparison_table()
+    if where is None:
+        after = _append_section(lines, "Learner vs reference")
+        _insert(lines, after + 1, ["", "| Component | Learner | Reference | Status |", "|---|---|---|---|"])
+        where = (after + 2, after + 4)
+    first, end = where
+    nl = _newline(lines)
+    existing = {}
+    for i in range(first + 1, end):
+        cells = _cells(_content(lines[i]))
+        if cells and not all(_SEPARATOR_CELL.match(c) for c in cells):
+            existing.setdefault(_row_key(cells[0]), i)
+    appended: dict[str, str] = {}
+    for row in rows:
+        key = _row_key(row[0])
+        if key in existing:
+            i = existing[key]
+            old = _cells(_content(lines[i]))
+            cells = [_cell_text(v) for v in row] + [c.replace("|", "\\|") for c in old[len(row):]]
+            lines[i] = "| " + " | ".join(cells) + " |" + _eol(lines[i])
+        else:
+            appended[key] = "| " + " | ".join(_cell_text(v) for v in row) + " |"
+    if appended:
+        _insert(lines, end, list(appended.values()))
+
+
+def _row_key(cell: str) -> str:
+    return cell.replace("\\|", "|").strip().strip("`").strip().lower()
+
+
+def _as_row(row) -> list[str]:
+    if isinstance(row, dict):
+        return [str(row.get(k, "")) for k in ("component", "learner", "reference", "status")]
+    row = [str(v) for v in row]
+    if not row:
+        raise ValueError("a comparison row needs at least the component name")
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    mtime_ns: int
+    size: int
+    sha256: str
+
+
+class StatusDoc:
+    """The learner's STATUS.md: read it, stage edits, `save()` them atomically without losing concurrent edits."""
+
+    def __init__(self, path: str, raw: bytes, fingerprint: _Fingerprint):
+        self.path = path
+        self._original = raw.decode("utf-8", errors="surrogateescape")
+        self._lines = _split_lines(self._original)
+        self._fingerprint = fingerprint
+        self._ops: list = []
+        self._parsed_cache: tuple[int, _Parsed] | None = None
+        self._before_replace = None  # test hook: called with the temp path just before os.replace
+
+    @classmethod
+    def load(cls, path) -> "StatusDoc":
+        real = os.path.realpath(os.fspath(path))  # a symlinked STATUS.md is edited where it really lives
+        raw, fingerprint = _read(real)
+        return cls(real, raw, fingerprint)
+
+    # -- reading ----------------------------------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """The current text, with the staged edits applied."""
+        return "".join(self._lines)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._ops)
+
+    def _parsed(self) -> _Parsed:
+        key = hash(self.text)
+        if self._parsed_cache is None or self._parsed_cache[0] != key:
+            self._parsed_cache = (key, _Parsed(list(self._lines)))
+        return self._parsed_cache[1]
+
+    @property
+    def items(self) -> list[Item]:
+        return self._parsed().items
+
+    @property
+    def milestones(self) -> list[Milestone]:
+        return self._parsed().milestones
+
+    @property
+    def questions(self) -> list[Question]:
+        return self._parsed().questions
+
+    @property
+    def phases(self) -> list[PhaseSection]:
+        return self._parsed().phases
+
+    @property
+    def log(self) -> list[LogEntry]:
+        return self._parsed().entries("log")
+
+    @property
+    def issues(self) -> list[LogEntry]:
+        return self._parsed().entries("issue")
+
+    @property
+    def comparison_rows(self) -> list[list[str]]:
+        parsed = self._parsed()
+        where = parsed.comparison_table()
+        if where is None:
+            return []
+        rows = [_cells(_content(self._lines[i])) for i in range(where[0] + 1, where[1])]
+        return [r for r in rows if not all(_SEPARATOR_CELL.match(c) for c in r)]
+
+    def ticked(self) -> set:
+        """Qualnames whose box is ticked (by anyone)."""
+        return {item.qualname for item in self.items if item.ticked}
+
+    # -- staged edits -----------------------------------------------------------------------------------------
+
+    def _stage(self, op):
+        """Apply `op` to the text now and remember it, so save() can re-apply it to a newer file."""
+        self._ops.append(op)
+        return op(self._lines)
+
+    def tick(self, qualnames, untick=()) -> Changes:
+        """Tick the items of `qualnames` (with the workbench marker) and clear the workbench's ticks of `untick`.
+
+        Items the learner ticked by hand stay ticked (reported in `kept`); unknown names are reported in `missing`.
+        """
+        tick, untick = set(qualnames), set(untick) - set(qualnames)
+        return self._stage(lambda lines: _apply_ticks(lines, tick, untick))
+
+    def set_milestones(self, reached=(), unreached=()) -> Changes:
+        """Tick milestones by label or key ("Loss decreases" / "loss_decreases"); the same policy as tick()."""
+        reached = {milestone_key(m) for m in reached}
+        unreached = {milestone_key(m) for m in unreached} - reached
+        return self._stage(lambda lines: _apply_milestones(lines, reached, unreached))
+
+    def add_answer(self, question: str, answer: str) -> None:
+        """Add `answer` as a quote under the question with this id ("Q3.1") or text (exact, or a unique part).
+
+        Raises KeyError when no question (or more than one) matches.
+        """
+        if not answer.strip():
+            raise ValueError("the answer is empty")
+        _find_question(self._parsed(), question)  # fail now, not at save()
+        self._stage(lambda lines: _apply_answer(lines, question, answer))
+
+    def add_log_entry(self, text: str, when=None) -> None:
+        """Append a dated entry to the learning log (a new "Learning log" section at the end if there is none)."""
+        self._add_entry("log", "Learning log", text, when)
+
+    def add_issue(self, text: str, when=None) -> None:
+        """Append a dated entry under "Issues encountered" (created at the end if missing)."""
+        self._add_entry("issue", "Issues encountered", text, when)
+
+    def _add_entry(self, word, title, text, when) -> None:
+        if not text.strip():
+            raise ValueError("the entry is empty")
+        if when is None:
+            when = datetime.now()
+        if isinstance(when, datetime):
+            when = when.strftime("%Y-%m-%d %H:%M")
+        self._stage(lambda lines: _apply_entry(lines, word, title, text, str(when)))
+
+    def update_comparison_table(self, rows) -> None:
+        """Upsert rows of the learner-vs-reference table, matched by their first cell (the component).
+
+        A row is (component, learner, reference, status) or a dict with those keys. Rows the learner added, and
+        extra columns they added, are kept. Without a table (a header row starting "Component") one is appended.
+        """
+        rows = [_as_row(r) for r in rows]
+        if rows:
+            self._stage(lambda lines: _apply_table(lines, rows))
+
+    def apply_check(self, report: dict) -> Changes:
+        """Bring the doc in line with one `check --json` report: ticks, milestones and the comparison table.
+
+        A component that passes ticks its item; one that is `mismatch`, `error` or `todo` clears a workbench tick
+        of its item (several components may share a qualname: all must pass). `skipped` changes nothing.
+        `stage` is where the run stopped ("done" when it finished); milestones before it are reached. A report
+        that stopped at "import" (a syntax error while the learner types) changes nothing: that is a file being
+        edited, not a component that regressed.
+        """
+        if report.get("stage") == "import":
+            return Changes()
+        status_by_name: dict[str, list[str]] = {}
+        rows = []
+        for comp in report.get("components") or []:
+            name = comp.get("qualname")
+            if not name:
+                continue
+            status_by_name.setdefault(name, []).append(comp.get("status"))
+            diff = comp.get("max_abs_diff")
+            rows.append([f"`{name}`", comp.get("detail") or "",
+                         f"max |Δ| {diff:.2g}" if isinstance(diff, (int, float)) else "", comp.get("status") or ""])
+        passing = {n for n, st in status_by_name.items() if all(s == "pass" for s in st)}
+        failing = {n for n, st in status_by_name.items() if any(s in ("mismatch", "error", "todo") for s in st)}
+        changes = self.tick(passing, failing)
+
+        stage = report.get("stage") if report.get("stage") in CHECK_STAGES else None
+        reached, unreached = set(), set()
+        if stage is not None:
+            done_upto = CHECK_STAGES.index("done") + 1 if report.get("ok") else CHECK_STAGES.index(stage)
+            for milestone, needs in (("model_builds", "construct"), ("forward_runs", "forward"),
+                                     ("backward_runs", "backward"), ("training_step_completes", "optimize")):
+                (reached if CHECK_STAGES.index(needs) < done_upto else unreached).add(milestone)
+            losses = report.get("losses") or []
+            if len(losses) >= 2:
+                (reached if losses[-1] < losses[0] else unreached).add("loss_decreases")
+            statuses = [s for st in status_by_name.values() for s in st]
+            if statuses:
+                all_pass = all(s in ("pass", "skipped") for s in statuses) and "pass" in statuses
+                (reached if all_pass and report.get("ok") else unreached).add("matches_reference")
+            gen = status_by_name.get("GPT.generate", [])
+            if any(s in ("mismatch", "error", "todo") for s in gen) or stage == "generate":
+                unreached.add("generation_works")
+            elif stage == "done" and gen and all(s == "pass" for s in gen):
+                reached.add("generation_works")
+        milestone_changes = self.set_milestones(reached, unreached)
+        if rows:
+            self.update_comparison_table(rows)
+        changes.ticked |= milestone_changes.ticked
+        changes.unticked |= milestone_changes.unticked
+        changes.kept |= milestone_changes.kept
+        return changes
+
+    # -- writing ----------------------------------------------------------------------------------------------
+
+    def save(self) -> bool:
+        """Write the staged edits. Returns False when there was nothing to write.
+
+        If STATUS.md changed on disk since it was read (or last saved), the edits are re-applied to what is
+        there now. The write is a temp file in the same directory + os.replace, keeping the file's mode.
+        """
+        if not self._ops:
+            return False
+        for _ in range(10):
+            raw, fingerprint = _read(self.path)
+            if fingerprint != self._fingerprint:
+                self._rebase(raw, fingerprint)
+            data = self.text.encode("utf-8", errors="surrogateescape")
+            mode = os.stat(self.path).st_mode & 0o7777
+            fd, tmp = tempfile.mkstemp(prefix=".STATUS.", suffix=".wb-tmp", dir=os.path.dirname(self.path))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, mode)
+                if self._before_replace is not None:
+                    self._before_replace(tmp)
+                # last look: an edit saved while we wrote the temp file means rebasing once more
+                if _read(self.path)[1] != self._fingerprint:
+                    os.unlink(tmp)
+                    continue
+                os.replace(tmp, self.path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            self._original = data.decode("utf-8", errors="surrogateescape")
+            self._lines = _split_lines(self._original)
+            self._fingerprint = _fingerprint(self.path, data)
+            self._ops = []
+            return True
+        raise StatusDocError(f"{self.path} kept changing while the workbench tried to update it; try again")
+
+    def reload(self) -> None:
+        """Re-read the file from disk, keeping the staged edits (applied to the new text)."""
+        raw, fingerprint = _read(self.path)
+        self._rebase(raw, fingerprint)
+
+    def _rebase(self, raw: bytes, fingerprint: _Fingerprint) -> None:
+        original = raw.decode("utf-8", errors="surrogateescape")
+        lines = _split_lines(original)
+        for op in self._ops:
+            try:
+                op(lines)
+            except KeyError as e:  # e.g. the learner deleted the question an answer was for, meanwhile
+                raise StatusDocError(f"{self.path} changed on disk and a staged edit no longer fits: {e.args[0]}; "
+                                     f"nothing was written") from None
+        self._original, self._fingerprint, self._lines = original, fingerprint, lines
+
+
+def _fingerprint(path: str, data: bytes) -> _Fingerprint:
+    st = os.stat(path)
+    return _Fingerprint(st.st_mtime_ns, st.st_size, hashlib.sha256(data).hexdigest())
+
+
+def _read(path: str) -> tuple[bytes, _Fingerprint]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise StatusDocError(f"{path} does not exist (create one with `nanochat-workbench init`)") from None
+    except IsADirectoryError:
+        raise StatusDocError(f"{path} is a directory, not a STATUS.md file") from None
+    except OSError as e:
+        raise StatusDocError(f"cannot read {path}: {e.strerror}") from None
+    return raw, _fingerprint(path, raw)

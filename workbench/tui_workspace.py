@@ -1,0 +1,73 @@
+"""The TUI's view of the workspace on disk: which file is the learner's, and STATUS.md as a checklist.
+
+Reading and writing STATUS.md goes through workbench.status_doc (never edited here by hand); this module turns
+it into what the checklist widget draws, and turns failures into one-line messages with the fix.
+"""
+
+from pathlib import Path
+
+from workbench.phases import PHASES
+from workbench.status_doc import StatusDoc, StatusDocError
+from workbench.widgets.checklist import ChecklistData, ChecklistPhase
+from workbench.workspace import DEFAULT_NAME, STATUS_NAME
+
+
+def learner_file_in(workspace: Path) -> Path:
+    """`learner_gpt.py`, else the one .py file in the workspace that defines GPTConfig (init --name other.py)."""
+    workspace = Path(workspace)
+    default = workspace / DEFAULT_NAME
+    if default.exists():
+        return default
+    candidates = []
+    for path in sorted(workspace.glob("*.py")):
+        try:
+            if "class GPTConfig" in path.read_text(encoding="utf-8", errors="replace"):
+                candidates.append(path)
+        except OSError:
+            continue
+    return candidates[0] if candidates else default
+
+
+def is_workspace(directory: Path) -> bool:
+    directory = Path(directory)
+    return (directory / STATUS_NAME).exists() and learner_file_in(directory).exists()
+
+
+def load_checklist(status_path: Path) -> tuple[ChecklistData, str | None]:
+    """The checklist from STATUS.md, or the plain phase list and the reason it could not be read."""
+    try:
+        doc = StatusDoc.load(status_path)
+    except StatusDocError as e:
+        return _plain_checklist(), f"{e}. The checklist shows the phases without your ticks."
+    phases = [ChecklistPhase(f"{p.number} {_short_title(p.title)}", [(i.qualname, i.ticked) for i in p.items])
+              for p in doc.phases if p.items]
+    if not phases:
+        return _plain_checklist(), (f"{status_path} has no phase sections with method boxes "
+                                    f"(lines like “- [ ] `GPT.forward`”); showing the plain phase list.")
+    milestones = [(m.label, m.done) for m in doc.milestones]
+    return ChecklistData(phases, milestones), None
+
+
+def tick_passed(status_path: Path, result: dict) -> str | None:
+    """Tick what passed (and clear the workbench's own ticks of what regressed); None, or what went wrong."""
+    try:
+        doc = StatusDoc.load(status_path)
+        doc.apply_check(result)
+        doc.save()
+    except StatusDocError as e:
+        return str(e)
+    except PermissionError as e:
+        return f"no permission to write {status_path} ({e.strerror}): ticks are shown here but not saved"
+    except OSError as e:
+        return f"cannot write {status_path}: {e.strerror or e}"
+    return None
+
+
+def _plain_checklist() -> ChecklistData:
+    return ChecklistData([ChecklistPhase(f"{p.number} {p.title}", [(m, False) for m in p.methods]) for p in PHASES])
+
+
+def _short_title(title: str) -> str:
+    # "Phase 3: forward pass" -> "Forward pass"
+    head, _, rest = title.partition(":")
+    return (rest.strip() or head.strip()).capitalize()

@@ -1,0 +1,73 @@
+"""The phase checklist: STATUS.md's ticks, overlaid with the live status of each component from the last check.
+
+A tick comes from the file (whoever wrote it: the workbench when a component passes, or the learner by hand);
+the colour and mark come from the latest check, so a ticked method that now fails shows as failing.
+"""
+
+from dataclasses import dataclass, field
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from workbench.tui_session import Report
+
+MARKS = {  # live status -> (mark, style)
+    "pass": ("✔", "green"),
+    "mismatch": ("✘", "bold red"),
+    "error": ("✘", "bold red"),
+    "todo": ("○", "dim"),
+    "skipped": ("○", "dim"),
+}
+
+
+@dataclass
+class ChecklistPhase:
+    title: str
+    items: list[tuple[str, bool]]  # (qualname or label, ticked in STATUS.md)
+
+
+@dataclass
+class ChecklistData:
+    phases: list[ChecklistPhase] = field(default_factory=list)
+    milestones: list[tuple[str, bool]] = field(default_factory=list)
+
+
+class Checklist(Static):
+    """Rendered as one Text: cheap to redraw on every check, and stable in snapshots."""
+
+    data: reactive[ChecklistData | None] = reactive(None, always_update=True)
+    report: reactive[Report | None] = reactive(None, always_update=True)
+
+    def render(self) -> Text:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if self.data is None:
+            return Text("STATUS.md not loaded", style="dim")
+        todo = ((self.report.result.get("next_todo") or {}).get("qualname") if self.report else None)
+        for phase in self.data.phases:
+            done = sum(1 for _, ticked in phase.items if ticked)
+            text.append(f"{phase.title}", style="bold")
+            text.append(f"  {done}/{len(phase.items)}\n", style="dim")
+            for name, ticked in phase.items:
+                status = self.report.status_of(name) if self.report else None
+                if name == todo:
+                    mark, style = "→", "bold yellow"
+                elif status in MARKS and status != "todo":
+                    mark, style = MARKS[status]
+                    if status == "pass" and not ticked:
+                        style = "green"
+                elif ticked:
+                    mark, style = "✔", "cyan"  # ticked in the file, nothing live says otherwise
+                else:
+                    mark, style = "○", "dim"
+                text.append(f"  {mark} ", style=style)
+                text.append(f"{name}\n", style=style if style != "dim" else "")
+        if self.data.milestones:
+            done = sum(1 for _, ticked in self.data.milestones if ticked)
+            text.append("Milestones", style="bold")
+            text.append(f"  {done}/{len(self.data.milestones)}\n", style="dim")
+            for label, ticked in self.data.milestones:
+                text.append("  ✔ " if ticked else "  ○ ", style="green" if ticked else "dim")
+                text.append(f"{label}\n", style="green" if ticked else "")
+        text.rstrip()
+        return text

@@ -1,0 +1,203 @@
+"""The "next step" panel: what the learner should look at now, most urgent first.
+
+Order: regressions (something that passed before now fails, with the diff since it last passed), then an error
+in the learner's code (snippet around the line, traceback trimmed to the learner's frames), then the next TODO
+(qualname, message, file:line, phase, lesson), then the first mismatching component, then "all checks pass".
+"""
+
+import re
+from pathlib import Path
+
+from rich.console import Group, RenderableType
+from rich.syntax import Syntax
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from workbench.phases import LESSON_FOR, PHASES, phase_of
+from workbench.tui_session import Report
+
+SNIPPET_CONTEXT = 4  # lines either side of the error line
+TODO_SNIPPET_MAX = 30  # a TODO's method is shown from its def line when it is at most this long
+SYNTAX_THEME = "ansi_dark"  # follows the terminal's own palette
+
+
+class NextStep(VerticalScroll):
+    """Shows the most useful thing to do next, from the latest check report."""
+
+    report: reactive[Report | None] = reactive(None, always_update=True)
+
+    def compose(self):
+        yield Static("Waiting for the first check of your file…", id="next-step-body")
+
+    def watch_report(self, report: Report | None) -> None:
+        if not self.is_mounted:
+            return
+        self.query_one("#next-step-body", Static).update(render_report(report))
+        self.scroll_home(animate=False)
+
+
+def render_report(report: Report | None) -> RenderableType:
+    if report is None:
+        return Text("Waiting for the first check of your file…", style="dim")
+    result, parts = report.result, []
+    for reg in report.regressions:
+        parts.append(Text.assemble(("REGRESSION  ", "bold white on red"), (reg.qualname, "bold"),
+                                   f" passed before and is now {reg.status}"))
+        if reg.detail:
+            parts.append(Text(f"  {reg.detail}", style="red"))
+        if reg.diff:
+            parts.append(Text("Your file since it last passed:", style="dim"))
+            parts.append(Syntax(_clip(reg.diff, 40), "diff", theme=SYNTAX_THEME, background_color="default"))
+        else:
+            parts.append(Text("The file is unchanged since it passed: a dependency it calls has changed.", style="dim"))
+        parts.append(Text(""))
+    error, todo = result.get("error"), result.get("next_todo")
+    if error:
+        parts.extend(_render_error(error, report.source))
+    elif todo:
+        parts.extend(_render_todo(todo, report.source))
+    else:
+        # the runner names the first component, in data-flow order, whose output diverges ("lead")
+        lead = result.get("lead")
+        mismatch = next((c for c in report.components if c.get("qualname") == lead), None) or \
+            next((c for c in report.components if c.get("status") in ("mismatch", "error")), None)
+        if mismatch is not None:
+            parts.extend(_render_mismatch(mismatch))
+        elif result.get("ok"):
+            losses = result.get("losses") or []
+            line = Text.assemble(("✔ All checks pass", "bold green"))
+            if len(losses) >= 2:
+                line.append(f"   loss {losses[0]:.3f} → {losses[-1]:.3f} over {len(losses)} steps", style="green")
+            parts.append(line)
+            parts.append(Text("Your GPT matches the reference. Train it for real on the Runs screen (4), "
+                              "then talk to it on the Chat screen (5)."))
+        else:
+            parts.append(Text(f"The check stopped at stage '{result.get('stage', '?')}' without a reason.",
+                              style="yellow"))
+    return Group(*parts)
+
+
+def _render_todo(todo: dict, source: str | None) -> list[RenderableType]:
+    qualname = todo.get("qualname", "?")
+    phase_no = todo.get("phase") or phase_of(qualname)
+    phase = next((p for p in PHASES if p.number == phase_no), None)
+    lesson = todo.get("lesson") or LESSON_FOR.get(qualname)
+    out: list[RenderableType] = [
+        Text.assemble(("NEXT  ", "bold black on yellow"), (qualname, "bold"),
+                      (f"   phase {phase_no}" + (f" · {phase.title}" if phase else ""), "dim")),
+        Text(todo.get("message", "")),
+        Text.assemble(("at ", "dim"), (f"{_short(todo.get('file'))}:{todo.get('line')}", "underline")),
+    ]
+    if lesson:
+        out.append(Text.assemble(("lesson ", "dim"), (lesson, "cyan"), ("  l opens it here · h hints", "dim")))
+    # the whole method from its `def` (the skeleton's docstring is the guide) when it is short enough
+    line, def_line = todo.get("line"), todo.get("def_line")
+    start = def_line if def_line and line and 0 <= line - def_line <= TODO_SNIPPET_MAX else None
+    snippet = _snippet(todo.get("file"), line, source, start=start, after=1)
+    if snippet is not None:
+        out += [Text(""), snippet]
+    return out
+
+
+def _render_error(error: dict, source: str | None) -> list[RenderableType]:
+    where = f"{_short(error.get('file'))}:{error.get('line')}" if error.get("file") else ""
+    out: list[RenderableType] = [
+        Text.assemble(("ERROR  ", "bold white on red"), (f"{error.get('type', 'Error')}: ", "bold red"),
+                      error.get("message", "")),
+    ]
+    if where:
+        out.append(Text.assemble(("at ", "dim"), (where, "underline")))
+    snippet = _snippet(error.get("file"), error.get("line"), source)
+    if snippet is not None:
+        out += [Text(""), snippet]
+    tb = trim_traceback(error.get("traceback"), error.get("file"))
+    if tb:
+        out += [Text(""), Text("Traceback (your frames):", style="dim"), Text(tb, style="red")]
+    return out
+
+
+def _render_mismatch(comp: dict) -> list[RenderableType]:
+    qualname = comp.get("qualname", "?")
+    out: list[RenderableType] = [
+        Text.assemble(("MISMATCH  ", "bold white on dark_orange3"), (qualname, "bold"),
+                      (f"   phase {comp.get('phase') or phase_of(qualname)}", "dim")),
+        Text(comp.get("detail", "")),
+    ]
+    if comp.get("max_abs_diff") is not None:
+        out.append(Text(f"max |Δ| vs the reference: {comp['max_abs_diff']:.3g}", style="dim"))
+    lesson = LESSON_FOR.get(qualname)
+    if lesson:
+        out.append(Text.assemble(("lesson ", "dim"), (lesson, "cyan"), ("  (h for a hint)", "dim")))
+    return out
+
+
+def _snippet(file: str | None, line: int | None, source: str | None, start: int | None = None,
+             after: int = SNIPPET_CONTEXT) -> Syntax | None:
+    """The code around `line`, from the text the check ran on when the file is the learner's."""
+    if not file or not line:
+        return None
+    code = source
+    if code is None or not _is_learner_text(file, source):
+        try:
+            code = Path(file).read_text(encoding="utf-8")
+        except OSError:
+            return None
+    lines = code.splitlines()
+    start, end = start or max(1, line - SNIPPET_CONTEXT), min(len(lines), line + after)
+    # only the shown lines are highlighted: lexing the whole file on every result would stall the UI
+    return Syntax("\n".join(lines[start - 1:end]), "python", theme=SYNTAX_THEME, line_numbers=True,
+                  start_line=start, highlight_lines={line}, background_color="default", word_wrap=True)
+
+
+def _is_learner_text(file: str, source: str | None) -> bool:
+    # the report's source is the learner file's text; other files (the reference, torch) are read from disk
+    return source is not None and file.endswith(".py") and not ("site-packages" in file or "/nanochat/" in file)
+
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
+def trim_traceback(traceback: str | list | None, learner_file: str | None) -> str:
+    """Keep only the frames in the learner's file, and the exception line itself."""
+    if not traceback:
+        return ""
+    text = traceback if isinstance(traceback, str) else "".join(map(str, traceback))
+    lines = text.rstrip("\n").splitlines()
+    if not learner_file:
+        return "\n".join(lines[-6:])
+    learner_name = Path(learner_file).name
+    kept, keep_next = [], False
+    for line in lines:
+        m = _FRAME.match(line)
+        if m:
+            keep_next = Path(m.group("file")).name == learner_name
+            if keep_next:
+                kept.append(line.strip())
+            continue
+        if line.startswith("Traceback") or line.startswith("During handling"):
+            keep_next = False
+            continue
+        if line.startswith((" ", "\t")):
+            if keep_next and line.strip() and not set(line.strip()) <= set("^~ "):
+                kept.append("    " + line.strip())
+            continue
+        kept.append(line)  # the exception line(s)
+    return "\n".join(kept[-16:])
+
+
+def _short(file: str | None) -> str:
+    if not file:
+        return "?"
+    try:
+        return str(Path(file).relative_to(Path.cwd()))
+    except ValueError:
+        return str(file)
+
+
+def _clip(text: str, max_lines: int) -> str:
+    lines = text.splitlines()
+    if len(lines) <= max_lines:
+        return text
+    return "\n".join(lines[:max_lines] + [f"… {len(lines) - max_lines} more lines"])

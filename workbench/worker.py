@@ -1,0 +1,448 @@
+"""The warm worker: one long-lived process that has torch, the tokenizer, a real batch and the reference's
+answers loaded, and forks a fresh child for every check of the learner's file.
+
+    python -m workbench.worker [--seq 512]
+
+Protocol (JSON lines): the caller (workbench/runner.py) writes requests to stdin —
+`{"op": "run", "id": 1, "path": "...", "steps": 2, "timeout": 60, "memory_gb": null}`, `{"op": "cancel", "id": 1}`,
+`{"op": "quit"}` — and reads events from stdout: `{"event": "ready", ...}` once warm, then per run
+`{"event": "result", "id": 1, "result": {...}}` or `{"event": "cancelled", "id": 1}`; `{"event": "fatal", ...}`
+if warming up failed.
+
+Isolation, per run: the child gets its own process group, a memory cap (RLIMIT_AS: the worker's own size plus
+a budget, default half the RAM), stdout/stderr redirected into a pipe whose tail the worker keeps, faulthandler
+writing Python tracebacks into a file on a crash or on SIGUSR1. A newer run request kills the child in flight.
+At the timeout the worker asks the child for its traceback (SIGUSR1), then kills the whole group. The learner's
+code runs only in the child; the worker only reads what the child sends (workbench/judge.py judges it).
+"""
+
+import argparse
+import faulthandler
+import io
+import json
+import os
+import resource
+import selectors
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+
+STDOUT_KEEP = 64 * 1024  # bytes of the learner's output kept (the tail)
+END_GRACE_S = 2.0  # after the last event, how long the child may take to exit before it is killed
+DUMP_WAIT_S = 0.5  # how long to wait for the child's traceback after SIGUSR1
+
+
+def default_memory_budget() -> int:
+    """Half the physical RAM: what a check may allocate on top of the worker's own footprint."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def own_address_space() -> int:
+    """The worker's virtual size (torch maps a lot it never touches); the child's cap is this plus the budget."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+class FloodSafeStream:
+    """stdout/stderr for the learner's code: line-buffered, so nothing printed is lost if the code then crashes,
+    until it has printed `switch_after` lines; then block-buffered, so a flood of prints stays fast."""
+
+    def __init__(self, fd: int, switch_after: int = 20000):
+        raw = io.BufferedWriter(io.FileIO(fd, "w", closefd=False), 1 << 16)
+        self._stream = io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", line_buffering=True)
+        self._left = switch_after
+
+    def write(self, text):
+        if self._left:
+            self._left -= 1
+            if not self._left:
+                self._stream.reconfigure(line_buffering=False)
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _flush_output(signum, frame):
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # interrupted in the middle of a write: whatever is buffered stays there
+            pass
+
+
+class Run:
+    """One check in flight: the child, its pipes, and what came back so far."""
+
+    def __init__(self, request: dict):
+        self.id = request["id"]
+        self.path = os.path.abspath(request["path"])
+        self.steps = int(request.get("steps") or 1)
+        self.timeout = float(request.get("timeout") or 60.0)
+        gb = request.get("memory_gb")
+        self.memory_budget = int(float(gb) * (1 << 30)) if gb else default_memory_budget()
+        self.received = time.perf_counter()
+        self.deadline = self.received + self.timeout
+        self.pid = None
+        self.events: list[dict] = []
+        self.buf = b""
+        self.out_tail = bytearray()
+        self.out_bytes = 0
+        self.out_lines = 0
+        self.result_eof = False
+        self.out_eof = False
+        self.ended_at = None  # when the "end" event arrived
+        self.status = None  # waitpid status once reaped
+        self.kill_reason = None  # "timeout" | "cancel"
+        self.scratch = tempfile.mkdtemp(prefix="nanochat-check-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+        self.fault = tempfile.TemporaryFile(dir=self.scratch)
+        self.result_r = self.result_w = self.out_r = self.out_w = None
+
+    def take_output(self, chunk: bytes) -> None:
+        self.out_bytes += len(chunk)
+        self.out_lines += chunk.count(b"\n")
+        self.out_tail += chunk
+        if len(self.out_tail) > 2 * STDOUT_KEEP:
+            del self.out_tail[:-STDOUT_KEEP]
+
+    def take_events(self, chunk: bytes) -> None:
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            self.events.append(event)
+            if event.get("kind") == "end" and self.ended_at is None:
+                self.ended_at = time.perf_counter()
+
+
+class Worker:
+    def __init__(self, ref, proto_out, seq_len: int):
+        self.ref = ref
+        self.proto = proto_out
+        self.seq_len = seq_len
+        self.sel = selectors.DefaultSelector()
+        self.run: Run | None = None
+        self.inbuf = b""
+        self.base_as = own_address_space()
+
+    def send(self, event: dict) -> None:
+        self.proto.write(json.dumps(event) + "\n")
+        self.proto.flush()
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.sel.register(0, selectors.EVENT_READ, "stdin")
+        while True:
+            timeout = None
+            if self.run is not None:
+                timeout = max(0.0, min(self.run.deadline - time.perf_counter(), 0.25))
+                if self.run.ended_at is not None:
+                    timeout = min(timeout, 0.005)  # the child is exiting: reap it soon (no busy loop)
+            for key, _ in self.sel.select(timeout):
+                if key.data == "stdin":
+                    if not self.read_requests():
+                        self.stop_run("cancel")
+                        return
+                elif self.run is not None and key.data == ("result", self.run.id):
+                    self.read_pipe(key.fd, self.run.take_events, "result_eof")
+                elif self.run is not None and key.data == ("out", self.run.id):
+                    self.read_pipe(key.fd, self.run.take_output, "out_eof")
+            if self.run is not None:
+                self.supervise()
+
+    def read_requests(self) -> bool:
+        data = os.read(0, 65536)
+        if not data:
+            return False  # the caller went away
+        self.inbuf += data
+        *lines, self.inbuf = self.inbuf.split(b"\n")
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                request = json.loads(line)
+            except ValueError:
+                continue
+            op = request.get("op")
+            if op == "quit":
+                self.stop_run("cancel")
+                return False
+            if op == "cancel" and self.run is not None and request.get("id") in (None, self.run.id):
+                self.stop_run("cancel")
+            elif op == "run":
+                self.stop_run("cancel")  # a newer request replaces the one in flight
+                self.start(request)
+        return True
+
+    def read_pipe(self, fd, sink, eof_flag) -> None:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if chunk:
+            sink(chunk)
+        else:
+            self.sel.unregister(fd)
+            setattr(self.run, eof_flag, True)
+
+    def supervise(self) -> None:
+        run = self.run
+        now = time.perf_counter()
+        if run.status is None:
+            pid, status = os.waitpid(run.pid, os.WNOHANG)
+            if pid:
+                run.status = status
+        # once the child is reaped we are done, even if a grandchild still holds a pipe (finish() drains it)
+        finished = run.status is not None
+        if run.ended_at is not None and run.status is None and now - run.ended_at > END_GRACE_S:
+            self.kill_group(run)
+            finished = True
+        if not finished and now >= run.deadline:
+            run.kill_reason = "timeout"
+            self.request_traceback(run)
+            self.kill_group(run)
+            finished = True
+        if finished:
+            self.finish(run)
+
+    # ---- child lifecycle -------------------------------------------------------------------------------------
+
+    def start(self, request: dict) -> None:
+        run = Run(request)
+        run.result_r, run.result_w = os.pipe()
+        run.out_r, run.out_w = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self.child(run)  # never returns
+        run.pid = pid
+        try:
+            os.setpgid(pid, pid)  # also done in the child; whichever runs first
+        except OSError:
+            pass
+        os.close(run.result_w)
+        os.close(run.out_w)
+        os.set_blocking(run.result_r, False)
+        os.set_blocking(run.out_r, False)
+        self.sel.register(run.result_r, selectors.EVENT_READ, ("result", run.id))
+        self.sel.register(run.out_r, selectors.EVENT_READ, ("out", run.id))
+        self.run = run
+
+    def child(self, run: Run) -> None:
+        code = 70
+        real_exit = os._exit
+        try:
+            os.setpgid(0, 0)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(run.out_w, 1)
+            os.dup2(run.out_w, 2)
+            for fd in (null, run.out_w, run.out_r, run.result_r, self.proto.fileno()):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            sys.stdin = open(os.devnull)
+            sys.stdout, sys.stderr = FloodSafeStream(1), FloodSafeStream(2)
+            faulthandler.enable(file=run.fault, all_threads=True)
+            faulthandler.register(signal.SIGUSR1, file=run.fault, all_threads=True, chain=False)
+            signal.signal(signal.SIGUSR2, _flush_output)  # sent at the timeout, before the kill
+
+            def recording_exit(status):  # os._exit() from the learner's code: note where, then exit
+                try:
+                    _flush_output(None, None)
+                    faulthandler.dump_traceback(file=run.fault, all_threads=False)
+                finally:
+                    real_exit(status)
+            os._exit = recording_exit
+            if run.memory_budget and self.base_as:
+                limit = self.base_as + run.memory_budget
+                try:
+                    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+                except (ValueError, OSError):
+                    pass
+            import torch
+            torch.set_num_threads(int(os.environ.get("NANOCHAT_CHECK_THREADS", "1")))
+            from workbench import checks
+            channel = checks.Channel(run.result_w, run.scratch)
+            try:
+                checks.run(run.path, self.ref, channel, run.steps)
+                code = 0
+            except BaseException as e:  # a bug of ours (the learner's exceptions are caught inside)
+                try:
+                    checks.internal_error(channel, e)
+                except BaseException:
+                    pass
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except BaseException:
+                pass
+            real_exit(code)
+
+    def request_traceback(self, run: Run) -> None:
+        """Ask the child where it is (SIGUSR1: faulthandler's dump) and to flush its prints (SIGUSR2), then give
+        it a moment, reading its output meanwhile so a full pipe can't block the flush."""
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            try:
+                os.kill(run.pid, sig)
+            except OSError:
+                return
+        end = time.perf_counter() + DUMP_WAIT_S
+        dumped_at = None
+        while time.perf_counter() < end:
+            try:
+                while True:
+                    chunk = os.read(run.out_r, 1 << 16)
+                    if not chunk:
+                        break
+                    run.take_output(chunk)
+            except (BlockingIOError, OSError):
+                pass
+            try:
+                if dumped_at is None and os.fstat(run.fault.fileno()).st_size > 0:
+                    dumped_at = time.perf_counter()
+            except OSError:
+                return
+            if dumped_at is not None and time.perf_counter() - dumped_at > 0.1:
+                return
+            time.sleep(0.01)
+
+    def kill_group(self, run: Run) -> None:
+        for target in (lambda: os.killpg(run.pid, signal.SIGKILL), lambda: os.kill(run.pid, signal.SIGKILL)):
+            try:
+                target()
+            except OSError:
+                pass
+        if run.status is None:
+            try:
+                _, run.status = os.waitpid(run.pid, 0)
+            except ChildProcessError:
+                run.status = 0
+
+    def stop_run(self, reason: str) -> None:
+        run = self.run
+        if run is None:
+            return
+        run.kill_reason = reason
+        self.kill_group(run)
+        self.cleanup(run)
+        self.send({"event": "cancelled", "id": run.id})
+
+    def cleanup(self, run: Run) -> None:
+        for fd in (run.result_r, run.out_r):
+            try:
+                self.sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            run.fault.close()
+        except OSError:
+            pass
+        shutil.rmtree(run.scratch, ignore_errors=True)
+        self.run = None
+
+    def finish(self, run: Run) -> None:
+        try:
+            os.killpg(run.pid, signal.SIGKILL)  # stray grandchildren of the learner's code
+        except OSError:
+            pass
+        for fd, sink, flag in ((run.result_r, run.take_events, "result_eof"), (run.out_r, run.take_output, "out_eof")):
+            end = time.perf_counter() + 0.2
+            while not getattr(run, flag) and time.perf_counter() < end:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    time.sleep(0.005)
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                sink(chunk)
+        try:
+            run.fault.seek(0)
+            fault_text = run.fault.read().decode("utf-8", "replace")
+        except OSError:
+            fault_text = ""
+        child_s = time.perf_counter() - run.received
+        from workbench.judge import build_result
+        try:
+            result = build_result(self.ref, run.path, run.events, steps=run.steps, status=run.status,
+                                  kill_reason=run.kill_reason, timeout=run.timeout, fault_text=fault_text,
+                                  output=bytes(run.out_tail), output_bytes=run.out_bytes, output_lines=run.out_lines,
+                                  memory_limit=run.memory_budget)
+        except Exception as e:
+            result = {"file": run.path, "ok": False, "stage": "import", "next_todo": None, "components": [],
+                      "shapes": [], "losses": [], "stdout_tail": "", "timings": {},
+                      "error": {"type": "WorkbenchError", "message": f"the workbench failed to read the check's "
+                                f"results ({type(e).__name__}: {e}); this is a workbench bug", "file": None,
+                                "line": None, "traceback": traceback.format_exc()}}
+        total = time.perf_counter() - run.received
+        result.setdefault("timings", {}).update(total_s=round(total, 4), child_s=round(child_s, 4),
+                                                judge_s=round(total - child_s, 4), warm=True)
+        self.cleanup(run)
+        self.send({"event": "result", "id": run.id, "result": result})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="the workbench's warm check worker (started by workbench.runner)")
+    parser.add_argument("--seq", type=int, default=512, help="sequence length of the check's batch")
+    args = parser.parse_args(argv)
+
+    # the protocol gets a private copy of stdout; anything else printed to fd 1 lands on stderr
+    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when the worker stops (stdin EOF / quit)
+    started = time.perf_counter()
+    try:
+        import torch
+        torch.set_num_threads(1)  # no OpenMP thread team before fork(): a child using one would hang
+        from workbench.reference_state import build_reference
+        ref = build_reference(args.seq)
+        import workbench.checks  # noqa: F401  (imported before the first fork, not in every child)
+        import workbench.judge  # noqa: F401
+        import nanochat.engine  # noqa: F401
+    except BaseException as e:
+        proto.write(json.dumps({"event": "fatal", "message": f"{type(e).__name__}: {e}",
+                                "traceback": traceback.format_exc()}) + "\n")
+        proto.flush()
+        return 1
+    worker = Worker(ref, proto, args.seq)
+    worker.send({"event": "ready", "pid": os.getpid(), "warmup_s": round(time.perf_counter() - started, 3),
+                 "reference_s": round(ref.timings.get("total_s", 0.0), 3), "seq_len": args.seq,
+                 "vocab_size": ref.vocab_size, "tokenizer": ref.tokenizer_name})
+    try:
+        worker.serve()
+    except BrokenPipeError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
