@@ -113,10 +113,25 @@ def test_a_dead_worker_fails_the_run_and_is_replaced(tmp_path):
     try:
         r.wait_ready()
         run_id, future = r.submit(write(tmp_path, "loop.py", LOOPING))
+        deadline = time.time() + 30
+        while (r.running or {}).get("id") != run_id and time.time() < deadline:
+            time.sleep(0.05)
+        child = r.running["pid"]
         time.sleep(0.5)
         os.kill(r.info["pid"], signal.SIGKILL)
         with pytest.raises(RunnerError):
             future.result(timeout=20)
+        # the check process, stuck in the learner's loop, does not outlive its worker
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the check process outlived its worker")
         result = r.run_sync(write(tmp_path, "skel.py", SKELETON))  # a fresh worker warms up and runs it
         assert result["next_todo"]["qualname"] == "GPT.__init__"
     finally:

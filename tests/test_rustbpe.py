@@ -6,6 +6,9 @@ replaces (fancy-regex inside the crate, and Python's `regex` module on common ch
 checked against tiktoken built from the learned ranks.
 """
 
+import json
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -318,3 +321,35 @@ def test_other_bad_arguments():
         tok.train_from_iterator(["ok", "lone surrogate \ud800"], 300)
     with pytest.raises(ValueError, match="engine"):
         rustbpe.split_text("x", engine="fast")
+
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark CLI
+
+
+def test_tok_bench_runs_and_compares_merges(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"doc{i}.txt").write_text(f"Document {i}. It's a short text, with words and 12345 numbers.\n" * 30)
+    # --vs-python with this same interpreter: both sides are our rustbpe, so the merges must match
+    proc = subprocess.run(
+        [sys.executable, "-m", "nanochat.scripts.tok_bench", "--corpus", str(corpus), "--vocab", "300",
+         "--repeats", "1", "--held-out", "0.2", "--vs-python", sys.executable, "--json", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "merges identical to the published rustbpe" in proc.stdout and "yes" in proc.stdout
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["merges_identical"] is True
+    ours = result["trainers"]["ours"]
+    assert ours["encode_matches_tiktoken"] is True and ours["bytes_per_token"] > 1 and ours["median_seconds"] > 0
+
+
+def test_tok_bench_rejects_a_missing_corpus(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "nanochat.scripts.tok_bench", "--corpus", str(tmp_path / "nope")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr

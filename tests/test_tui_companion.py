@@ -58,11 +58,14 @@ def checklist(app) -> str:
 
 
 async def next_report(app, pilot, write=None, timeout=60.0):
-    """Run `write()` (a save), then wait until a new report for it has arrived."""
+    """Run `write()` (a save), then wait until a new report for it has arrived. Without `write`: the first
+    report (the check the app runs when it starts; with a warm runner it may already be there)."""
     before = app.report
     if write is not None:
         write()
-    await until(pilot, lambda: app.report is not before and not app.checking, timeout)
+        await until(pilot, lambda: app.report is not before and not app.checking, timeout)
+    else:
+        await until(pilot, lambda: app.report is not None and not app.checking, timeout)
     await pilot.pause(0.1)
     return app.report
 
@@ -110,8 +113,9 @@ async def test_a_regression_leads_the_panel_with_the_diff_since_it_passed(worksp
     app = WorkbenchApp(workspace.directory, runner=runner)
     async with app.run_test(size=(100, 30)) as pilot:
         await next_report(app, pilot)
-        good = fill(workspace.learner_file, "GPT.__init__")
-        await next_report(app, pilot)
+        written = []
+        await next_report(app, pilot, lambda: written.append(fill(workspace.learner_file, "GPT.__init__")))
+        good = written[0]
         broken = good.replace("        self.config = config\n", "        self.config = config\n        1 / 0\n", 1)
         report = await next_report(app, pilot, lambda: workspace.learner_file.write_text(broken))
         assert [r.qualname for r in report.regressions] == ["GPT.__init__"]
@@ -212,8 +216,9 @@ async def test_hint_ladder_reset_with_undo_and_side_by_side(workspace, runner):
         await pilot.press("escape")
 
         # a passing method: v shows it beside the reference's
-        good = fill(workspace.learner_file, "GPT.__init__")
-        await next_report(app, pilot)
+        written = []
+        await next_report(app, pilot, lambda: written.append(fill(workspace.learner_file, "GPT.__init__")))
+        good = written[0]
         assert app.last_passed == "GPT.__init__"
         await pilot.press("v")
         await until(pilot, lambda: type(app.screen).__name__ == "CompareScreen", timeout=5)
@@ -233,3 +238,36 @@ async def test_hint_ladder_reset_with_undo_and_side_by_side(workspace, runner):
         assert report.result["next_todo"]["qualname"] == "GPT.__init__"
         await pilot.press("u")
         await until(pilot, lambda: workspace.learner_file.read_text() == broken)
+
+
+async def test_a_checker_that_cannot_start_is_a_notification_not_a_crash(workspace):
+    broken = Runner(python=str(workspace.directory / "no-such-python"), start=False)
+    app = WorkbenchApp(workspace.directory, runner=broken)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await until(pilot, lambda: app._notifications, timeout=10)
+        note = list(app._notifications)[0]
+        assert note.title == "Check not run" and "could not start the check worker" in note.message
+        assert "Press r to try again" in note.message
+        assert not app.checking and app.report is None
+
+
+async def test_a_complete_file_passes_and_its_losses_reach_the_sparklines_and_the_plot(workspace, runner):
+    reference = (Path(__file__).resolve().parent.parent / "nanochat" / "gpt.py").read_text()
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await next_report(app, pilot)
+        report = await next_report(app, pilot, lambda: workspace.learner_file.write_text(reference), timeout=120)
+        assert report.result["ok"], report.result.get("lead")
+        losses = report.result["losses"]
+        assert len(losses) >= 2
+        assert panel(app).startswith("✔ All checks pass")
+        assert app.screen.query_one("#loss-run").data == losses
+        # a second save: the plot shows this save and the one before
+        await next_report(app, pilot, lambda: workspace.learner_file.write_text(reference + "\n# again\n"),
+                          timeout=120)
+        await pilot.press("3")
+        await pilot.pause(0.5)
+        curves = app.screen.query_one("#plot").curves
+        assert [c.label for c in curves] == ["this save", "1 save ago"]
+        assert curves[1].values == losses
+        assert app.session.loss_history()[-2:] == [losses[-1], app.report.result["losses"][-1]]

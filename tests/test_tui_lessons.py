@@ -204,3 +204,21 @@ def test_note_writes_replace_one_subsection_and_keep_a_concurrent_edit(workspace
     # the status doc still reads its own parts: no phase, question or log was disturbed
     assert len(doc.items) == 17 and all(q.id for q in doc.questions)
     assert [e.text for e in doc.log] == ["my own entry"] or any("my own entry" in e.text for e in doc.log)
+
+
+async def test_workbench_errors_are_notifications_with_the_fix(tmp_path, monkeypatch, workspace):
+    monkeypatch.setenv("NANOCHAT_LESSONS_DIR", str(tmp_path / "no-lessons-here"))
+    workspace.status_file.unlink()
+    workspace.status_file.mkdir()  # STATUS.md that cannot be read as a file
+    app = WorkbenchApp(workspace.directory, run_checks=False)
+    async with app.run_test(size=(100, 30), notifications=True) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("2")
+        await until(pilot, lambda: any("No lessons" == n.title for n in app._notifications))
+        messages = {n.title: n.message for n in app._notifications}
+        assert "is a directory" in messages["STATUS.md"] and "phases without your ticks" in messages["STATUS.md"]
+        assert "NANOCHAT_LESSONS_DIR" in messages["No lessons"]
+        await pilot.press("1")
+        checklist = app.screen.query_one("#checklist")
+        shown = "\n".join(s.text for s in checklist.render_lines(checklist.virtual_region.reset_offset))
+        assert "1 Model construction  0/5" in shown  # the plain phase list stands in for the file's ticks

@@ -163,13 +163,10 @@ class WorkbenchApp(App):
             watcher.stop()
 
     async def _probe(self, watcher: WorkspaceWatcher, force_polling: bool | None) -> None:
-        env_polling = force_polling is None and "WATCHFILES_FORCE_POLLING" in os.environ
         if await watcher.probe(self.probe_timeout):
-            if force_polling or env_polling:
-                self.post_message(WatcherReady(True, "watching: polling every 0.1 s"))
-            else:
-                self.post_message(WatcherReady(False, "watching: native file events"))
-        elif not force_polling:
+            self.post_message(WatcherReady(watcher.polling, "watching: polling every 0.1 s" if watcher.polling
+                                           else "watching: native file events"))
+        elif not watcher.polling:
             self.post_message(WatcherReady(True, "watching: polling (no file events arrived within 1 s)"))
             self.watch_workspace(force_polling=True)
         else:

@@ -58,6 +58,7 @@ class Runner:
         self._fatal: str | None = None
         self._stderr_tail: collections.deque = collections.deque(maxlen=60)
         self.info: dict = {}  # the worker's "ready" event: warmup_s, vocab_size, ...
+        self.running: dict | None = None  # {"id", "pid"} of the check process in flight
         self.started_at: float | None = None
         if start:
             self.start()
@@ -102,7 +103,11 @@ class Runner:
                 self._fatal = event.get("message", "unknown error")
                 self._stderr_tail.extend((event.get("traceback") or "").splitlines()[-20:])
                 self._ready.set()
+            elif kind == "started":
+                self.running = {"id": event.get("id"), "pid": event.get("pid")}
             elif kind in ("result", "cancelled"):
+                if self.running and self.running.get("id") == event.get("id"):
+                    self.running = None
                 with self._lock:
                     fut = self._pending.pop(event.get("id"), None)
                 if fut is not None and not fut.done():

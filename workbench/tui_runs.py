@@ -19,8 +19,10 @@ def base_dir() -> Path:
 
 def train_command(model: str, steps: int, tag: str, gpus: int = 0) -> list[str]:
     """A tiny depth-4 base_train run; one process per GPU through torchrun when there are several GPUs."""
+    # a short validation (4 sequences) keeps the tiny run quick on a laptop and still reports val bpb
     args = ["--depth=4", "--max_seq_len=512", "--device_batch_size=1", "--total_batch_size=512",
-            f"--num_iterations={steps}", f"--model={model}", f"--model_tag={tag}", "--sample_every=-1"]
+            f"--num_iterations={steps}", f"--model={model}", f"--model_tag={tag}", "--sample_every=-1",
+            "--eval_tokens=2048"]
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                 "-m", "nanochat.scripts.base_train", "--", *args]

@@ -7,6 +7,10 @@ probe file next to the learner's file and waits up to a second for its event; if
 
 The directory is watched (not the files themselves): editors that save by writing a temp file and renaming it
 over the original replace the inode, and a watch on the old inode would go quiet.
+
+Polling is done here rather than by watchfiles' `force_polling`: its poller compares modification times to the
+second, so a second save within the same second as the one before goes unseen. We stat the few watched files
+every 0.1 s and compare nanosecond mtime, size and inode.
 """
 
 import asyncio
@@ -26,10 +30,11 @@ POLL_DELAY_MS = 100
 class WorkspaceWatcher:
     """Yields the names of watched files that changed in one directory (not recursive)."""
 
-    def __init__(self, directory: Path, names: Iterable[str], *, force_polling: bool = False):
+    def __init__(self, directory: Path, names: Iterable[str], *, force_polling: bool | None = False):
+        """`force_polling=None`: poll when WATCHFILES_FORCE_POLLING is set (as watchfiles itself does)."""
         self.directory = Path(directory)
         self.names = set(names)
-        self.force_polling = force_polling
+        self.polling = force_polling if force_polling is not None else "WATCHFILES_FORCE_POLLING" in os.environ
         self.probe_path = self.directory / f"{PROBE_PREFIX}{os.getpid()}"
         self._probe_seen = asyncio.Event()
         self._stop = asyncio.Event()
@@ -40,17 +45,40 @@ class WorkspaceWatcher:
 
     async def changes(self) -> AsyncIterator[set[str]]:
         """Each batch of changes (debounced by DEBOUNCE_MS) as a set of file names; probe events are swallowed."""
-        async for batch in watchfiles.awatch(
-            self.directory, watch_filter=self._wanted, debounce=DEBOUNCE_MS, step=STEP_MS,
-            force_polling=self.force_polling, poll_delay_ms=POLL_DELAY_MS, recursive=False,
-            stop_event=self._stop,
-        ):
-            names = {os.path.basename(path) for _, path in batch}
+        batches = self._poll() if self.polling else self._native()
+        async for names in batches:
             if self.probe_path.name in names:
                 self._probe_seen.set()
                 names.discard(self.probe_path.name)
             if names:
                 yield names
+
+    async def _native(self) -> AsyncIterator[set[str]]:
+        async for batch in watchfiles.awatch(
+            self.directory, watch_filter=self._wanted, debounce=DEBOUNCE_MS, step=STEP_MS, force_polling=False,
+            recursive=False, stop_event=self._stop,
+        ):
+            yield {os.path.basename(path) for _, path in batch}
+
+    def _stat_all(self) -> dict[str, tuple[int, int, int] | None]:
+        state = {}
+        for name in self.names | {self.probe_path.name}:
+            try:
+                st = os.stat(self.directory / name)
+                state[name] = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                state[name] = None
+        return state
+
+    async def _poll(self) -> AsyncIterator[set[str]]:
+        last = self._stat_all()
+        while not self._stop.is_set():
+            await asyncio.sleep(POLL_DELAY_MS / 1000)
+            now = self._stat_all()
+            changed = {name for name, state in now.items() if state != last.get(name)}
+            last = now
+            if changed:
+                yield changed
 
     def stop(self) -> None:
         self._stop.set()

@@ -6,7 +6,8 @@ answers loaded, and forks a fresh child for every check of the learner's file.
 Protocol (JSON lines): the caller (workbench/runner.py) writes requests to stdin —
 `{"op": "run", "id": 1, "path": "...", "steps": 2, "timeout": 60, "memory_gb": null}`, `{"op": "cancel", "id": 1}`,
 `{"op": "quit"}` — and reads events from stdout: `{"event": "ready", ...}` once warm, then per run
-`{"event": "result", "id": 1, "result": {...}}` or `{"event": "cancelled", "id": 1}`; `{"event": "fatal", ...}`
+`{"event": "started", "id": 1, "pid": ...}` and `{"event": "result", "id": 1, "result": {...}}` or
+`{"event": "cancelled", "id": 1}`; `{"event": "fatal", ...}`
 if warming up failed.
 
 Isolation, per run: the child gets its own process group, a memory cap (RLIMIT_AS: the worker's own size plus
@@ -50,6 +51,35 @@ def own_address_space() -> int:
             return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
         return 0
+
+
+SCRATCH_PREFIX = "nanochat-check-"
+
+
+def scratch_root() -> str | None:
+    """Where runs keep their tensors: RAM-backed /dev/shm when there is one, else the temp dir."""
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+
+
+def remove_stale_scratch() -> None:
+    """Scratch directories left by workers that were killed (named after the worker's pid)."""
+    root = scratch_root() or tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(SCRATCH_PREFIX):
+            continue
+        pid = name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except OSError:
+            pass
 
 
 class FloodSafeStream:
@@ -103,7 +133,7 @@ class Run:
         self.ended_at = None  # when the "end" event arrived
         self.status = None  # waitpid status once reaped
         self.kill_reason = None  # "timeout" | "cancel"
-        self.scratch = tempfile.mkdtemp(prefix="nanochat-check-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+        self.scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=scratch_root())
         self.fault = tempfile.TemporaryFile(dir=self.scratch)
         self.result_r = self.result_w = self.out_r = self.out_w = None
 
@@ -129,6 +159,20 @@ class Run:
                 self.ended_at = time.perf_counter()
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGKILL this process when the worker dies, so no check outlives it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the worker died before prctl took effect
+        os._exit(1)
+
+
 class Worker:
     def __init__(self, ref, proto_out, seq_len: int):
         self.ref = ref
@@ -138,6 +182,7 @@ class Worker:
         self.run: Run | None = None
         self.inbuf = b""
         self.base_as = own_address_space()
+        self.pid = os.getpid()
 
     def send(self, event: dict) -> None:
         self.proto.write(json.dumps(event) + "\n")
@@ -243,11 +288,15 @@ class Worker:
         self.sel.register(run.result_r, selectors.EVENT_READ, ("result", run.id))
         self.sel.register(run.out_r, selectors.EVENT_READ, ("out", run.id))
         self.run = run
+        self.send({"event": "started", "id": run.id, "pid": pid})
 
     def child(self, run: Run) -> None:
         code = 70
         real_exit = os._exit
         try:
+            die_with_parent(self.pid)
+            # the worker enforces the timeout; this watchdog (a C thread) covers the case where the worker is gone
+            faulthandler.dump_traceback_later(run.timeout + 10, exit=True, file=run.fault)
             os.setpgid(0, 0)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
@@ -433,6 +482,7 @@ def main(argv=None) -> int:
                                 "traceback": traceback.format_exc()}) + "\n")
         proto.flush()
         return 1
+    remove_stale_scratch()
     worker = Worker(ref, proto, args.seq)
     worker.send({"event": "ready", "pid": os.getpid(), "warmup_s": round(time.perf_counter() - started, 3),
                  "reference_s": round(ref.timings.get("total_s", 0.0), 3), "seq_len": args.seq,

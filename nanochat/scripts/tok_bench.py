@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--repeats must be at least 1, got {args.repeats}")
     if not 0 <= args.held_out < 1:
         ap.error(f"--held-out must be in [0, 1), got {args.held_out}")
+    if args.vs == "hf":
+        import importlib.util
+
+        if importlib.util.find_spec("tokenizers") is None:
+            ap.error("--vs hf needs HuggingFace tokenizers: pip install tokenizers")
     if args.vs_python and not (os.path.isfile(args.vs_python) and os.access(args.vs_python, os.X_OK)):
         ap.error(f"--vs-python: {args.vs_python} is not an executable file")
 

@@ -1,5 +1,5 @@
 //! Time the training phases on a directory of .txt files, without Python:
-//! `cargo run --release --example phases -- DIR VOCAB`.
+//! `cargo run --release --example phases -- DIR VOCAB` (Linux: CPU time via CLOCK_PROCESS_CPUTIME_ID).
 use std::time::Instant;
 
 use _rustbpe::{count::ChunkCounter, pretokenize::{Splitter, GPT4_PATTERN}, train::learn_merges};

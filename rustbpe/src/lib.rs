@@ -79,25 +79,26 @@ impl Tokenizer {
     ///
     /// - `vocab_size`: the target vocabulary size, at least 256 (the byte tokens); training learns
     ///   `vocab_size - 256` merges, or fewer if the corpus runs out of pairs to merge.
-    /// - `buffer_size`: how many texts are taken from the iterator at a time; each buffer is split
-    ///   and counted by all cores with the GIL released, so the corpus is never held whole.
+    /// - `buffer_size`: at most this many texts (and about 16 MB) are taken from the iterator at a
+    ///   time; a batch is split and counted on all cores, without the GIL, while the next batch is
+    ///   taken from the iterator, so the corpus is never held whole.
     /// - `pattern`: the split regex; chunks never cross its matches. None means the GPT-4 pattern
     ///   (`rustbpe.GPT4_PATTERN`). The GPT-4 pattern and variants that differ only in `\p{N}{1,n}`
     ///   use a fast built-in scanner that gives exactly the regex's chunks; other patterns run with
     ///   fancy-regex.
     /// - `progress`: optional callable, called as `progress(done_merges, total_merges)` when the
-    ///   merge phase starts (done = 0), every 0.5% of the merges (at most every 256), and at the end.
-    ///   The last call
-    ///   always has done == total (if the corpus ran out of pairs, total is lowered to the merges
-    ///   actually learned). An exception raised by it stops training and propagates.
+    ///   merge phase starts (done = 0), every 0.5% of the merges (at most every 256), and at the
+    ///   end. The last call always has done == total (if the corpus ran out of pairs, total is
+    ///   lowered to the merges actually learned). An exception raised by it stops training and
+    ///   propagates. Ctrl-C also stops training.
     ///
     /// Merge order: highest pair count first; ties go to the smallest pair (left id, right id).
     /// An empty corpus (or one with no pair of bytes in any chunk) gives a valid 256-token tokenizer.
     /// On any error the tokenizer keeps its previous state.
     ///
-    /// Raises ValueError (vocab_size < 256, buffer_size < 1, invalid pattern), TypeError (not
-    /// iterable, an item that is not a str, progress not callable); an exception raised by the
-    /// iterator propagates unchanged.
+    /// Raises ValueError (vocab_size < 256, buffer_size < 1, invalid pattern, a text that is not
+    /// valid Unicode, e.g. with a lone surrogate), TypeError (not iterable, an item that is not a
+    /// str, progress not callable); an exception raised by the iterator propagates unchanged.
     #[pyo3(signature = (iterator, vocab_size, buffer_size=8192, pattern=None, *, progress=None))]
     pub fn train_from_iterator(
         &mut self,
@@ -157,9 +158,10 @@ impl Tokenizer {
                 |done| report(done, num_merges),
             )?;
             drop(chunks);
+            // The last report says done == total, also when the corpus ran out of pairs early.
             let done = merges.len() as u32;
             if done < num_merges || done % progress_every != 0 {
-                report(done, done.max(if done < num_merges { done } else { num_merges }))?;
+                report(done, done)?;
             }
             Ok(merges)
         })?;

@@ -11,15 +11,17 @@
 //! The GPT-4 pattern, alternative by alternative (the regex tries them in this order at each
 //! position and keeps the first that matches):
 //!
-//! 1. `'(?i:[sdmt]|ll|ve|re)`         an English contraction: `'s`, `'ll`, `'VE`, ...
-//! 2. `[^\r\n\p{L}\p{N}]?+\p{L}+`     a run of letters, optionally led by one other character
-//!                                    (a space, usually) that is not a line break, letter or digit
-//! 3. `\p{N}{1,3}`                    up to three digits (nanochat: up to two)
-//! 4. ` ?[^\s\p{L}\p{N}]++[\r\n]*`    punctuation/symbols, optionally led by a space, then line breaks
-//! 5. `\s*[\r\n]`                     whitespace up to and including its last line break
-//! 6. `\s+(?!\S)`                     whitespace not followed by a non-space (so the last space of a
-//!                                    run is left to lead the next word)
-//! 7. `\s+`                           any other whitespace
+//! ```text
+//! 1. '(?i:[sdmt]|ll|ve|re)        an English contraction: 's, 'll, 'VE, ...
+//! 2. [^\r\n\p{L}\p{N}]?+\p{L}+    a run of letters, optionally led by one other character
+//!                                 (a space, usually) that is not a line break, letter or digit
+//! 3. \p{N}{1,3}                   up to three digits (nanochat: up to two)
+//! 4.  ?[^\s\p{L}\p{N}]++[\r\n]*   punctuation/symbols, optionally led by a space, then line breaks
+//! 5. \s*[\r\n]                    whitespace up to and including its last line break
+//! 6. \s+(?!\S)                    whitespace not followed by a non-space (so the last space of a
+//!                                 run is left to lead the next word)
+//! 7. \s+                          any other whitespace
+//! ```
 //!
 //! Every character is matched by one of them, so the chunks tile the text.
 

@@ -176,7 +176,11 @@ class RunsScreen(Screen):
             return
         metrics = self.query_one(RunMetrics)
         rc = message.returncode
-        metrics.state = "finished" if rc == 0 else ("cancelled" if self._interrupts else f"failed (exit {rc})")
+        if self._interrupts:
+            step = f" after step {self._steps[-1] + 1}" if self._steps else ""
+            metrics.state = f"stopped{step}, checkpoint saved" if rc == 0 else "cancelled"
+        else:
+            metrics.state = "finished" if rc == 0 else f"failed (exit {rc})"
         if rc != 0 and not self._interrupts:
             self.notify("The training run failed: its last lines are in the log below.", severity="error")
         self.query_one("#run-cancel", Button).disabled = True
