@@ -100,5 +100,8 @@ def compute_init(device_type: str | None = None, seed: int = 42):
 
 
 def compute_cleanup() -> None:
+    """Leave the process group. The barrier first: a rank that tears gloo down while another is still busy
+    (rank 0 writing a checkpoint, say) can abort the whole job at exit."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

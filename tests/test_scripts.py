@@ -347,14 +347,14 @@ def test_torchrun_two_ranks_train_and_resume_exactly(fresh_base_dir):
     env = offline_env(base)
     first = subprocess.run(torchrun + args + ["--save_every=2"], env=env, capture_output=True, text=True,
                            timeout=300, cwd=REPO)
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "cpu x 2 rank(s)" in first.stdout and "2 accumulation step(s)" in first.stdout
     ckpt = base / "base_checkpoints" / "d2"
     assert (ckpt / "optim_000002_rank1.pt").is_file()
     straight = [r for r in read_jsonl(ckpt / "metrics.jsonl") if "loss" in r]
     second = subprocess.run(torchrun + args + ["--resume_from_step=2"], env=env, capture_output=True, text=True,
                             timeout=300, cwd=REPO)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     resumed = [r for r in read_jsonl(ckpt / "metrics.jsonl") if "loss" in r]
     assert [r["step"] for r in resumed] == [0, 1, 2, 3]
     for a, b in zip(straight, resumed):

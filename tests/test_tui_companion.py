@@ -5,7 +5,6 @@ show the code and a trimmed traceback, and a workspace is offered when there is 
 One warm runner is shared by the tests (starting torch and the reference model once costs seconds)."""
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest

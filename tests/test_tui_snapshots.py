@@ -4,7 +4,6 @@ Each snapshot is taken in a fixed state: a fresh workspace (paths shown relative
 an empty checkpoint folder at a fixed path, the clock of the status bar pinned, cursors not blinking.
 """
 
-import os
 import shutil
 import time
 from pathlib import Path

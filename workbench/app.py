@@ -6,7 +6,7 @@ and each screen watches the state it shows. Slow things are named, exclusive wor
 
 - "watch": watchfiles on the workspace directory (after a start-up probe proving events arrive, else polling)
 - "check": the core runner on the learner's file; a newer save cancels the check in flight
-- "status": re-reading STATUS.md after it changed on disk
+- "status-write" and "notes-write": thread workers writing STATUS.md through workbench.status_doc
 
 torch is never imported here: the runner's worker process, training runs and the chat worker import it.
 """
@@ -19,13 +19,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from textual import on, work
+from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
-from workbench.messages import CheckCrashed, CheckFinished, CheckStarted, FilesChanged, OpenLesson, WatcherReady
+from workbench.messages import CheckCrashed, CheckFinished, CheckStarted, FilesChanged, WatcherReady
 from workbench.phases import ALL_METHODS, LESSON_FOR
 from workbench.screens.companion import CompanionScreen
 from workbench.screens.confirm import ConfirmScreen
@@ -36,6 +36,7 @@ from workbench.tui_workspace import learner_file_in, load_checklist, tick_passed
 
 STATUS_NAME = "STATUS.md"
 NOTES_DEBOUNCE_S = 0.5
+POLL_PROBE_S = 2.0
 
 
 class WorkbenchApp(App):
@@ -90,7 +91,7 @@ class WorkbenchApp(App):
         self.session: Session | None = None
         self.runner = runner
         self._saved_at: float | None = None  # when the save that started the current check was seen
-        self._session_error_shown = False
+        self._shown_errors: set[str] = set()  # workbench problems already reported (not repeated every save)
         self.hint_levels: dict[str, int] = {}  # rungs of the hint ladder revealed, per method
         self.last_passed: str | None = None  # the method that most recently started passing (for v)
         self._undo: list[tuple[str, str, str]] = []  # (qualname, method text before the reset, file text after)
@@ -163,7 +164,11 @@ class WorkbenchApp(App):
             watcher.stop()
 
     async def _probe(self, watcher: WorkspaceWatcher, force_polling: bool | None) -> None:
-        if await watcher.probe(self.probe_timeout):
+        # polling gets a fixed, longer allowance: its events come at the next poll, not at once
+        proved = await watcher.probe(self.probe_timeout if not watcher.polling else POLL_PROBE_S)
+        if proved is None:
+            self.post_message(WatcherReady(watcher.polling, "watching (unverified: cannot write in the folder)"))
+        elif proved:
             self.post_message(WatcherReady(watcher.polling, "watching: polling every 0.1 s" if watcher.polling
                                            else "watching: native file events"))
         elif not watcher.polling:
@@ -236,9 +241,8 @@ class WorkbenchApp(App):
         self.summary = _summary(message.result, regressions)
         self.write_ticks(message.result)
         error = self.session.save()
-        if error and not self._session_error_shown:
-            self._session_error_shown = True
-            self.notify(error + " — check the folder's permissions.", title="History not saved", severity="warning")
+        if error:
+            self.notify_once(error + " — check the folder's permissions.", title="History not saved")
 
     def _announce_new_passes(self, result: dict) -> None:
         if self.report is None:
@@ -250,10 +254,20 @@ class WorkbenchApp(App):
             self.notify(f"{', '.join(new)} now match{'es' if len(new) == 1 else ''} the reference. "
                         f"Press v to see {new[-1]} beside the reference's version.", title="Passing ✔")
 
+    def notify_once(self, message: str, title: str, severity: str = "warning") -> None:
+        """A notification for a problem of the workbench's own, shown once rather than after every save."""
+        if message not in self._shown_errors:
+            self._shown_errors.add(message)
+            self.notify(message, title=title, severity=severity, timeout=12)
+
     def on_check_crashed(self, message: CheckCrashed) -> None:
         self.notify(message.message, title="Check not run", severity="error", timeout=10)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.worker_state_changed(event)
+
+    def worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker failures become UI (screens forward theirs here, see screens/base.py)."""
         worker = event.worker
         if worker.group == "check":
             self.checking = any(w.group == "check" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
@@ -275,7 +289,7 @@ class WorkbenchApp(App):
         """Tick STATUS.md in a thread (save() fsyncs); the watcher then reloads the checklist."""
         error = tick_passed(self.status_path, result)
         if error:
-            self.call_from_thread(self.notify, error, title="STATUS.md not updated", severity="warning")
+            self.call_from_thread(self.notify_once, error, title="STATUS.md not updated")
 
     # ---- hints, side by side, reset ---------------------------------------------------------------------------
 
@@ -344,10 +358,6 @@ class WorkbenchApp(App):
         """Open the lesson for the method the learner is on (next TODO, regression or mismatch)."""
         qualname = self.current_method()
         self.lesson_request = (LESSON_FOR.get(qualname) if qualname else None, qualname)
-        self.switch_mode("lessons")
-
-    def on_open_lesson(self, message: OpenLesson) -> None:
-        self.lesson_request = (message.lesson, message.qualname)
         self.switch_mode("lessons")
 
     def current_method(self) -> str | None:
@@ -448,6 +458,12 @@ class WorkbenchApp(App):
         yield SystemCommand("Reset this method", "Put the method you are on back to its TODO (undo: u)",
                             self.action_reset_method)
         yield SystemCommand("Undo the reset", "Put the last reset method back", self.action_undo_reset)
+        # and every action of the screen in front (start/cancel a run, stop a reply, search a lesson, ...)
+        for binding in getattr(screen, "BINDINGS", []):
+            if isinstance(binding, Binding) and binding.description and not binding.action.startswith("app."):
+                yield SystemCommand(binding.description, f"{type(screen).__name__.removesuffix('Screen')} screen "
+                                    f"(key {binding.key})",
+                                    lambda action=binding.action: self.call_later(screen.run_action, action))
         yield SystemCommand("Lesson for this method", "Open the lesson at the method you are on",
                             self.action_open_lesson)
 

@@ -5,10 +5,12 @@ event loop's lag while checks run. Prints figures; targets from the TUI issue ar
 
 1. Start-up: `python -m workbench.tui_main` in a pseudo-terminal (100×30), timed from spawn to the first
    frame that shows the screen bar. Target ≤ 1.5 s.
-2. Save to panel: the app runs headless with a warm runner; the learner file is saved alternately with and
-   without one method written, and each save is timed from the write to the next-step panel showing the new
-   result (the panel's refresh included). Side by side, in the same run, the runner is timed on the same two
-   files on its own (`Runner.run`, no TUI). Target: TUI p50 within 0.3 s of the runner's p50.
+2. Save to panel: the app runs headless with a warm runner; the learner file is saved alternately in two
+   versions, and each save is timed from the write to the next-step panel showing the new result (the
+   panel's refresh included). After each save the same runner is timed on its own on the same text
+   (`Runner.run`: no watcher, no UI), interleaved so both see the same machine load. Two cases: the skeleton
+   with one method written (the next-TODO path) and the complete reference (every check and a training step).
+   Target: TUI p50 within 0.3 s of the runner's p50.
 3. Event-loop lag: while those checks run, a probe sleeps 10 ms at a time on the app's event loop and records
    how late it wakes up. Target p99 < 100 ms.
 """
@@ -84,39 +86,36 @@ async def lag_probe(samples: list[float], stop: asyncio.Event, period: float = 0
         samples.append(loop.time() - t - period)
 
 
-async def time_saves(workspace: Path, versions: list[str], saves: int, runner) -> tuple[list[float], list[float]]:
+async def time_saves(workspace: Path, scratch: Path, versions: list[str], saves: int, runner):
+    """Per save: the TUI's save-to-panel time, then (interleaved, same machine state) the runner alone on the
+    same text in another file. Returns (tui times, runner times, event-loop lags)."""
     from workbench.app import WorkbenchApp
 
     learner = workspace / "learner_gpt.py"
     app = WorkbenchApp(workspace, runner=runner)
-    latencies, lags = [], []
+    tui, alone, lags = [], [], []
     async with app.run_test(size=(100, 30)) as pilot:
         while app.report is None or app.checking:
             await pilot.pause(0.05)
         stop = asyncio.Event()
         probe = asyncio.create_task(lag_probe(lags, stop))
         for i in range(saves):
+            text = versions[i % len(versions)]
             before = app.report
             t0 = time.perf_counter()
-            learner.write_text(versions[i % len(versions)])
+            learner.write_text(text)
             while app.report is before:
                 await asyncio.sleep(0.002)
             await pilot.pause()  # the panel's refresh
-            latencies.append(time.perf_counter() - t0)
-            await pilot.pause(0.2)
+            tui.append(time.perf_counter() - t0)
+            await pilot.pause(0.5)  # let the aftermath (STATUS.md ticks, reload) settle, as between real saves
+            scratch.write_text(text)
+            t0 = time.perf_counter()
+            await runner.run(scratch)
+            alone.append(time.perf_counter() - t0)
         stop.set()
         await probe
-    return latencies, lags
-
-
-async def time_runner(path: Path, versions: list[str], saves: int, runner) -> list[float]:
-    times = []
-    for i in range(saves):
-        path.write_text(versions[i % len(versions)])
-        t0 = time.perf_counter()
-        await runner.run(path)
-        times.append(time.perf_counter() - t0)
-    return times
+    return tui, alone, lags
 
 
 def main(argv=None) -> int:
@@ -142,20 +141,29 @@ def main(argv=None) -> int:
         # 2. and 3.
         skeleton = ws.learner_file.read_text()
         one_method = replace_method(skeleton, "GPT.__init__", reference_method("GPT.__init__"))
-        versions = [one_method, skeleton]
+        reference = (Path(__file__).resolve().parent.parent / "nanochat" / "gpt.py").read_text()
+        cases = [("skeleton / one method (next TODO)", [one_method, skeleton], args.saves),
+                 ("complete file (all checks + a step)", [reference, reference + "\n# saved again\n"],
+                  max(2, args.saves // 2))]
         runner = Runner()
         t0 = time.perf_counter()
         runner.wait_ready()
         print(f"runner warm-up (torch + reference, once per TUI session): {time.perf_counter() - t0:.1f} s")
         scratch = root / "direct"
         scratch.mkdir()
-        runner_times = asyncio.run(time_runner(scratch / "learner_gpt.py", versions, args.saves, runner))
-        tui_times, lags = asyncio.run(time_saves(ws.directory, versions, args.saves, runner))
+        all_lags = []
+        for name, versions, saves in cases:
+            ws.learner_file.write_text(skeleton)
+            tui_times, runner_times, lags = asyncio.run(
+                time_saves(ws.directory, scratch / "learner_gpt.py", versions, saves, runner))
+            all_lags += lags
+            r50, t50 = statistics.median(runner_times), statistics.median(tui_times)
+            print(f"{name}:")
+            print(f"  runner alone:            p50 {r50:.3f} s, p90 {pct(runner_times, 90):.3f} s over {saves} checks")
+            print(f"  save → panel in the TUI: p50 {t50:.3f} s, p90 {pct(tui_times, 90):.3f} s over {saves} saves")
+            print(f"  TUI overhead at p50: {t50 - r50:+.3f} s  (target ≤ 0.3 s: watcher, message, render)")
         runner.close()
-        r50, t50 = statistics.median(runner_times), statistics.median(tui_times)
-        print(f"runner alone:           p50 {r50:.3f} s, p90 {pct(runner_times, 90):.3f} s over {args.saves} checks")
-        print(f"save → panel in the TUI: p50 {t50:.3f} s, p90 {pct(tui_times, 90):.3f} s over {args.saves} saves")
-        print(f"TUI overhead at p50: {t50 - r50:+.3f} s  (target ≤ 0.3 s: watcher debounce, message, render)")
+        lags = all_lags
         print(f"event-loop lag during checks: p50 {1000 * statistics.median(lags):.1f} ms, "
               f"p99 {1000 * pct(lags, 99):.1f} ms, max {1000 * max(lags):.1f} ms over {len(lags)} samples "
               f"(target p99 < 100 ms)")

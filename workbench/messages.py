@@ -63,11 +63,3 @@ class ChatEvent(Message):
     kind: str
     text: str = ""
     data: dict = field(default_factory=dict)
-
-
-@dataclass
-class OpenLesson(Message):
-    """Ask the app to show a lesson, scrolled to the section for `qualname` when given."""
-
-    lesson: str | None = None
-    qualname: str | None = None

@@ -2,12 +2,10 @@
 runs already on disk. Nothing here imports torch: the training itself runs in its own process.
 """
 
-import asyncio
 import json
 import os
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,16 +27,18 @@ def train_command(model: str, steps: int, tag: str, gpus: int = 0) -> list[str]:
     return [sys.executable, "-m", "nanochat.scripts.base_train", *args]
 
 
-async def count_gpus() -> int:
-    """CUDA devices, asked of a short-lived python (so this process never imports torch)."""
+def count_gpus() -> int:
+    """NVIDIA GPUs this process may use, without importing torch: the driver's /proc entries (Linux), limited
+    by CUDA_VISIBLE_DEVICES when it is set. 0 elsewhere (macOS, no driver): runs then use one process."""
     try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        return int(out.strip() or 0)
-    except (OSError, ValueError, asyncio.TimeoutError):
+        present = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
         return 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        return min(present, len(ids))
+    return present
 
 
 class MetricsTail:

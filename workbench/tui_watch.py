@@ -83,8 +83,9 @@ class WorkspaceWatcher:
     def stop(self) -> None:
         self._stop.set()
 
-    async def probe(self, timeout: float = 1.0) -> bool:
-        """Write the probe file until its event comes back; True when it does within `timeout` seconds.
+    async def probe(self, timeout: float = 1.0) -> bool | None:
+        """Write the probe file until its event comes back; True when it does within `timeout` seconds, None when
+        the probe file cannot be written here (a read-only folder: nothing to prove).
 
         `changes()` must be running concurrently. The watcher may still be registering when the first write
         lands, so the probe is rewritten every 150 ms until the deadline.
@@ -92,7 +93,10 @@ class WorkspaceWatcher:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                self.probe_path.write_text(f"{time.time()}\n")
+                try:
+                    self.probe_path.write_text(f"{time.time()}\n")
+                except OSError:
+                    return None
                 wait = min(0.15, max(0.0, deadline - time.monotonic()))
                 try:
                     await asyncio.wait_for(self._probe_seen.wait(), wait)

@@ -52,8 +52,10 @@ def tick_passed(status_path: Path, result: dict) -> str | None:
     """Tick what passed (and clear the workbench's own ticks of what regressed); None, or what went wrong."""
     try:
         doc = StatusDoc.load(status_path)
+        before = doc.text
         doc.apply_check(result)
-        doc.save()
+        if doc.text != before:  # nothing to tick: leave the file (and its watchers) alone
+            doc.save()
     except StatusDocError as e:
         return str(e)
     except PermissionError as e:

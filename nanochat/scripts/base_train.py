@@ -543,6 +543,11 @@ def train(args):
     if master:
         os.makedirs(checkpoint_dir, exist_ok=True)
         if resume is None:
+            try:
+                print0(f"note: {checkpoint_dir} holds checkpoints up to step {find_last_step(checkpoint_dir)} of an "
+                       f"earlier run; this fresh run replaces its metrics and overwrites steps as it saves them")
+            except CheckpointError:
+                pass
             open(metrics_path, "w").close()  # a fresh run starts a fresh curve
         else:
             truncate_metrics(metrics_path, start_step)

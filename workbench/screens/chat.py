@@ -13,10 +13,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from workbench.messages import ChatEvent
+from workbench.screens.base import WorkbenchScreen
 from workbench.tui_runs import base_dir, scan_runs
 from workbench.widgets.chat_turn import ChatTurn
 from workbench.widgets.run_state import RunState
@@ -39,7 +39,7 @@ def checkpoint_options() -> list[tuple[str, str]]:
     return options
 
 
-class ChatScreen(Screen):
+class ChatScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("ctrl+x", "stop", "Stop", priority=True),
         Binding("ctrl+l", "clear", "Clear chat"),
@@ -60,11 +60,11 @@ class ChatScreen(Screen):
         with Horizontal(id="chat-controls"):
             yield Label("model")
             yield Select([], prompt="pick a checkpoint", id="chat-checkpoint", compact=True)
-            yield Label("temperature")
+            yield Label("temp")
             yield Input("0.8", id="chat-temperature", type="number", compact=True)
             yield Label("top-k")
             yield Input("50", id="chat-top-k", type="integer", compact=True)
-            yield Button("Stop (^x)", id="chat-stop", disabled=True, compact=True)
+            yield Button("Stop ^x", id="chat-stop", disabled=True, compact=True)
         yield Static("", id="chat-empty")
         yield VerticalScroll(id="chat-log")
         yield Input(placeholder="type a message, enter to send", id="chat-input", disabled=True)
@@ -132,6 +132,7 @@ class ChatScreen(Screen):
         except asyncio.CancelledError:
             if process.returncode is None:
                 process.kill()
+                await asyncio.shield(process.wait())  # reap it, so no transport outlives the event loop
             raise
 
     async def _stop_process(self) -> None:

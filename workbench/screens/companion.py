@@ -6,20 +6,20 @@ It only displays the app's state (report, checklist, run state); the watching an
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from workbench.screens.base import WorkbenchScreen
 from workbench.widgets.checklist import Checklist
 from workbench.widgets.component_table import ComponentTable
 from workbench.widgets.loss_panel import LossPanel
 from workbench.widgets.next_step import NextStep
 from workbench.widgets.prints_log import PrintsLog
 from workbench.widgets.run_state import RunState
-from workbench.widgets.top_bar import TopBar
 from workbench.widgets.shapes_table import ShapesTable
+from workbench.widgets.top_bar import TopBar
 
 
-class CompanionScreen(Screen):
+class CompanionScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("c", "show_tab('tab-components')", "Components", show=False),
         Binding("s", "show_tab('tab-shapes')", "Shapes", show=False),

@@ -8,10 +8,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Input, MarkdownViewer, OptionList
 from textual.widgets.markdown import MarkdownBlock
 
+from workbench.screens.base import WorkbenchScreen
 from workbench.tui_lessons import Lesson, heading_for, list_lessons
 from workbench.widgets.lesson_list import LessonList
 from workbench.widgets.notes_pane import NotesPane
@@ -19,7 +19,7 @@ from workbench.widgets.run_state import RunState
 from workbench.widgets.top_bar import TopBar
 
 
-class LessonsScreen(Screen):
+class LessonsScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("slash", "search", "Search"),
         Binding("t", "toggle_toc", "Contents"),
@@ -68,7 +68,7 @@ class LessonsScreen(Screen):
     def _lesson_chosen(self, event: OptionList.OptionSelected) -> None:
         self.open_lesson(event.option.id, None)
 
-    @work(exclusive=True, group="lesson-load")
+    @work(exclusive=True, group="lesson-load", exit_on_error=False)
     async def open_lesson(self, name: str | None, qualname: str | None) -> None:
         """Load a lesson into the reader (and its notes), then scroll to `qualname`'s section if given."""
         lesson = next((x for x in self.lessons if x.name == name), None)
@@ -89,7 +89,9 @@ class LessonsScreen(Screen):
         if qualname:
             block_id = heading_for(viewer.document.table_of_contents, qualname)
             if block_id:
-                viewer.scroll_to_widget(viewer.document.query_one(f"#{block_id}"), top=True, animate=False)
+                # after the next refresh: a freshly loaded document has no heights until it is laid out
+                heading = viewer.document.query_one(f"#{block_id}")
+                viewer.call_after_refresh(viewer.scroll_to_widget, heading, top=True, animate=False)
             else:
                 self.app.notify(f"{lesson.name} has no section for {qualname}.", severity="information")
         else:

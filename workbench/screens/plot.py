@@ -1,9 +1,9 @@
 """The plot screen: a large loss plot of the latest check's training steps and of the saves before it."""
 
 from textual.app import ComposeResult
-from textual.screen import Screen
 from textual.widgets import Footer
 
+from workbench.screens.base import WorkbenchScreen
 from workbench.widgets.loss_plot import Curve, LossPlot
 from workbench.widgets.run_state import RunState
 from workbench.widgets.top_bar import TopBar
@@ -11,7 +11,7 @@ from workbench.widgets.top_bar import TopBar
 PREVIOUS_SAVES = 4
 
 
-class PlotScreen(Screen):
+class PlotScreen(WorkbenchScreen):
     def compose(self) -> ComposeResult:
         yield TopBar(id="top-bar")
         yield LossPlot(title="loss per step: this save and the saves before it",

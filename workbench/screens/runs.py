@@ -15,10 +15,10 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Log, Select
 
 from workbench.messages import RunExited, RunOutput
+from workbench.screens.base import WorkbenchScreen
 from workbench.tui_runs import MetricsTail, base_dir, count_gpus, scan_runs, train_command
 from workbench.widgets.finished_runs import FinishedRuns
 from workbench.widgets.loss_plot import Curve, LossPlot
@@ -30,7 +30,7 @@ DEFAULT_STEPS = 20
 TAIL_INTERVAL_S = 0.25
 
 
-class RunsScreen(Screen):
+class RunsScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("s", "start_run", "Start run"),
         Binding("x", "cancel_run", "Cancel run"),
@@ -56,8 +56,9 @@ class RunsScreen(Screen):
                          allow_blank=False, id="run-model", compact=True)
             yield Label("steps")
             yield Input(str(DEFAULT_STEPS), id="run-steps", type="integer", compact=True)
-            yield Label("target")
-            yield Select([("local", "local")], value="local", allow_blank=False, id="run-target", compact=True)
+            yield Label("target", classes="wide-only")
+            yield Select([("local", "local")], value="local", allow_blank=False, id="run-target", compact=True,
+                         classes="wide-only")
             yield Button("Start (s)", id="run-start", variant="primary", compact=True)
             yield Button("Cancel (x)", id="run-cancel", disabled=True, compact=True)
         with Horizontal(id="runs-body"):
@@ -78,9 +79,8 @@ class RunsScreen(Screen):
 
     # ---- devices and the list of runs -------------------------------------------------------------------------
 
-    @work(exclusive=True, group="gpus")
-    async def detect_gpus(self) -> None:
-        self.gpus = await count_gpus()
+    def detect_gpus(self) -> None:
+        self.gpus = count_gpus()
         device = f"{self.gpus} GPU{'s' if self.gpus > 1 else ''}" + (" (torchrun)" if self.gpus > 1 else "") \
             if self.gpus else "CPU"
         self.query_one(RunMetrics).state = f"no run yet · {device}"

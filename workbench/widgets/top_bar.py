@@ -18,7 +18,7 @@ class TopBar(Static):
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" nanochat-workbench ", style="bold")
-        if self.file:
+        if self.file and self.size.width >= 90:  # on 80 columns the screens' names matter more
             text.append(f"{self.file} ", style="dim")
         text.append(" ")
         for key, mode, label in SCREENS:
