@@ -172,3 +172,22 @@ def test_cli_usage_errors_exit_2(args, message, tmp_path):
                           timeout=60, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_warming_up_reports_its_stages_in_order_then_clears_them():
+    """What the TUI's first-start progress bar shows: the worker's stages, in order, gone once it is warm."""
+    r = Runner(timeout=60)
+    try:
+        seen = []
+        deadline = time.time() + 120
+        while not r.warm and time.time() < deadline:
+            progress = r.warmup_progress
+            if progress and (not seen or seen[-1] != (progress["done"], progress["stage"])):
+                seen.append((progress["done"], progress["stage"]))
+            time.sleep(0.005)
+        assert r.warm and r.warmup_progress is None
+        assert (0, "importing torch") in seen  # torch takes a second to import: never missed at 5 ms polling
+        assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+        assert all(0 <= done < 4 for done, _ in seen)
+    finally:
+        r.close()

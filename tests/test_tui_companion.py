@@ -239,6 +239,20 @@ async def test_hint_ladder_reset_with_undo_and_side_by_side(workspace, runner):
         await until(pilot, lambda: workspace.learner_file.read_text() == broken)
 
 
+async def test_the_first_check_shows_the_checker_preparing_with_a_progress_bar(workspace):
+    fresh = Runner(start=False)  # not warm: the app starts it and shows its warm-up stages
+    app = WorkbenchApp(workspace.directory, runner=fresh)
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            bar = app.screen.query_one("#warmup-bar")
+            await until(pilot, lambda: bar.display and "Preparing the checker" in panel(app), timeout=30)
+            await next_report(app, pilot, timeout=120)
+            assert not bar.display and app.warmup is None
+            assert "GPT.__init__" in panel(app)
+    finally:
+        fresh.close()
+
+
 async def test_a_checker_that_cannot_start_is_a_notification_not_a_crash(workspace):
     broken = Runner(python=str(workspace.directory / "no-such-python"), start=False)
     app = WorkbenchApp(workspace.directory, runner=broken)

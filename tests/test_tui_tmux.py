@@ -77,7 +77,7 @@ def test_the_next_todo_moves_on_in_a_real_terminal(tmp_path):
     tmux = Tmux()
     env = {"TERM": "xterm-256color", "NANOCHAT_BASE_DIR": os.environ["NANOCHAT_BASE_DIR"],
            "EDITOR": f"{sys.executable} {editor}"}
-    command = ["env", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "workbench.tui_main"]
+    command = ["env", *(f"{k}={v}" for k, v in env.items()), sys.executable, "-m", "workbench.cli"]  # = nanochat-workbench
     try:
         tmux.start(command, ws.directory)
         screen = tmux.wait_for(lambda s: "NEXT  GPT.__init__" in s, timeout=180)

@@ -88,9 +88,17 @@ def test_usage_errors_and_help_exit_codes(capsys):
     assert main(["init", "--bogus"]) == 2
     assert main(["frobnicate"]) == 2
     assert main(["--help"]) == 0
-    assert main([]) == 0  # no subcommand: help (the TUI will live here)
     out = capsys.readouterr().out
-    assert "init" in out and "check" in out and "trace" in out
+    assert "init" in out and "check" in out and "trace" in out and "--workspace" in out
+
+
+def test_no_subcommand_opens_the_tui_which_needs_a_terminal(tmp_path, capsys):
+    """Without a terminal (a pipe, CI) the TUI refuses plainly instead of drawing into the pipe."""
+    assert main(["--workspace", str(tmp_path)]) == 2
+    assert "needs a terminal" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["--workspace", str(tmp_path / "afile")]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_real_process_init_and_help_never_import_torch(tmp_path):

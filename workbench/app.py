@@ -74,6 +74,7 @@ class WorkbenchApp(App):
     last_seconds: var[float | None] = var(None)
     summary: var[str] = var("")
     check_detail: var[str] = var("")
+    warmup: var[dict | None] = var(None)  # while the checker prepares (first run: corpus, tokenizer): its progress
     lesson_request: var[tuple[str | None, str | None] | None] = var(None, always_update=True)
 
     def __init__(self, workspace: Path, *, learner_file: Path | None = None, probe_timeout: float = 1.0,
@@ -216,8 +217,10 @@ class WorkbenchApp(App):
             return
         from workbench.runner import CheckCancelled, RunnerError
         runner = self._get_runner()
+        follow = None
         if not runner.warm:
             self.check_detail = "warming up the checker (loads torch and the reference once)"
+            follow = asyncio.create_task(self._follow_warmup(runner))
         try:
             result = await runner.run(self.learner_path)
         except CheckCancelled:
@@ -228,7 +231,19 @@ class WorkbenchApp(App):
             return
         finally:
             self.check_detail = ""
+            if follow is not None:
+                follow.cancel()
+                self.warmup = None
         self.post_message(CheckFinished(result, source, time.perf_counter() - started))
+
+    async def _follow_warmup(self, runner) -> None:
+        """Mirror the worker's warm-up stages into `warmup` (the next-step panel shows them as a progress bar)."""
+        while not runner.warm:
+            progress = runner.warmup_progress
+            if progress != self.warmup:
+                self.warmup = dict(progress) if progress else None
+            await asyncio.sleep(0.1)
+        self.warmup = None
 
     def on_check_started(self, message: CheckStarted) -> None:
         self.checking = True

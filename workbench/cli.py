@@ -1,4 +1,4 @@
-"""The `nanochat-workbench` command: `init`, `check` and `trace` (the TUI, with no subcommand, comes later).
+"""The `nanochat-workbench` command: with no subcommand it opens the TUI; `init`, `check` and `trace` are headless.
 
 Exit codes: 0 ok, 1 the command ran and found a problem (a TODO, a mismatch, an error), 2 a usage error.
 Nothing heavy is imported here: `--help` and `init` never load torch; each subcommand imports its module when run.
@@ -6,6 +6,7 @@ Nothing heavy is imported here: `--help` and `init` never load torch; each subco
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _version() -> str:
@@ -16,13 +17,16 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser(with_check_arguments: bool = False) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nanochat-workbench",
         description="Write your own GPT, method by method, against nanochat's reference.",
-        epilog="Start with `nanochat-workbench init my-gpt`, then `nanochat-workbench check my-gpt/learner_gpt.py`.",
+        epilog="With no COMMAND it opens the TUI on the workspace here (--workspace DIR for another). "
+               "Headless: `nanochat-workbench init my-gpt`, then `nanochat-workbench check my-gpt/learner_gpt.py`.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--workspace", default=".", metavar="DIR",
+                        help="the workspace the TUI opens (default: the current directory)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     init = sub.add_parser("init", help="create learner_gpt.py (the skeleton) and STATUS.md in DIR",
@@ -33,9 +37,8 @@ def build_parser(with_check_arguments: bool = False) -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="run your GPT file through the depth-4 checks against the reference",
                            description="Check FILE against the reference GPT, component by component.")
-    if with_check_arguments:
-        from workbench import check_command
-        check_command.add_arguments(check)
+    from workbench import check_command  # light: the runner imports torch only in its worker process
+    check_command.add_arguments(check)
 
     trace = sub.add_parser("trace", help="print a forward pass: shapes, statistics, attention, parameters",
                            description="Trace one forward pass of a small GPT from FILE (default: the reference).")
@@ -60,24 +63,14 @@ def _run_init(args) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    wants_check = bool(argv) and argv[0] == "check"
-    if wants_check:
-        try:
-            import workbench.check_command  # noqa: F401
-        except ModuleNotFoundError as e:
-            if e.name != "workbench.check_command":
-                raise
-            print("nanochat-workbench check: this installation has no check command (workbench/check_command.py "
-                  "is missing)", file=sys.stderr)
-            return 1
-    parser = build_parser(with_check_arguments=wants_check)
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on usage errors and 0 for --help/--version
         return int(e.code or 0)
     if args.command is None:
-        parser.print_help()
-        return 0
+        from workbench.tui_main import run_tui  # textual is imported only when the TUI really starts
+        return run_tui(Path(args.workspace))
     try:
         if args.command == "init":
             return _run_init(args)

@@ -118,11 +118,14 @@ def load_batch(seq_len: int):
     return tokenizer, inputs, targets
 
 
-def build_reference(seq_len: int = 512) -> Reference:
+def build_reference(seq_len: int = 512, data_loaded=None) -> Reference:
+    """Everything the checks compare against; `data_loaded()` is called once the tokenizer and batch are ready."""
     import time
     t0 = time.perf_counter()
     tokenizer, inputs, targets = load_batch(seq_len)
     t_data = time.perf_counter() - t0
+    if data_loaded is not None:
+        data_loaded()
     vocab = tokenizer.get_vocab_size()
     config_kwargs = dict(sequence_len=seq_len, vocab_size=vocab, **DEPTH4)
     config = ref_gpt.GPTConfig(**config_kwargs)

@@ -58,6 +58,7 @@ class Runner:
         self._fatal: str | None = None
         self._stderr_tail: collections.deque = collections.deque(maxlen=60)
         self.info: dict = {}  # the worker's "ready" event: warmup_s, vocab_size, ...
+        self.warmup_progress: dict | None = None  # while warming up: {"done", "total", "stage"}
         self.running: dict | None = None  # {"id", "pid"} of the check process in flight
         self.started_at: float | None = None
         if start:
@@ -76,6 +77,7 @@ class Runner:
             self._ready.clear()
             self._fatal = None
             self.info = {}
+            self.warmup_progress = {"done": 0, "total": 4, "stage": "starting the check worker"}
             self.started_at = time.perf_counter()
             try:
                 self._proc = subprocess.Popen(
@@ -96,8 +98,11 @@ class Runner:
             except ValueError:
                 continue
             kind = event.get("event")
-            if kind == "ready":
+            if kind == "progress":
+                self.warmup_progress = event
+            elif kind == "ready":
                 self.info = event
+                self.warmup_progress = None
                 self._ready.set()
             elif kind == "fatal":
                 self._fatal = event.get("message", "unknown error")
@@ -116,6 +121,7 @@ class Runner:
                     else:
                         fut.set_exception(CheckCancelled("cancelled by a newer check"))
         proc.wait()
+        self.warmup_progress = None
         with self._lock:
             pending, self._pending = self._pending, {}
             if self._proc is proc:

@@ -8,7 +8,7 @@ Protocol (JSON lines): the caller (workbench/runner.py) writes requests to stdin
 `{"op": "quit"}` — and reads events from stdout: `{"event": "ready", ...}` once warm, then per run
 `{"event": "started", "id": 1, "pid": ...}` and `{"event": "result", "id": 1, "result": {...}}` or
 `{"event": "cancelled", "id": 1}`; `{"event": "fatal", ...}`
-if warming up failed.
+if warming up failed. While warming up: `{"event": "progress", "done": 1, "total": 4, "stage": "..."}`.
 
 Isolation, per run: the child gets its own process group, a memory cap (RLIMIT_AS: the worker's own size plus
 a budget, default half the RAM), stdout/stderr redirected into a pipe whose tail the worker keeps, faulthandler
@@ -459,6 +459,9 @@ class Worker:
         self.send({"event": "result", "id": run.id, "result": result})
 
 
+WARMUP_STAGES = 4  # importing torch, corpus + tokenizer, the reference's answers, the checks
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="the workbench's warm check worker (started by workbench.runner)")
     parser.add_argument("--seq", type=int, default=512, help="sequence length of the check's batch")
@@ -469,11 +472,19 @@ def main(argv=None) -> int:
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when the worker stops (stdin EOF / quit)
     started = time.perf_counter()
+
+    def progress(done: int, stage: str) -> None:
+        proto.write(json.dumps({"event": "progress", "done": done, "total": WARMUP_STAGES, "stage": stage}) + "\n")
+        proto.flush()
+
     try:
+        progress(0, "importing torch")
         import torch
         torch.set_num_threads(1)  # no OpenMP thread team before fork(): a child using one would hang
         from workbench.reference_state import build_reference
-        ref = build_reference(args.seq)
+        progress(1, "loading the corpus and tokenizer (built once, on the first run)")
+        ref = build_reference(args.seq, data_loaded=lambda: progress(2, "computing the reference's answers"))
+        progress(3, "loading the checks")
         import workbench.checks  # noqa: F401  (imported before the first fork, not in every child)
         import workbench.judge  # noqa: F401
         import nanochat.engine  # noqa: F401

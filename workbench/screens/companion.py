@@ -50,8 +50,12 @@ class CompanionScreen(WorkbenchScreen):
     def on_mount(self) -> None:
         self.watch(self.app, "report", self._show_report)
         self.watch(self.app, "checklist", self._show_checklist)
+        self.watch(self.app, "warmup", self._show_warmup)
         self.app.bind_run_state(self.query_one(RunState))
         self.query_one(TopBar).mode, self.query_one(TopBar).file = "companion", self.app.learner_path.name
+
+    def _show_warmup(self, progress) -> None:
+        self.query_one(NextStep).warmup = progress
 
     def _show_report(self, report) -> None:
         self.query_one(NextStep).report = report

@@ -4,6 +4,8 @@ Opening a lesson from the companion (key l) jumps to the section for the method 
 lesson has a heading naming each method it teaches in backticks, e.g. "## `CausalSelfAttention.forward`".
 """
 
+import asyncio
+
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -89,8 +91,12 @@ class LessonsScreen(WorkbenchScreen):
         if qualname:
             block_id = heading_for(viewer.document.table_of_contents, qualname)
             if block_id:
-                # after the next refresh: a freshly loaded document has no heights until it is laid out
                 heading = viewer.document.query_one(f"#{block_id}")
+                # a freshly loaded document has no heights until it has been laid out (later on a busy machine)
+                for _ in range(250):
+                    if heading.size.height > 0:
+                        break
+                    await asyncio.sleep(0.02)
                 viewer.call_after_refresh(viewer.scroll_to_widget, heading, top=True, animate=False)
             else:
                 self.app.notify(f"{lesson.name} has no section for {qualname}.", severity="information")

@@ -13,7 +13,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.reactive import reactive
-from textual.widgets import Static
+from textual.widgets import ProgressBar, Static
 
 from workbench.phases import LESSON_FOR, PHASES, phase_of
 from workbench.tui_session import Report
@@ -27,13 +27,31 @@ class NextStep(VerticalScroll):
     """Shows the most useful thing to do next, from the latest check report."""
 
     report: reactive[Report | None] = reactive(None, always_update=True)
+    warmup: reactive[dict | None] = reactive(None)  # the checker's preparation: {"done", "total", "stage"}
 
     def compose(self):
         yield Static("Waiting for the first check of your file…", id="next-step-body")
+        yield ProgressBar(total=4, show_eta=False, id="warmup-bar")
+
+    def on_mount(self) -> None:
+        self.query_one("#warmup-bar").display = False
+
+    def watch_warmup(self, progress: dict | None) -> None:
+        if not self.is_mounted:
+            return
+        bar = self.query_one("#warmup-bar", ProgressBar)
+        bar.display = progress is not None and self.report is None
+        if progress is not None and self.report is None:
+            bar.update(total=progress.get("total") or 4, progress=progress.get("done") or 0)
+            self.query_one("#next-step-body", Static).update(Text.assemble(
+                ("Preparing the checker: ", "bold"), progress.get("stage", ""),
+                ("\nOnce per start (the first start also builds the embedded corpus and trains its tokenizer); "
+                 "later saves are checked without this wait.", "dim")))
 
     def watch_report(self, report: Report | None) -> None:
         if not self.is_mounted:
             return
+        self.query_one("#warmup-bar").display = False
         self.query_one("#next-step-body", Static).update(render_report(report))
         self.scroll_home(animate=False)
 
