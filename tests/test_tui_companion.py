@@ -219,9 +219,18 @@ async def test_hint_ladder_reset_with_undo_and_side_by_side(workspace, runner):
         await next_report(app, pilot, lambda: written.append(fill(workspace.learner_file, "GPT.__init__")))
         good = written[0]
         assert app.last_passed == "GPT.__init__"
+        # ... at once, in the companion's side-by-side tab
+        tabs = app.screen.query_one("#companion-tabs")
+        await until(pilot, lambda: tabs.active == "tab-compare", timeout=5)
+        assert "self.rotary_seq_len" in screen_text(app.screen.query_one("#side-mine-code"))
+        assert "self.rotary_seq_len" in screen_text(app.screen.query_one("#side-reference-code"))
+        await pilot.press("c")
+        assert tabs.active == "tab-components"
+        # ... and full screen with v
         await pilot.press("v")
         await until(pilot, lambda: type(app.screen).__name__ == "CompareScreen", timeout=5)
-        assert "self.rotary_seq_len" in screen_text(app.screen.query_one("#compare-mine Static"))
+        await until(pilot, lambda: "self.rotary_seq_len" in screen_text(app.screen.query_one("#side-mine-code")),
+                    timeout=5)
         await pilot.press("escape")
 
         # break it, reset it to its TODO, undo the reset

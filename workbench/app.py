@@ -74,6 +74,7 @@ class WorkbenchApp(App):
     last_seconds: var[float | None] = var(None)
     summary: var[str] = var("")
     check_detail: var[str] = var("")
+    passed_method: var[tuple[str, str] | None] = var(None)  # (qualname, file text) of the latest newly passing method
     warmup: var[dict | None] = var(None)  # while the checker prepares (first run: corpus, tokenizer): its progress
     lesson_request: var[tuple[str | None, str | None] | None] = var(None, always_update=True)
 
@@ -249,7 +250,7 @@ class WorkbenchApp(App):
         self.checking = True
 
     def on_check_finished(self, message: CheckFinished) -> None:
-        self._announce_new_passes(message.result)
+        self._announce_new_passes(message.result, message.source)
         regressions = self.session.record(message.result, message.source)
         self.report = Report(message.result, message.source, message.seconds, time.time(), regressions)
         self.last_finished, self.last_seconds = self.report.finished_at, message.seconds
@@ -259,15 +260,18 @@ class WorkbenchApp(App):
         if error:
             self.notify_once(error + " — check the folder's permissions.", title="History not saved")
 
-    def _announce_new_passes(self, result: dict) -> None:
+    def _announce_new_passes(self, result: dict, source: str | None) -> None:
+        """A method that starts passing is announced and shown beside the reference's version of it."""
         if self.report is None:
             return
         now = {c.get("qualname") for c in result.get("components") or [] if c.get("status") == "pass"}
         new = [q for q in ALL_METHODS if q in now and self.report.status_of(q) != "pass"]
         if new:
             self.last_passed = new[-1]
-            self.notify(f"{', '.join(new)} now match{'es' if len(new) == 1 else ''} the reference. "
-                        f"Press v to see {new[-1]} beside the reference's version.", title="Passing ✔")
+            if source is not None:
+                self.passed_method = (new[-1], source)
+            self.notify(f"{', '.join(new)} now match{'es' if len(new) == 1 else ''} the reference: see "
+                        f"{new[-1]} beside the reference's version (v for full screen).", title="Passing ✔")
 
     def notify_once(self, message: str, title: str, severity: str = "warning") -> None:
         """A notification for a problem of the workbench's own, shown once rather than after every save."""

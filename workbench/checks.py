@@ -169,11 +169,12 @@ def _differs(a, b, tol) -> bool:
     return not bool(torch.isfinite(a).all()) or float((a.double() - b.double()).abs().max()) > tol
 
 
-def _double(obj):
+def to_float64(obj):
+    """Tensors (and tuples of them) in float64, to tell wrong math from float rounding."""
     if isinstance(obj, torch.Tensor):
         return obj.double() if obj.is_floating_point() else obj
     if isinstance(obj, tuple):
-        return tuple(_double(o) for o in obj)
+        return tuple(to_float64(o) for o in obj)
     return obj
 
 
@@ -417,7 +418,7 @@ def _run_isolated(ctx, obj, args, expected, tol, tensors, key):
         tensors[key] = _as_tensor(out, type(obj).__name__ + ".forward")
         if _differs(out, expected, tol):
             obj64 = copy.deepcopy(obj).double()
-            tensors[key + "@64"] = obj64(*[_double(a) for a in args])
+            tensors[key + "@64"] = obj64(*[to_float64(a) for a in args])
     return out
 
 

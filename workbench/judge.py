@@ -16,7 +16,7 @@ import torch
 
 from nanochat import gpt as ref_gpt
 from workbench import mistakes
-from workbench.checks import CUSTOM_LRS
+from workbench.checks import CUSTOM_LRS, to_float64
 from workbench.phases import LESSON_FOR, phase_of
 from workbench.reference_state import GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T
 
@@ -300,7 +300,7 @@ class Judge:
     def _module64(self, key, module, *args):
         def compute():
             m = copy.deepcopy(module).double()
-            return m(*[_double(a) for a in args])
+            return m(*[to_float64(a) for a in args])
         return lambda: self.ref64(key, compute)
 
     def row_attn_forward(self, obs, t):
@@ -652,14 +652,6 @@ class Judge:
         if interrupted:
             return Verdict("skipped", f"not run: the check process stopped during {interrupted}")
         return None
-
-
-def _double(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.double() if obj.is_floating_point() else obj
-    if isinstance(obj, tuple):
-        return tuple(_double(o) for o in obj)
-    return obj
 
 
 def phase_for(qualname: str | None) -> int | None:

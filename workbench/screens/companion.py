@@ -16,6 +16,7 @@ from workbench.widgets.next_step import NextStep
 from workbench.widgets.prints_log import PrintsLog
 from workbench.widgets.run_state import RunState
 from workbench.widgets.shapes_table import ShapesTable
+from workbench.widgets.side_by_side import SideBySide
 from workbench.widgets.top_bar import TopBar
 
 
@@ -24,6 +25,7 @@ class CompanionScreen(WorkbenchScreen):
         Binding("c", "show_tab('tab-components')", "Components", show=False),
         Binding("s", "show_tab('tab-shapes')", "Shapes", show=False),
         Binding("p", "show_tab('tab-prints')", "Prints", show=False),
+        Binding("b", "show_tab('tab-compare')", "Side by side", show=False),
         Binding("R", "app.reset_method", "Reset method", show=False),
         Binding("u", "app.undo_reset", "Undo reset", show=False),
     ]
@@ -44,6 +46,8 @@ class CompanionScreen(WorkbenchScreen):
                         yield ShapesTable(id="shapes")
                     with TabPane("Prints", id="tab-prints"):
                         yield PrintsLog(id="prints")
+                    with TabPane("Side by side", id="tab-compare"):
+                        yield SideBySide(id="side-by-side")
         yield RunState(classes="run-state")
         yield Footer()
 
@@ -51,8 +55,14 @@ class CompanionScreen(WorkbenchScreen):
         self.watch(self.app, "report", self._show_report)
         self.watch(self.app, "checklist", self._show_checklist)
         self.watch(self.app, "warmup", self._show_warmup)
+        self.watch(self.app, "passed_method", self._show_passed, init=False)
         self.app.bind_run_state(self.query_one(RunState))
         self.query_one(TopBar).mode, self.query_one(TopBar).file = "companion", self.app.learner_path.name
+
+    def _show_passed(self, passed) -> None:
+        if passed is not None:
+            self.query_one(SideBySide).show(*passed)
+            self.query_one(TabbedContent).active = "tab-compare"
 
     def _show_warmup(self, progress) -> None:
         self.query_one(NextStep).warmup = progress

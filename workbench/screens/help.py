@@ -30,12 +30,12 @@ reference model, and the companion tells you what to do next.
 | `r` | re-run the check by hand (useful when file events do not arrive) |
 | `l` | the lesson for the method you are on |
 | `h` | the hint ladder for that method: shapes, formula, outline, then (asks first) the reference's code |
-| `v` | your method beside the reference's (after it passes) |
+| `v` | your method beside the reference's, full screen (the companion's `b` tab shows it when a method passes) |
 | `ctrl+p` | command palette: every action, and the themes |
 | `?` | this help |
 | `ctrl+q` | quit (notes are saved first) |
 
-Companion: `c` components, `s` shapes, `p` prints, `R` reset the method you are on to its TODO (`u` undoes).
+Companion: `c` components, `s` shapes, `p` prints, `b` side by side, `R` reset the method you are on to its TODO (`u` undoes).
 Lessons: `/` search, `t` table of contents, `n` notes.
 Runs: `s` start, `x` cancel (once: stop after the step and save; twice: kill). Chat: `ctrl+x` stop,
 `ctrl+l` clear, `ctrl+t` train a tiny model.

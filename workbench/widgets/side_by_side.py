@@ -1,0 +1,64 @@
+"""A method of the learner's file beside the reference's version of it, in two scrolling columns.
+
+The companion shows it in its "Side by side" tab as soon as a method passes; key v opens it full screen.
+"""
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Label, Static
+
+from workbench.tui_methods import MethodNotFound, method_source, reference_method
+
+SYNTAX_THEME = "ansi_dark"  # follows the terminal's own palette
+
+
+class SideBySide(Vertical):
+    DEFAULT_CSS = """
+    SideBySide > .side-titles { height: 1; }
+    SideBySide .side-title { text-style: bold; width: 1fr; padding: 0 1; }
+    SideBySide > Horizontal { height: 1fr; }
+    SideBySide VerticalScroll { width: 1fr; padding: 0 1; }
+    """
+
+    def __init__(self, qualname: str | None = None, learner_source: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.qualname, self.learner_source = qualname, learner_source
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="side-titles"):
+            yield Label("", classes="side-title", id="side-mine-title")
+            yield Label("", classes="side-title", id="side-reference-title")
+        with Horizontal():
+            yield VerticalScroll(Static(id="side-mine-code"), id="side-mine")
+            yield VerticalScroll(Static(id="side-reference-code"), id="side-reference")
+
+    def on_mount(self) -> None:
+        self.show(self.qualname, self.learner_source)
+
+    def show(self, qualname: str | None, learner_source: str) -> None:
+        """Show `qualname` from `learner_source` beside the reference's (nothing yet when qualname is None)."""
+        self.qualname, self.learner_source = qualname, learner_source
+        if not self.query("#side-mine-code"):  # not composed yet: on_mount shows it
+            return
+        if qualname is None:
+            self.query_one("#side-mine-title", Label).update("")
+            self.query_one("#side-reference-title", Label).update("")
+            self.query_one("#side-mine-code", Static).update(Text(
+                "When one of your methods passes, it appears here beside the reference's version.", style="dim"))
+            self.query_one("#side-reference-code", Static).update("")
+            return
+        try:
+            mine = Syntax(method_source(learner_source, qualname, dedent=True), "python", theme=SYNTAX_THEME,
+                          background_color="default")
+        except (SyntaxError, MethodNotFound) as e:
+            mine = Text(f"could not find {qualname} in your file ({type(e).__name__})", style="red")
+        theirs = Syntax(reference_method(qualname), "python", theme=SYNTAX_THEME, background_color="default",
+                        dedent=True)
+        self.query_one("#side-mine-title", Label).update(f"yours: {qualname}")
+        self.query_one("#side-reference-title", Label).update("reference (nanochat/gpt.py)")
+        self.query_one("#side-mine-code", Static).update(mine)
+        self.query_one("#side-reference-code", Static).update(theirs)
+        for scroll in self.query(VerticalScroll):
+            scroll.scroll_home(animate=False)
