@@ -180,6 +180,8 @@ async def test_without_a_workspace_it_offers_to_create_one(tmp_path, runner):
         report = await next_report(app, pilot)
         assert (directory / "learner_gpt.py").exists() and (directory / "STATUS.md").exists()
         assert report.result["next_todo"]["qualname"] == "GPT.__init__"
+        # the checklist grew from its one-line placeholder to every phase (its height follows its content)
+        assert "5 Generation" in checklist(app) and app.screen.query_one("#checklist").size.height > 20
 
 
 async def test_declining_to_create_a_workspace_quits_and_writes_nothing(tmp_path, runner):

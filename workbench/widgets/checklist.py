@@ -36,7 +36,7 @@ class ChecklistData:
 class Checklist(Static):
     """Rendered as one Text: cheap to redraw on every check, and stable in snapshots."""
 
-    data: reactive[ChecklistData | None] = reactive(None, always_update=True)
+    data: reactive[ChecklistData | None] = reactive(None, always_update=True, layout=True)  # height follows
     report: reactive[Report | None] = reactive(None, always_update=True)
 
     def render(self) -> Text:
