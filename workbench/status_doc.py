@@ -560,8 +560,9 @@ class StatusDoc:
 
     # -- staged edits -----------------------------------------------------------------------------------------
 
-    def _stage(self, op):
-        """Apply `op` to the text now and remember it, so save() can re-apply it to a newer file."""
+    def edit(self, op):
+        """Apply `op` (a function that edits the list of lines in place) now, and again in save() if the file
+        changed on disk meanwhile: the way to make an edit of your own that keeps the learner's changes."""
         self._ops.append(op)
         return op(self._lines)
 
@@ -571,13 +572,13 @@ class StatusDoc:
         Items the learner ticked by hand stay ticked (reported in `kept`); unknown names are reported in `missing`.
         """
         tick, untick = set(qualnames), set(untick) - set(qualnames)
-        return self._stage(lambda lines: _apply_ticks(lines, tick, untick))
+        return self.edit(lambda lines: _apply_ticks(lines, tick, untick))
 
     def set_milestones(self, reached=(), unreached=()) -> Changes:
         """Tick milestones by label or key ("Loss decreases" / "loss_decreases"); the same policy as tick()."""
         reached = {milestone_key(m) for m in reached}
         unreached = {milestone_key(m) for m in unreached} - reached
-        return self._stage(lambda lines: _apply_milestones(lines, reached, unreached))
+        return self.edit(lambda lines: _apply_milestones(lines, reached, unreached))
 
     def add_answer(self, question: str, answer: str) -> None:
         """Add `answer` as a quote under the question with this id ("Q3.1") or text (exact, or a unique part).
@@ -587,7 +588,7 @@ class StatusDoc:
         if not answer.strip():
             raise ValueError("the answer is empty")
         _find_question(self._parsed(), question)  # fail now, not at save()
-        self._stage(lambda lines: _apply_answer(lines, question, answer))
+        self.edit(lambda lines: _apply_answer(lines, question, answer))
 
     def add_log_entry(self, text: str, when=None) -> None:
         """Append a dated entry to the learning log (a new "Learning log" section at the end if there is none)."""
@@ -604,7 +605,7 @@ class StatusDoc:
             when = datetime.now()
         if isinstance(when, datetime):
             when = when.strftime("%Y-%m-%d %H:%M")
-        self._stage(lambda lines: _apply_entry(lines, word, title, text, str(when)))
+        self.edit(lambda lines: _apply_entry(lines, word, title, text, str(when)))
 
     def update_comparison_table(self, rows) -> None:
         """Upsert rows of the learner-vs-reference table, matched by their first cell (the component).
@@ -614,7 +615,7 @@ class StatusDoc:
         """
         rows = [_as_row(r) for r in rows]
         if rows:
-            self._stage(lambda lines: _apply_table(lines, rows))
+            self.edit(lambda lines: _apply_table(lines, rows))
 
     def apply_check(self, report: dict) -> Changes:
         """Bring the doc in line with one `check --json` report: ticks, milestones and the comparison table.

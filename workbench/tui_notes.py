@@ -79,7 +79,7 @@ def write_notes(doc: StatusDoc, lesson_name: str, title: str, answers: list[tupl
                 start = end = _section_end(plain, section)
         lines[start:end] = [t + nl for t in block]
 
-    doc._stage(op)
+    doc.edit(op)
 
 
 def _quoted(text: str) -> list[str]:
