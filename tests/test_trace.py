@@ -180,8 +180,4 @@ def test_trace_as_a_real_command_with_the_default_vocab(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     batch = next(line for line in proc.stdout.splitlines() if line.startswith("batch:"))
-    try:
-        import nanochat.tokenizer  # noqa: F401
-        assert "tokens of real text" in batch, batch
-    except ImportError:
-        assert "random token ids (vocab 4096" in batch
+    assert "tokens of real text" in batch, batch

@@ -124,11 +124,5 @@ def test_the_initialised_skeleton_imports_and_stops_at_gpt_init(tmp_path):
 
 
 def test_check_is_dispatched_to_the_check_command(tmp_path, capsys):
-    try:
-        import workbench.check_command  # noqa: F401
-    except ModuleNotFoundError:
-        assert main(["check", str(tmp_path / "x.py")]) == 1
-        assert "no check command" in capsys.readouterr().err
-        return
     assert main(["check", "--help"]) == 0
     assert "--json" in capsys.readouterr().out

@@ -443,7 +443,6 @@ def _apply_table(lines: list[str], rows: list[list[str]]) -> None:
         _insert(lines, after + 1, ["", "| Component | Learner | Reference | Status |", "|---|---|---|---|"])
         where = (after + 2, after + 4)
     first, end = where
-    nl = _newline(lines)
     existing = {}
     for i in range(first + 1, end):
         cells = _cells(_content(lines[i]))
