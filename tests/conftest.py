@@ -23,3 +23,24 @@ def nanochat_base_dir(tmp_path_factory):
         os.environ.pop("NANOCHAT_BASE_DIR", None)
     else:
         os.environ["NANOCHAT_BASE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def runner(request):
+    """A warm check runner per test module; a module sets CHECK_TIMEOUT (seconds) to change the default 60."""
+    from workbench.runner import Runner
+
+    r = Runner(timeout=getattr(request.module, "CHECK_TIMEOUT", 60))
+    r.wait_ready()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def write(tmp_path):
+    """write(name, text) -> the path of a new file in this test's tmp_path."""
+    def write(name: str, text: str):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+    return write

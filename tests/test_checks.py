@@ -9,25 +9,11 @@ import pathlib
 import pytest
 
 from workbench.phases import ALL_METHODS, PHASES, phase_of
-from workbench.runner import Runner
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
 SKELETON = (ROOT / "workbench" / "templates" / "learner_gpt.py").read_text()
-
-
-@pytest.fixture(scope="module")
-def runner():
-    r = Runner(timeout=120)
-    r.wait_ready()
-    yield r
-    r.close()
-
-
-def write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
+CHECK_TIMEOUT = 120  # the module's runner (tests/conftest.py): whole-file checks with 20 training steps
 
 
 def planted(replacements):
@@ -49,8 +35,8 @@ def failing(result):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_untouched_skeleton_is_todo_everywhere_and_names_gpt_init(runner, tmp_path):
-    result = runner.run_sync(write(tmp_path, "learner_gpt.py", SKELETON))
+def test_untouched_skeleton_is_todo_everywhere_and_names_gpt_init(runner, write):
+    result = runner.run_sync(write("learner_gpt.py", SKELETON))
     assert result["ok"] is False
     assert result["stage"] == "construct"
     assert result["error"] is None
@@ -64,8 +50,8 @@ def test_untouched_skeleton_is_todo_everywhere_and_names_gpt_init(runner, tmp_pa
         assert statuses[method] == "todo"
 
 
-def test_reference_copied_verbatim_passes_every_component(runner, tmp_path):
-    result = runner.run_sync(write(tmp_path, "gpt.py", REFERENCE))
+def test_reference_copied_verbatim_passes_every_component(runner, write):
+    result = runner.run_sync(write("gpt.py", REFERENCE))
     assert failing(result) == []
     assert result["ok"] is True and result["stage"] == "done"
     assert result["next_todo"] is None and result["error"] is None
@@ -127,9 +113,9 @@ def test_filling_the_skeleton_method_by_method_walks_the_next_todo_in_phase_orde
 
 
 @pytest.mark.slow
-def test_complete_learner_file_trains_for_20_steps(runner, tmp_path):
+def test_complete_learner_file_trains_for_20_steps(runner, write):
     text = fill(SKELETON, REFERENCE, ALL_METHODS)
-    result = runner.run_sync(write(tmp_path, "learner_gpt.py", text), steps=20)
+    result = runner.run_sync(write("learner_gpt.py", text), steps=20)
     assert result["ok"] is True and failing(result) == []
     losses = result["losses"]
     assert len(losses) == 21 and all(math.isfinite(x) for x in losses)
@@ -186,9 +172,9 @@ PLANTED_BUGS = {
 
 
 @pytest.mark.parametrize("bug", list(PLANTED_BUGS))
-def test_planted_bug_is_flagged_on_the_right_component(runner, tmp_path, bug):
+def test_planted_bug_is_flagged_on_the_right_component(runner, bug, write):
     replacements, component, reason = PLANTED_BUGS[bug]
-    result = runner.run_sync(write(tmp_path, "learner_gpt.py", planted(replacements)))
+    result = runner.run_sync(write("learner_gpt.py", planted(replacements)))
     assert result["ok"] is False
     rows = by_name(result)
     assert rows[component]["status"] == "mismatch", rows[component]
@@ -200,23 +186,23 @@ def test_planted_bug_is_flagged_on_the_right_component(runner, tmp_path, bug):
         assert c["status"] == "pass", (c["qualname"], c["detail"])
 
 
-def test_mismatch_rerun_in_float64_tells_wrong_math_from_float_noise(runner, tmp_path):
+def test_mismatch_rerun_in_float64_tells_wrong_math_from_float_noise(runner, write):
     # adding and removing a large constant loses fp32 precision (noise), not correctness
     noisy = planted([("        x = x + self.mlp(norm(x))\n        return x",
                       "        x = x + self.mlp(norm(x))\n        return (x + 4096.0) - 4096.0")])
-    result = runner.run_sync(write(tmp_path, "noisy.py", noisy))
+    result = runner.run_sync(write("noisy.py", noisy))
     block = by_name(result)["Block.forward"]
     assert block["status"] == "pass", block
     assert "float64" in block["detail"] and "float rounding" in block["detail"]
     assert block["max_abs_diff"] > 1e-4
 
     wrong = planted([("x = F.relu(x).square()", "x = F.relu(x).square() * 1.01")])
-    mlp = by_name(runner.run_sync(write(tmp_path, "wrong.py", wrong)))["MLP.forward"]
+    mlp = by_name(runner.run_sync(write("wrong.py", wrong)))["MLP.forward"]
     assert mlp["status"] == "mismatch" and mlp["verdict"] == "wrong math"
     assert mlp["max_abs_diff_float64"] is not None and mlp["max_abs_diff_float64"] > 1e-4
 
 
-def test_editing_the_file_cannot_fake_a_pass(runner, tmp_path):
+def test_editing_the_file_cannot_fake_a_pass(runner, write):
     # a file that overrides the workbench's comparison helpers in the check process still fails: the verdicts
     # are made in the worker, from tensors the learner's code produced
     cheat = planted([("x = F.relu(x).square()", "x = F.relu(x)")]) + (
@@ -225,14 +211,14 @@ def test_editing_the_file_cannot_fake_a_pass(runner, tmp_path):
         "workbench.judge.max_abs_diff = lambda *a, **k: 0.0\n"
         "CHECKS_PASS = True\n"
     )
-    result = runner.run_sync(write(tmp_path, "cheat.py", cheat))
+    result = runner.run_sync(write("cheat.py", cheat))
     assert result["ok"] is False
     assert by_name(result)["MLP.forward"]["status"] == "mismatch"
 
 
-def test_methods_are_checked_in_isolation_before_init_is_written(runner, tmp_path):
+def test_methods_are_checked_in_isolation_before_init_is_written(runner, write):
     # only MLP.forward written: it is checked on the reference's layout and passes; its neighbours stay TODO
-    result = runner.run_sync(write(tmp_path, "learner_gpt.py", fill(SKELETON, REFERENCE, ["MLP.forward"])))
+    result = runner.run_sync(write("learner_gpt.py", fill(SKELETON, REFERENCE, ["MLP.forward"])))
     rows = by_name(result)
     assert rows["MLP.forward"]["status"] == "pass"
     assert "reference's layout" in rows["MLP.forward"]["detail"]

@@ -4,21 +4,9 @@ and the warm worker both survive to run the next check. Real worker, real fork, 
 import os
 import pathlib
 
-import pytest
-
-from workbench.runner import Runner
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
-TIMEOUT = 4.0
-
-
-@pytest.fixture(scope="module")
-def runner():
-    r = Runner(timeout=TIMEOUT)
-    r.wait_ready()
-    yield r
-    r.close()
+CHECK_TIMEOUT = TIMEOUT = 4.0
 
 
 def check(runner, tmp_path, text, name="learner_gpt.py", **kw):
@@ -137,15 +125,9 @@ def test_nan_is_traced_to_the_first_module_that_makes_it(runner, tmp_path):
     assert "transformer.h.0.mlp" in result["error"]["message"]
 
 
-def test_caller_and_worker_survive_all_of_it(runner, tmp_path):
+def test_caller_and_worker_survive_all_of_it(runner, write):
     pid = runner.info["pid"]
-    result = runner.run_sync(_write(tmp_path, "gpt.py", REFERENCE), timeout=120)
+    result = runner.run_sync(write("gpt.py", REFERENCE), timeout=120)
     assert result["ok"] is True, result["error"]
     assert runner.info["pid"] == pid  # the same warm worker did every check in this module
     os.kill(pid, 0)  # and it is still alive
-
-
-def _write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return path

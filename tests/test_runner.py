@@ -20,20 +20,6 @@ SKELETON = (ROOT / "workbench" / "templates" / "learner_gpt.py").read_text()
 LOOPING = REFERENCE.replace("    def init_weights(self):\n", "    def init_weights(self):\n        while True:\n            pass\n", 1)
 
 
-@pytest.fixture(scope="module")
-def runner():
-    r = Runner(timeout=60)
-    r.wait_ready()
-    yield r
-    r.close()
-
-
-def write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
 def assert_schema(result):
     for key, kind in (("file", str), ("ok", bool), ("stage", str), ("components", list), ("shapes", list),
                       ("losses", list), ("stdout_tail", str), ("timings", dict)):
@@ -53,14 +39,14 @@ def assert_schema(result):
     assert isinstance(result["timings"]["total_s"], float)
 
 
-def test_async_run_returns_the_result_dict(runner, tmp_path):
-    result = asyncio.run(runner.run(write(tmp_path, "learner_gpt.py", SKELETON)))
+def test_async_run_returns_the_result_dict(runner, write):
+    result = asyncio.run(runner.run(write("learner_gpt.py", SKELETON)))
     assert_schema(result)
     assert result["next_todo"]["qualname"] == "GPT.__init__"
 
 
-def test_a_newer_run_cancels_the_one_in_flight(runner, tmp_path):
-    looping, skeleton = write(tmp_path, "loop.py", LOOPING), write(tmp_path, "skel.py", SKELETON)
+def test_a_newer_run_cancels_the_one_in_flight(runner, write):
+    looping, skeleton = write("loop.py", LOOPING), write("skel.py", SKELETON)
 
     async def scenario():
         first = asyncio.ensure_future(runner.run(looping))
@@ -76,8 +62,8 @@ def test_a_newer_run_cancels_the_one_in_flight(runner, tmp_path):
     assert seconds < 30  # not held up by the 60 s timeout of the cancelled run
 
 
-def test_cancelling_the_awaiting_task_kills_the_check(runner, tmp_path):
-    looping, skeleton = write(tmp_path, "loop.py", LOOPING), write(tmp_path, "skel.py", SKELETON)
+def test_cancelling_the_awaiting_task_kills_the_check(runner, write):
+    looping, skeleton = write("loop.py", LOOPING), write("skel.py", SKELETON)
 
     async def scenario():
         task = asyncio.ensure_future(runner.run(looping))
@@ -93,26 +79,26 @@ def test_cancelling_the_awaiting_task_kills_the_check(runner, tmp_path):
     assert result["stage"] == "construct" and seconds < 30
 
 
-def test_cancel_method_stops_the_run(runner, tmp_path):
-    run_id, future = runner.submit(write(tmp_path, "loop.py", LOOPING))
+def test_cancel_method_stops_the_run(runner, write):
+    run_id, future = runner.submit(write("loop.py", LOOPING))
     time.sleep(1.0)
     runner.cancel()
     with pytest.raises(CheckCancelled):
         future.result(timeout=10)
 
 
-def test_learner_prints_come_back(runner, tmp_path):
+def test_learner_prints_come_back(runner, write):
     text = REFERENCE.replace("    def init_weights(self):\n",
                              "    def init_weights(self):\n        print('hello from init_weights')\n", 1)
-    result = runner.run_sync(write(tmp_path, "learner_gpt.py", "print('imported!')\n" + text))
+    result = runner.run_sync(write("learner_gpt.py", "print('imported!')\n" + text))
     assert "imported!" in result["stdout_tail"] and "hello from init_weights" in result["stdout_tail"]
 
 
-def test_a_dead_worker_fails_the_run_and_is_replaced(tmp_path):
+def test_a_dead_worker_fails_the_run_and_is_replaced(write):
     r = Runner(timeout=60)
     try:
         r.wait_ready()
-        run_id, future = r.submit(write(tmp_path, "loop.py", LOOPING))
+        run_id, future = r.submit(write("loop.py", LOOPING))
         deadline = time.time() + 30
         while (r.running or {}).get("id") != run_id and time.time() < deadline:
             time.sleep(0.05)
@@ -132,7 +118,7 @@ def test_a_dead_worker_fails_the_run_and_is_replaced(tmp_path):
         else:
             os.kill(child, signal.SIGKILL)
             pytest.fail("the check process outlived its worker")
-        result = r.run_sync(write(tmp_path, "skel.py", SKELETON))  # a fresh worker warms up and runs it
+        result = r.run_sync(write("skel.py", SKELETON))  # a fresh worker warms up and runs it
         assert result["next_todo"]["qualname"] == "GPT.__init__"
     finally:
         r.close()
@@ -143,16 +129,16 @@ def cli(*args, timeout=300):
                           text=True, timeout=timeout, cwd=ROOT)
 
 
-def test_cli_json_on_the_skeleton_exits_1(tmp_path):
-    proc = cli(write(tmp_path, "learner_gpt.py", SKELETON), "--json", "--steps", "1")
+def test_cli_json_on_the_skeleton_exits_1(write):
+    proc = cli(write("learner_gpt.py", SKELETON), "--json", "--steps", "1")
     assert proc.returncode == 1, proc.stderr
     result = json.loads(proc.stdout)
     assert_schema(result)
     assert result["ok"] is False and result["next_todo"]["qualname"] == "GPT.__init__"
 
 
-def test_cli_report_on_the_reference_exits_0(tmp_path):
-    proc = cli(write(tmp_path, "gpt.py", REFERENCE), "--steps", "2")
+def test_cli_report_on_the_reference_exits_0(write):
+    proc = cli(write("gpt.py", REFERENCE), "--steps", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "OK gpt.py" in out and "KV-cache decoding" in out and "Traceback" not in out

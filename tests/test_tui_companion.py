@@ -22,14 +22,6 @@ def anyio_backend():
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def runner():
-    r = Runner()
-    r.wait_ready()
-    yield r
-    r.close()
-
-
 @pytest.fixture
 def workspace(tmp_path):
     return init_workspace(tmp_path / "ws")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from workbench.app import WorkbenchApp
-from workbench.runner import Runner
 from workbench.workspace import init_workspace
 
 pytestmark = pytest.mark.timeout(240)
@@ -45,14 +44,6 @@ Four projections: queries, keys, values, and the output.
 
 The scores are scaled by 1/sqrt(D) before the softmax.
 """
-
-
-@pytest.fixture(scope="module")
-def runner():
-    r = Runner()
-    r.wait_ready()
-    yield r
-    r.close()
 
 
 @pytest.fixture
