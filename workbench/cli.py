@@ -1,4 +1,5 @@
-"""The `nanochat-workbench` command: with no subcommand it opens the TUI; `init`, `check` and `trace` are headless.
+"""The `nanochat-workbench` command: with no subcommand it opens the TUI; `init`, `check`, `bpe` and `trace` are
+headless.
 
 Exit codes: 0 ok, 1 the command ran and found a problem (a TODO, a mismatch, an error), 2 a usage error.
 Nothing heavy is imported here: `--help` and `init` never load torch; each subcommand imports its module when run.
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench import check_command  # light: the runner imports torch only in its worker process
     check_command.add_arguments(check)
 
+    bpe = sub.add_parser("bpe", help="check your plain-Python BPE trainer (lesson 02's exercise) against rustbpe",
+                         description="Run train_bpe(text, vocab_size, pattern) from FILE and compare its merges with "
+                                     "rustbpe's on the same text.")
+    from workbench import bpe_check  # light: rustbpe and the learner's code are loaded only when it runs
+    bpe_check.add_arguments(bpe)
+
     trace = sub.add_parser("trace", help="print a forward pass: shapes, statistics, attention, parameters",
                            description="Trace one forward pass of a small GPT from FILE (default: the reference).")
     from workbench import trace as trace_module  # light: it imports torch only when it runs
@@ -77,6 +84,9 @@ def main(argv=None) -> int:
         if args.command == "check":
             from workbench import check_command
             return int(check_command.run(args))
+        if args.command == "bpe":
+            from workbench import bpe_check
+            return bpe_check.run(args)
         if args.command == "trace":
             from workbench import trace as trace_module
             return trace_module.run(args)
