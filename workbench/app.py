@@ -240,9 +240,8 @@ class WorkbenchApp(App):
     async def _follow_warmup(self, runner) -> None:
         """Mirror the worker's warm-up stages into `warmup` (the next-step panel shows them as a progress bar)."""
         while not runner.warm:
-            progress = runner.warmup_progress
-            if progress != self.warmup:
-                self.warmup = dict(progress) if progress else None
+            if runner.warmup_progress != self.warmup:
+                self.warmup = runner.warmup_progress
             await asyncio.sleep(0.1)
         self.warmup = None
 

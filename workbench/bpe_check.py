@@ -22,7 +22,6 @@ from pathlib import Path
 DEFAULT_CHARS = 20_000
 DEFAULT_VOCAB = 256 + 100
 DEFAULT_TIMEOUT = 120.0
-LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +49,7 @@ def sample_text(chars: int, text_file: str | None = None) -> str:
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"--text {text_file} cannot be read as UTF-8 text: {e}")
     else:
-        from nanochat.embedded_corpus import strip_front_matter
+        from nanochat.embedded_corpus import LESSONS_DIR, strip_front_matter
         text = "\n\n".join(strip_front_matter(p.read_text(encoding="utf-8")) for p in sorted(LESSONS_DIR.glob("*.md")))
     if not text.strip():
         raise UsageError("the training text is empty")
@@ -133,34 +132,41 @@ def _where(error: BaseException, path: str) -> str:
     return f" (at {os.path.basename(path)}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
 
 
-def pair_counts_before(text: str, pattern: str, merge: int):
+def _count_pairs(words: Counter) -> Counter:
+    pairs = Counter()
+    for word, count in words.items():
+        for pair in zip(word, word[1:]):
+            pairs[pair] += count
+    return pairs
+
+
+def _apply_merge(words: Counter, pair: tuple[int, int], new_id: int) -> Counter:
+    merged = Counter()
+    for word, count in words.items():
+        out, i = [], 0
+        while i < len(word):
+            if word[i:i + 2] == pair:
+                out.append(new_id)
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
+        merged[tuple(out)] += count
+    return merged
+
+
+def pair_counts_before(text: str, pattern: str, merge: int) -> tuple[Counter, dict[int, bytes]]:
     """Replay the rule (highest count; on a tie the smallest (left id, right id)) for `merge` merges and return
     the pair counts at that point, with the bytes of every id: what both trainers should have seen."""
     import regex
     words = Counter(tuple(chunk.encode("utf-8")) for chunk in regex.findall(pattern, text))
     token = {i: bytes([i]) for i in range(256)}
-    for new_id in range(256, 256 + merge + 1):
-        pairs = Counter()
-        for word, count in words.items():
-            for pair in zip(word, word[1:]):
-                pairs[pair] += count
-        if new_id == 256 + merge or not pairs:
-            return pairs, token
+    for new_id in range(256, 256 + merge):
+        pairs = _count_pairs(words)
         best = min(pairs, key=lambda pair: (-pairs[pair], pair))
         token[new_id] = token[best[0]] + token[best[1]]
-        rewritten = Counter()
-        for word, count in words.items():
-            out, i = [], 0
-            while i < len(word):
-                if word[i:i + 2] == best:
-                    out.append(new_id)
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            rewritten[tuple(out)] += count
-        words = rewritten
-    return Counter(), token
+        words = _apply_merge(words, best, new_id)
+    return _count_pairs(words), token
 
 
 def explain(text: str, pattern: str, index: int, mine: bytes, theirs: bytes) -> list[str]:

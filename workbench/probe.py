@@ -56,8 +56,8 @@ class SourceMap:
 
     def stub(self, fn) -> tuple[str, int] | None:
         """(message, line) when `fn` is an untouched TODO stub of this file: a docstring at most, then (in an
-        __init__) `super().__init__()`, then `raise NotImplementedError("...")`. Checked on the function object actually defined, so a method
-        replaced at runtime is not mistaken for its stub."""
+        __init__) `super().__init__()`, then a single raise of the skeleton's TODO error. Checked on the function
+        object actually defined, so a method replaced at runtime is not mistaken for its stub."""
         code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
         if code is None or not same_file(code.co_filename, self.path):
             return None

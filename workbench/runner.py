@@ -25,6 +25,8 @@ import sys
 import threading
 import time
 
+from workbench.worker import WARMUP_STAGES
+
 DEFAULT_STEPS = 1  # warm path: one optimizer step (the loss is measured before and after it)
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_SEQ = 512
@@ -77,7 +79,7 @@ class Runner:
             self._ready.clear()
             self._fatal = None
             self.info = {}
-            self.warmup_progress = {"done": 0, "total": 4, "stage": "starting the check worker"}
+            self.warmup_progress = {"done": 0, "total": WARMUP_STAGES, "stage": "starting the check worker"}
             self.started_at = time.perf_counter()
             try:
                 self._proc = subprocess.Popen(

@@ -31,7 +31,7 @@ class NextStep(VerticalScroll):
 
     def compose(self):
         yield Static("Waiting for the first check of your file…", id="next-step-body")
-        yield ProgressBar(total=4, show_eta=False, id="warmup-bar")
+        yield ProgressBar(show_eta=False, id="warmup-bar")
 
     def on_mount(self) -> None:
         self.query_one("#warmup-bar").display = False
@@ -40,9 +40,9 @@ class NextStep(VerticalScroll):
         if not self.is_mounted:
             return
         bar = self.query_one("#warmup-bar", ProgressBar)
-        bar.display = progress is not None and self.report is None
-        if progress is not None and self.report is None:
-            bar.update(total=progress.get("total") or 4, progress=progress.get("done") or 0)
+        bar.display = showing = progress is not None and self.report is None
+        if showing:
+            bar.update(total=progress["total"], progress=progress["done"])
             self.query_one("#next-step-body", Static).update(Text.assemble(
                 ("Preparing the checker: ", "bold"), progress.get("stage", ""),
                 ("\nOnce per start (the first start also builds the embedded corpus and trains its tokenizer); "
