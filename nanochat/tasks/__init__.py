@@ -1,0 +1,1 @@
+"""Datasets of conversations for mid-training, SFT, RL and evaluation; see nanochat/tasks/common.py."""
