@@ -1,16 +1,57 @@
-"""Shared plumbing: device and dtype choice, torchrun/DDP set-up, rank-0 printing, the base dir, seeding.
+"""Shared plumbing: device and dtype choice, torchrun/DDP set-up, rank-0 printing, the base dir, seeding, and the
+command-line value types every script (and the workbench CLI) uses.
 
 Everything that differs between a laptop (cpu / Apple mps) and a GPU node (cuda, maybe many ranks) is
 decided here, so the rest of the stack can ask one question ("which device? which dtype? am I rank 0?").
+torch is imported inside the functions that need it, so the argparse helpers load without it.
 """
 
+from __future__ import annotations
+
+import argparse
+import math
 import os
 import random
 
-import torch
-import torch.distributed as dist
-
 DEVICE_TYPES = ("cuda", "mps", "cpu")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command-line values
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, unless its help already says it or there is none to show."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default in (None, "", False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# devices, processes, seeding
 
 
 def get_base_dir() -> str:
@@ -24,6 +65,8 @@ def get_base_dir() -> str:
 
 def autodetect_device_type(override: str | None = None) -> str:
     """cuda > mps > cpu, unless `override` (or $NANOCHAT_DEVICE) names one. An unavailable override is an error."""
+    import torch
+
     override = override or os.environ.get("NANOCHAT_DEVICE") or None
     if override:
         if override not in DEVICE_TYPES:
@@ -46,6 +89,8 @@ def compute_dtype(device_type: str) -> torch.dtype:
     MPS gets fp32 on purpose: bf16 autocast and several bf16 kernels are missing or slow on Apple GPUs across
     torch versions (nanochat #685, #741), and fp32 is always correct there.
     """
+    import torch
+
     return torch.bfloat16 if device_type == "cuda" else torch.float32
 
 
@@ -68,6 +113,8 @@ def print0(*args, **kwargs) -> None:
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
@@ -79,6 +126,9 @@ def compute_init(device_type: str | None = None, seed: int = 42):
 
     Returns (ddp, rank, local_rank, world_size, device). The backend is nccl on cuda and gloo on cpu/mps.
     """
+    import torch
+    import torch.distributed as dist
+
     device_type = autodetect_device_type(device_type)
     seed_everything(seed)
     if device_type == "cuda":
@@ -102,6 +152,8 @@ def compute_init(device_type: str | None = None, seed: int = 42):
 def compute_cleanup() -> None:
     """Leave the process group. The barrier first: a rank that tears gloo down while another is still busy
     (rank 0 writing a checkpoint, say) can abort the whole job at exit."""
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

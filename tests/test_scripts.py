@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from nanochat import training
 from nanochat.scripts import base_train
 
 LAPTOP = ["--depth=4", "--max_seq_len=512", "--device_batch_size=1", "--total_batch_size=512", "--num_iterations=1"]
@@ -171,7 +172,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(fresh_base_dir):
 @pytest.mark.parametrize("extra, code, message", [
     (["--depth=0"], 2, "--depth: expected a positive integer"),
     (["--device_batch_size=lots"], 2, "--device_batch_size: expected a positive integer or 'auto'"),
-    (["--core_metric_every=100"], 2, "CORE evaluation is not part of this build yet"),
+    (["--warmup_ratio=2"], 2, "--warmup_ratio must be between 0 and 1"),
     (["--total_batch_size=1000"], 1, "is not a multiple of device_batch_size x max_seq_len"),
     (["--model", "/no/such/learner_gpt.py"], 1, "does not exist"),
     (["--resume_from_step=7"], 1, "--resume_from_step=7: no checkpoint"),
@@ -282,15 +283,15 @@ def test_bench_train_prints_a_table(tmp_path):
 # base_train's recipe, directly
 
 def test_lr_schedule_warmup_flat_warmdown():
-    lrm = [base_train.lr_multiplier(s, 100, 0.1, 0.2, 0.0) for s in range(100)]
+    lrm = [training.lr_multiplier(s, 100, 0.1, 0.2, 0.0) for s in range(100)]
     assert lrm[0] == pytest.approx(0.1) and lrm[9] == pytest.approx(1.0)  # linear warmup over 10 steps
     assert all(x == 1.0 for x in lrm[10:81])
     assert all(a > b for a, b in zip(lrm[80:], lrm[81:]))  # strictly down through the warmdown
     assert lrm[99] == pytest.approx(0.05)
-    assert base_train.lr_multiplier(99, 100, 0.0, 0.2, 0.5) == pytest.approx(0.525)  # towards final_lr_frac
-    assert base_train.muon_momentum(0) == pytest.approx(0.85)
-    assert base_train.muon_momentum(150) == pytest.approx(0.90)
-    assert base_train.muon_momentum(10_000) == pytest.approx(0.95)
+    assert training.lr_multiplier(99, 100, 0.0, 0.2, 0.5) == pytest.approx(0.525)  # towards final_lr_frac
+    assert training.muon_momentum(0) == pytest.approx(0.85)
+    assert training.muon_momentum(150) == pytest.approx(0.90)
+    assert training.muon_momentum(10_000) == pytest.approx(0.95)
 
 
 def test_model_shape_from_depth():
@@ -333,7 +334,7 @@ def test_truncate_metrics_keeps_the_curve_up_to_the_resumed_step(tmp_path):
     lines = [{"step": 0, "val_bpb": 3.0}] + [{"step": s, "loss": 8.0 - s} for s in range(4)] + \
             [{"step": 2, "val_bpb": 2.5}, {"step": 4, "val_bpb": 2.0}]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines) + "{torn line\n")
-    base_train.truncate_metrics(str(path), 2)
+    training.truncate_metrics(str(path), 2)
     assert read_jsonl(path) == [{"step": 0, "val_bpb": 3.0}, {"step": 0, "loss": 8.0}, {"step": 1, "loss": 7.0}]
 
 

@@ -46,24 +46,24 @@ Ctrl-C stops at once.
 import argparse
 import dataclasses
 import importlib.util
-import json
 import math
 import os
-import signal
-import time
-from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
 
 from nanochat import dataset, model_source as model_sources
 from nanochat.checkpoint_manager import CheckpointError, find_last_step, load_checkpoint, model_path, save_checkpoint
-from nanochat.common import autodetect_device_type, compute_cleanup, compute_dtype, compute_init, get_base_dir, print0
+from nanochat.common import (HelpFormatter, autodetect_device_type, compute_cleanup, compute_dtype, get_base_dir,
+                             positive_int, print0)
 from nanochat.dataloader import tokenizing_distributed_data_loader, tokenizing_distributed_data_loader_with_state
 from nanochat.engine import Engine
 from nanochat.loss_eval import evaluate_bpb
 from nanochat.model_source import ModelSourceError
 from nanochat.tokenizer import get_token_bytes, get_tokenizer
+from nanochat.training import (Compute, StopFlag, Timer, accumulate_gradients, any_rank, append_jsonl, config_dict,
+                               flops_per_token, format_duration, lr_multiplier, mean_over_ranks, muon_momentum,
+                               optimizer_step, peak_flops_per_device, setup_compute, truncate_metrics)
 
 SAMPLE_PROMPTS = [
     "The capital of France is",
@@ -71,32 +71,10 @@ SAMPLE_PROMPTS = [
     "The opposite of hot is",
     "If yesterday was Friday, then tomorrow will be",
 ]
-MOMENTUM_WARMUP_STEPS = 300  # Muon momentum goes 0.85 -> 0.95 over these steps
-# bf16 dense peak FLOP/s per GPU, matched against torch.cuda.get_device_name(); first match wins
-GPU_PEAK_FLOPS = [("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # command line
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, unless its help already says it or there is none to show."""
-
-    def _get_help_string(self, action):
-        if "default" in (action.help or "") or action.default in (None, "", False):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
 
 def batch_size_arg(text):
     if text == "auto":
@@ -152,8 +130,6 @@ def parse_args(argv=None):
     g = p.add_argument_group("evaluation, sampling, checkpoints")
     g.add_argument("--eval_every", type=int, default=250, help="steps between val bpb evals; -1 = never")
     g.add_argument("--eval_tokens", type=int, default=None, help="val tokens per eval (default: 20 x total_batch_size)")
-    g.add_argument("--core_metric_every", type=int, default=-1,
-                   help="CORE metric every N steps; -1 = off (CORE is not part of this build yet)")
     g.add_argument("--sample_every", type=int, default=2000, help="steps between printed samples; -1 = never")
     g.add_argument("--save_every", type=int, default=-1, help="steps between checkpoints; -1 = only at the end")
     g.add_argument("--resume_from_step", type=int, default=-1, help="continue from this saved step; -1 = fresh")
@@ -161,8 +137,6 @@ def parse_args(argv=None):
 
     if args.wandb and args.run != "dummy" and importlib.util.find_spec("wandb") is None:
         p.error("--wandb needs the wandb package: pip install wandb")
-    if args.core_metric_every > 0:
-        p.error("CORE evaluation is not part of this build yet; leave --core_metric_every at -1")
     for name in ("embedding_lr", "unembedding_lr", "matrix_lr", "weight_decay", "grad_clip"):
         if getattr(args, name) < 0:
             p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
@@ -220,54 +194,17 @@ def grad_accum_steps(total_batch_size, device_batch_size, max_seq_len, world_siz
     return total_batch_size // tokens_per_micro_step
 
 
-def lr_multiplier(step, num_iterations, warmup_ratio, warmdown_ratio, final_lr_frac):
-    """Linear warmup from 0, flat at 1, linear warmdown towards `final_lr_frac` over the last steps."""
-    warmup = round(warmup_ratio * num_iterations)
-    warmdown = round(warmdown_ratio * num_iterations)
-    if step < warmup:
-        return (step + 1) / warmup
-    if step <= num_iterations - warmdown:
-        return 1.0
-    progress = (num_iterations - step) / warmdown  # 1 at the start of the warmdown, -> 0 at the end
-    return progress + (1 - progress) * final_lr_frac
-
-
-def muon_momentum(step):
-    frac = min(step / MOMENTUM_WARMUP_STEPS, 1.0)
-    return (1 - frac) * 0.85 + frac * 0.95
-
-
-def horizon(args, num_params, flops_per_token):
+def horizon(args, num_params, token_flops):
     """(num_iterations, how it was chosen)."""
     if args.num_iterations > 0:
         return args.num_iterations, "--num_iterations"
     if args.target_flops > 0:
-        steps = round(args.target_flops / (flops_per_token * args.total_batch_size))
+        steps = round(args.target_flops / (token_flops * args.total_batch_size))
         return max(1, steps), f"--target_flops={args.target_flops:.3g}"
     tokens = args.target_param_data_ratio * num_params
     return max(1, round(tokens / args.total_batch_size)), f"--target_param_data_ratio={args.target_param_data_ratio:g}"
 
 
-def flops_per_token(model, config):
-    """The model's own estimate_flops(); a learner file that has not written it yet gets the same formula here."""
-    try:
-        return model.estimate_flops()
-    except (NotImplementedError, AttributeError):
-        nparams = sum(p.numel() for p in model.parameters())
-        nembd = config.vocab_size * config.n_embd
-        head_dim = config.n_embd // config.n_head
-        return 6 * (nparams - nembd) + 12 * config.n_layer * config.n_head * head_dim * config.sequence_len
-
-
-def peak_flops_per_device(device_type, override):
-    if override:
-        return override
-    if device_type == "cuda":
-        name = torch.cuda.get_device_name()
-        for key, peak in GPU_PEAK_FLOPS:
-            if key in name:
-                return peak
-    return None
 
 
 def available_memory_bytes():
@@ -338,376 +275,386 @@ def largest_power_of_two_dividing(n):
     return rows
 
 
-def config_dict(config):
-    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(vars(config))
-
-
-def append_jsonl(path, record):
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def truncate_metrics(path, last_step):
-    """On resume, keep the records up to the resumed step so the file holds one unbroken curve."""
-    if not os.path.exists(path):
-        return
-    kept = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            # train records of step s come from training step s; the resumed run redoes step `last_step` and
-            # its eval (the checkpoint of step s is saved before step s's eval)
-            if isinstance(record, dict) and record.get("step", math.inf) < last_step:
-                kept.append(line)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-
-
-class StopFlag:
-    """First Ctrl-C (or SIGTERM, as a batch scheduler sends before it kills a job): finish the step, save, exit.
-    A second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.requested = False
-
-    def install(self):
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        print0(f"\n{name}: stopping after this step and saving a checkpoint (Ctrl-C again to quit at once)", flush=True)
-
-
-def format_duration(seconds):
-    if seconds is None:
-        return "?"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the run
+# the run, in the order it happens
 
-def train(args):
-    ddp, rank, local_rank, world_size, device = compute_init(args.device_type or None)
-    device_type = device.type
-    master = rank == 0
-    autocast_ctx = torch.amp.autocast(device_type="cuda", dtype=compute_dtype(device_type)) \
-        if device_type == "cuda" else nullcontext()
-    synchronize = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device_type, lambda: None)
-    use_compile = device_type == "cuda" if args.compile is None else args.compile
+@dataclasses.dataclass
+class Plan:
+    """The numbers fixed before the first step."""
+    rows: int  # B: rows per forward/backward per rank
+    seq_len: int  # T
+    accum_steps: int
+    num_iterations: int
+    horizon_from: str
+    eval_steps: int
+    num_params: int
+    flops_per_token: float
+    peak_flops: float | None
 
-    # the data: fail now, with the way out, rather than after the model is built
-    data_source = dataset.resolve_source(args.source)
+
+@dataclasses.dataclass
+class Run:
+    """Everything the loop reads but never changes."""
+    args: argparse.Namespace
+    compute: Compute
+    tokenizer: object
+    token_bytes: torch.Tensor
+    config: object
+    orig_model: torch.nn.Module  # the model itself: state dicts, optimizers, sampling
+    model: torch.nn.Module  # what forward/backward call: orig_model, or its torch.compile wrapper
+    optimizers: list
+    plan: Plan
+    data_source: str
+    model_tag: str
+    checkpoint_dir: str
+    metrics_path: str
+    wandb_run: object = None
+
+
+@dataclasses.dataclass
+class LoopState:
+    """What changes from step to step, and what a checkpoint stores to resume exactly."""
+    step: int = 0
+    consumed: dict | None = None  # the loader state after the last batch trained on
+    smooth_loss: float = 0.0
+    elapsed: float = 0.0
+    min_val_bpb: float | None = None
+    val_bpb: float | None = None
+    step_times: list = dataclasses.field(default_factory=list)
+
+
+def check_data(choice):
+    """The data source to train on; fail now, with the way out, rather than after the model is built."""
+    data_source = dataset.resolve_source(choice)
     if data_source == "shards":
         try:
             dataset.split_files("train"), dataset.split_files("val")
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {e}") from None
+    return data_source
 
-    tokenizer = get_tokenizer()
-    token_bytes = get_token_bytes(device=device)
-    vocab_size = tokenizer.get_vocab_size()
 
-    # the model, from the reference file or the learner's
+def build_model(args, vocab_size, device):
+    """(config, model) from the reference file or the learner's, initialised on `device`."""
     module = model_sources.load_model_module(args.model)
     config = module.GPTConfig(**model_config_kwargs(args.depth, args.max_seq_len, vocab_size))
     with torch.device(device):
-        orig_model = module.GPT(config)
-    orig_model.init_weights()
-    num_params = sum(p.numel() for p in orig_model.parameters())
-    num_flops_per_token = flops_per_token(orig_model, config)
+        model = module.GPT(config)
+    model.init_weights()
+    return config, model
 
+
+def load_resume_checkpoint(args, checkpoint_dir, model, config, compute):
+    """Load the weights of `--resume_from_step` into `model`; return (optimizer states, meta) for later."""
+    step = args.resume_from_step
+    if not os.path.exists(model_path(checkpoint_dir, step)):
+        try:
+            hint = f"the latest saved step is {find_last_step(checkpoint_dir)}"
+        except CheckpointError:
+            hint = "there are no checkpoints for this --model_tag/--depth yet"
+        raise SystemExit(f"error: --resume_from_step={step}: no checkpoint of that step in {checkpoint_dir} ({hint})")
+    model_data, optimizer_data, meta = load_checkpoint(checkpoint_dir, step, compute.device,
+                                                       load_optimizer=True, rank=compute.rank)
+    if meta["model_config"] != config_dict(config):
+        raise SystemExit(f"error: step {step} in {checkpoint_dir} is a model with {meta['model_config']}, but these "
+                         f"flags build {config_dict(config)}; pass the same --depth/--max_seq_len as the original run")
+    saved_source = meta.get("model_source", model_sources.REFERENCE)
+    if saved_source != model_sources.canonical(args.model):
+        print0(f"note: step {step} was trained with {model_sources.describe(saved_source)}; "
+               f"continuing with {model_sources.describe(args.model)}")
+    if compute.device_type != "cuda":
+        model_data = {k: v.float() if v.dtype == torch.bfloat16 else v for k, v in model_data.items()}
+    try:
+        model.load_state_dict(model_data, strict=True)
+    except RuntimeError as e:
+        raise SystemExit(f"error: step {step} in {checkpoint_dir} does not fit "
+                         f"{model_sources.describe(args.model)}: {e}") from None
+    saved = meta.get("run_args", {})
+    if args.device_batch_size == "auto" and isinstance(saved.get("device_batch_size"), int):
+        args.device_batch_size = saved["device_batch_size"]
+        print0(f"resume: --device_batch_size=auto takes the saved run's {args.device_batch_size}")
+    for name in ("device_batch_size", "total_batch_size"):
+        if name in saved and saved[name] != getattr(args, name):
+            raise SystemExit(f"error: step {step} was trained with --{name}={saved[name]}; "
+                             f"resume with the same value (the data position depends on it)")
+    return optimizer_data, meta
+
+
+def auto_batch_size(args, compute, model, config, num_params):
+    """`--device_batch_size=auto`: the rows per forward/backward that fit, the same on every rank."""
+    world_size = compute.world_size
+    grad_accum_steps(args.total_batch_size, 1, args.max_seq_len, world_size)  # clear error if no size can work
+    cap = largest_power_of_two_dividing(args.total_batch_size // (args.max_seq_len * world_size))
+    if compute.device_type == "cuda":
+        rows = probe_cuda_batch_size(model, config, cap, compute.device, compute.autocast_ctx, num_params)
+        how = f"largest power of two <= {cap} whose forward+backward fit on {compute.device}"
+    else:
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        rows, per_row, budget = estimate_cpu_batch_size(config, num_params, cap, local_world)
+        how = (f"estimated {per_row / 2**20:.0f} MiB of activations per row against a budget of "
+               f"{max(budget, 0) / 2**30:.1f} GiB (half the available RAM)")
+    if compute.ddp:  # every rank must use the same size
+        t = torch.tensor([rows], device=compute.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        rows = int(t.item())
+    print0(f"--device_batch_size=auto -> {rows} ({how})")
+    return rows
+
+
+def make_plan(args, compute, model, config):
+    """The batch (rows, accumulation) and the horizon (steps) of this run."""
+    num_params = sum(p.numel() for p in model.parameters())
+    token_flops = flops_per_token(model, config)
+    if args.device_batch_size == "auto":
+        args.device_batch_size = auto_batch_size(args, compute, model, config, num_params)
+    B, T, world_size = args.device_batch_size, args.max_seq_len, compute.world_size
+    accum_steps = grad_accum_steps(args.total_batch_size, B, T, world_size)
+    num_iterations, horizon_from = horizon(args, num_params, token_flops)
+    eval_tokens = args.eval_tokens or 20 * args.total_batch_size
+    eval_steps = max(1, eval_tokens // (B * T * world_size))
+    peak = peak_flops_per_device(compute.device_type, args.peak_flops)
+    return Plan(B, T, accum_steps, num_iterations, horizon_from, eval_steps, num_params, token_flops, peak)
+
+
+def print_plan(args, compute, config, plan, data_source, checkpoint_dir):
+    total_tokens = plan.num_iterations * args.total_batch_size
+    print0(f"model: {model_sources.describe(args.model)}")
+    print0(f"config: {config_dict(config)}")
+    print0(f"parameters: {plan.num_params:,} | FLOPs per token: {plan.flops_per_token:.3e}")
+    print0(f"device: {compute.device} x {compute.world_size} rank(s) | dtype: {compute_dtype(compute.device_type)} "
+           f"| compile: {compute.use_compile}")
+    print0(f"batch: {plan.rows} rows x {plan.seq_len} tokens x {compute.world_size} rank(s) x {plan.accum_steps} "
+           f"accumulation step(s) = {args.total_batch_size:,} tokens per step")
+    print0(f"horizon: {plan.num_iterations:,} steps ({plan.horizon_from}) = {total_tokens:,} tokens, "
+           f"{total_tokens / plan.num_params:.2f} tokens per parameter, "
+           f"{plan.flops_per_token * total_tokens:.3e} FLOPs")
+    print0(f"data: {data_source} | checkpoints and metrics: {checkpoint_dir}")
+
+
+def restore_loop_state(resume, optimizers, compute, num_iterations, checkpoint_dir):
+    """Optimizer states and the loop's counters exactly where the checkpoint left off."""
+    optimizer_data, meta = resume
+    for opt, state in zip(optimizers, optimizer_data):
+        opt.load_state_dict(state)
+    start_step = meta["step"]
+    loop_meta = meta.get("loop_state", {})
+    consumed = None
+    states = loop_meta.get("dataloader_state")
+    if states is not None:
+        if len(states) != compute.world_size:
+            raise SystemExit(f"error: step {start_step} was saved by {len(states)} rank(s); resume it with "
+                             f"the same number (torchrun --nproc_per_node={len(states)})")
+        consumed = states[compute.rank]
+    if start_step > num_iterations:
+        raise SystemExit(f"error: step {start_step} is past the end of this run ({num_iterations} steps); "
+                         f"raise --num_iterations")
+    print0(f"resumed from step {start_step} of {checkpoint_dir}")
+    return LoopState(step=start_step, consumed=consumed, smooth_loss=loop_meta.get("smooth_loss", 0.0),
+                     elapsed=loop_meta.get("elapsed_s", 0.0), min_val_bpb=loop_meta.get("min_val_bpb"))
+
+
+def start_metrics(checkpoint_dir, metrics_path, resumed_step):
+    """Rank 0: a fresh run starts a fresh metrics curve; a resumed one keeps the records before its step."""
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    if resumed_step is not None:
+        truncate_metrics(metrics_path, resumed_step)
+        return
+    try:
+        print0(f"note: {checkpoint_dir} holds checkpoints up to step {find_last_step(checkpoint_dir)} of an "
+               f"earlier run; this fresh run replaces its metrics and overwrites steps as it saves them")
+    except CheckpointError:
+        pass
+    open(metrics_path, "w").close()
+
+
+def start_wandb(args, master, num_iterations):
+    """A wandb run, only when asked for, named, and on rank 0."""
+    if args.wandb and args.run == "dummy":
+        print0("note: --wandb ignored for --run=dummy; give the run a name to log it")
+    if not (args.wandb and args.run != "dummy" and master):
+        return None
+    try:
+        import wandb
+    except ImportError:
+        raise SystemExit("error: --wandb needs the wandb package (pip install wandb)") from None
+    return wandb.init(project="nanochat", name=args.run, config={**vars(args), "num_iterations": num_iterations})
+
+
+def log_record(run, record, step):
+    """Rank 0: append to metrics.jsonl (and wandb when on)."""
+    if not run.compute.master:
+        return
+    append_jsonl(run.metrics_path, record)
+    if run.wandb_run:
+        run.wandb_run.log(record, step=step)
+
+
+def save(run, loop, step):
+    """A checkpoint of `step`: weights, every rank's optimizer state and loader position, the loop's counters."""
+    states = [loop.consumed]
+    if run.compute.ddp:
+        states = [None] * run.compute.world_size
+        dist.all_gather_object(states, loop.consumed)
+    meta = {
+        "model_config": config_dict(run.config),
+        "step": step,
+        "model_source": model_sources.canonical(run.args.model),
+        "run_args": {**vars(run.args), "num_iterations": run.plan.num_iterations},
+        "val_bpb": loop.val_bpb,
+        "loop_state": {"dataloader_state": states if loop.consumed is not None else None,
+                       "smooth_loss": loop.smooth_loss, "elapsed_s": loop.elapsed, "min_val_bpb": loop.min_val_bpb},
+    }
+    save_checkpoint(run.checkpoint_dir, step, run.orig_model.state_dict(),
+                    [opt.state_dict() for opt in run.optimizers], meta, rank=run.compute.rank)
+    print0(f"saved step {step} to {run.checkpoint_dir}")
+
+
+def evaluate(run, loop, step):
+    """Validation bits per byte over `eval_steps` batches (all ranks); recorded as this step's val_bpb."""
+    plan, compute = run.plan, run.compute
+    val_loader = tokenizing_distributed_data_loader(plan.rows, plan.seq_len, "val", device=compute.device,
+                                                    source=run.data_source)
+    run.model.eval()
+    with compute.autocast_ctx:
+        bpb = evaluate_bpb(run.model, val_loader, plan.eval_steps, run.token_bytes)
+    run.model.train()
+    loop.val_bpb = bpb
+    loop.min_val_bpb = bpb if loop.min_val_bpb is None else min(loop.min_val_bpb, bpb)
+    print0(f"step {step:05d} | val bpb {bpb:.4f} ({plan.eval_steps * plan.rows * plan.seq_len * compute.world_size:,} "
+           f"tokens)")
+    log_record(run, {"step": step, "val_bpb": bpb, "elapsed_s": loop.elapsed}, step)
+
+
+def sample(run, step):
+    """A few greedy continuations of fixed prompts (rank 0)."""
+    print0(f"step {step:05d} | samples (greedy):")
+    tokenizer = run.tokenizer
+    engine = Engine(run.orig_model, tokenizer)
+    run.orig_model.eval()
+    for prompt in SAMPLE_PROMPTS:
+        tokens = tokenizer(prompt, prepend=tokenizer.get_bos_token_id())
+        with run.compute.autocast_ctx:
+            results, _ = engine.generate_batch(tokens, num_samples=1, max_tokens=16, temperature=0)
+        print0(f"  {tokenizer.decode(results[0][1:])!r}")
+    run.orig_model.train()
+
+
+def train_step(run, loop, loader, batch):
+    """One optimizer step at `loop.step`: accumulate, clip, schedule, step. Returns (loss, lr multiplier, seconds,
+    the next prefetched batch)."""
+    args, plan = run.args, run.plan
+    with Timer(run.compute) as timer:
+        step_loss, loop.consumed, batch = accumulate_gradients(run.model, loader, batch, plan.accum_steps,
+                                                               run.compute.autocast_ctx)
+        lrm = lr_multiplier(loop.step, plan.num_iterations, args.warmup_ratio, args.warmdown_ratio,
+                            args.final_lr_frac)
+        optimizer_step(run.orig_model, run.optimizers, run.optimizers[1], lrm, muon_momentum(loop.step),
+                       args.grad_clip)
+        train_loss = mean_over_ranks(step_loss, run.compute)  # also waits for the device
+    return train_loss, lrm, timer.seconds, batch
+
+
+def report_step(run, loop, train_loss, lrm, dt):
+    """Update the smoothed loss and timings, print the step's line and record it."""
+    plan, step = run.plan, loop.step
+    loop.elapsed += dt
+    loop.step_times.append(dt)
+    done = step + 1
+    beta = 0.9
+    loop.smooth_loss = beta * loop.smooth_loss + (1 - beta) * train_loss
+    debiased = loop.smooth_loss / (1 - beta ** done)
+    tok_per_sec = run.args.total_batch_size / dt
+    mfu = plan.flops_per_token * tok_per_sec / (plan.peak_flops * run.compute.world_size) if plan.peak_flops else None
+    recent = loop.step_times[1:] if len(loop.step_times) > 1 else loop.step_times  # step 0 pays for warm-up
+    eta = sum(recent) / len(recent) * (plan.num_iterations - done)
+    if not math.isfinite(train_loss):
+        raise SystemExit(f"error: the training loss became {train_loss} at step {step}; lower the learning "
+                         f"rates or check the model (last checkpoint: see {run.checkpoint_dir})")
+    mfu_text = f"{100 * mfu:.2f}%" if mfu is not None else "n/a"
+    print0(f"step {step:05d}/{plan.num_iterations:05d} ({100 * done / plan.num_iterations:.1f}%) | "
+           f"loss {train_loss:.6f} (smooth {debiased:.4f}) | lrm {lrm:.2f} | dt {dt * 1000:.1f}ms | "
+           f"tok/sec {tok_per_sec:,.0f} | mfu {mfu_text} | eta {format_duration(eta)} | "
+           f"elapsed {format_duration(loop.elapsed)}", flush=True)
+    log_record(run, {"step": step, "loss": train_loss, "loss_smooth": debiased, "lr_mult": lrm,
+                     "tok_per_sec": tok_per_sec, "mfu": mfu, "dt_ms": dt * 1000, "eta_s": eta,
+                     "elapsed_s": loop.elapsed, "total_tokens": done * run.args.total_batch_size}, step)
+
+
+def training_loop(run, loop, loader, batch):
+    """Step until the horizon (or a stop request): save, evaluate and sample when due, then train one step."""
+    args, start_step = run.args, loop.step
+    stop = StopFlag()
+    stop.install()
+    while True:
+        step = loop.step
+        last_step = step == run.plan.num_iterations
+        stop_now = any_rank(stop.requested, run.compute)  # all ranks stop together or not at all
+        # save first, then evaluate: a crash in an eval or sample must never cost the trained weights
+        if last_step or stop_now or (args.save_every > 0 and step % args.save_every == 0 and step != start_step):
+            save(run, loop, step)
+        if stop_now and not last_step:
+            print0(f"stopped at step {step}; continue with --resume_from_step={step} (and the same flags)")
+            return
+        if args.eval_every > 0 and (last_step or step % args.eval_every == 0):
+            evaluate(run, loop, step)
+        if args.sample_every > 0 and run.compute.master and (last_step or (step % args.sample_every == 0 and step > 0)):
+            sample(run, step)
+        if last_step:
+            return
+        train_loss, lrm, dt, batch = train_step(run, loop, loader, batch)
+        report_step(run, loop, train_loss, lrm, dt)
+        loop.step += 1
+
+
+def print_summary(run, loop):
+    print0(f"done: {loop.step} steps, {format_duration(loop.elapsed)} of training"
+           + (f", min val bpb {loop.min_val_bpb:.4f}" if loop.min_val_bpb is not None else ""))
+    if run.compute.device_type == "cuda":
+        print0(f"peak memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    model = run.args.model
+    model_flag = "" if model_sources.is_reference(model) else f" --model {model_sources.canonical(model)}"
+    print0(f"next: python -m nanochat.scripts.base_loss --model-tag {run.model_tag}{model_flag}\n"
+           f"      python -m nanochat.scripts.chat_cli -i base -g {run.model_tag}{model_flag} "
+           f"-p \"The capital of France is\"")
+
+
+def train(args):
+    compute = setup_compute(args.device_type, args.compile)
+    data_source = check_data(args.source)
+    tokenizer = get_tokenizer()
+    token_bytes = get_token_bytes(device=compute.device)
+    config, orig_model = build_model(args, tokenizer.get_vocab_size(), compute.device)
     model_tag = args.model_tag or f"d{args.depth}"
     checkpoint_dir = os.path.join(get_base_dir(), "base_checkpoints", model_tag)
     metrics_path = os.path.join(checkpoint_dir, "metrics.jsonl")
 
-    # resume: weights now, optimizer and loader state once they exist
+    # resume: the weights now (the batch size may come from the checkpoint), the optimizer state once it exists
     resume = None
     if args.resume_from_step >= 0:
-        if not os.path.exists(model_path(checkpoint_dir, args.resume_from_step)):
-            try:
-                hint = f"the latest saved step is {find_last_step(checkpoint_dir)}"
-            except CheckpointError:
-                hint = "there are no checkpoints for this --model_tag/--depth yet"
-            raise SystemExit(f"error: --resume_from_step={args.resume_from_step}: no checkpoint of that step in "
-                             f"{checkpoint_dir} ({hint})")
-        model_data, optimizer_data, meta = load_checkpoint(checkpoint_dir, args.resume_from_step, device,
-                                                           load_optimizer=True, rank=rank)
-        if meta["model_config"] != config_dict(config):
-            raise SystemExit(f"error: step {args.resume_from_step} in {checkpoint_dir} is a model with "
-                             f"{meta['model_config']}, but these flags build {config_dict(config)}; "
-                             f"pass the same --depth/--max_seq_len as the original run")
-        saved_source = meta.get("model_source", model_sources.REFERENCE)
-        if saved_source != model_sources.canonical(args.model):
-            print0(f"note: step {args.resume_from_step} was trained with {model_sources.describe(saved_source)}; "
-                   f"continuing with {model_sources.describe(args.model)}")
-        if device_type != "cuda":
-            model_data = {k: v.float() if v.dtype == torch.bfloat16 else v for k, v in model_data.items()}
-        try:
-            orig_model.load_state_dict(model_data, strict=True)
-        except RuntimeError as e:
-            raise SystemExit(f"error: step {args.resume_from_step} in {checkpoint_dir} does not fit "
-                             f"{model_sources.describe(args.model)}: {e}") from None
-        del model_data
-        resume = (optimizer_data, meta)
-        saved = meta.get("run_args", {})
-        if args.device_batch_size == "auto" and isinstance(saved.get("device_batch_size"), int):
-            args.device_batch_size = saved["device_batch_size"]
-            print0(f"resume: --device_batch_size=auto takes the saved run's {args.device_batch_size}")
-        for name in ("device_batch_size", "total_batch_size"):
-            if name in saved and saved[name] != getattr(args, name):
-                raise SystemExit(f"error: step {args.resume_from_step} was trained with --{name}={saved[name]}; "
-                                 f"resume with the same value (the data position depends on it)")
-
-    # the batch: rows per forward/backward, then gradient accumulation up to the total
-    if args.device_batch_size == "auto":
-        grad_accum_steps(args.total_batch_size, 1, args.max_seq_len, world_size)  # clear error if no size can work
-        cap = largest_power_of_two_dividing(args.total_batch_size // (args.max_seq_len * world_size))
-        if device_type == "cuda":
-            rows = probe_cuda_batch_size(orig_model, config, cap, device, autocast_ctx, num_params)
-            how = f"largest power of two <= {cap} whose forward+backward fit on {device}"
-        else:
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-            rows, per_row, budget = estimate_cpu_batch_size(config, num_params, cap, local_world)
-            how = (f"estimated {per_row / 2**20:.0f} MiB of activations per row against a budget of "
-                   f"{max(budget, 0) / 2**30:.1f} GiB (half the available RAM)")
-        if ddp:  # every rank must use the same size
-            t = torch.tensor([rows], device=device)
-            dist.all_reduce(t, op=dist.ReduceOp.MIN)
-            rows = int(t.item())
-        args.device_batch_size = rows
-        print0(f"--device_batch_size=auto -> {rows} ({how})")
-    B, T = args.device_batch_size, args.max_seq_len
-    accum_steps = grad_accum_steps(args.total_batch_size, B, T, world_size)
-
-    num_iterations, horizon_from = horizon(args, num_params, num_flops_per_token)
-    total_tokens_planned = num_iterations * args.total_batch_size
-    eval_tokens = args.eval_tokens or 20 * args.total_batch_size
-    eval_steps = max(1, eval_tokens // (B * T * world_size))
-    peak = peak_flops_per_device(device_type, args.peak_flops)
-
-    print0(f"model: {model_sources.describe(args.model)}")
-    print0(f"config: {config_dict(config)}")
-    print0(f"parameters: {num_params:,} | FLOPs per token: {num_flops_per_token:.3e}")
-    print0(f"device: {device} x {world_size} rank(s) | dtype: {compute_dtype(device_type)} | compile: {use_compile}")
-    print0(f"batch: {B} rows x {T} tokens x {world_size} rank(s) x {accum_steps} accumulation step(s) "
-           f"= {args.total_batch_size:,} tokens per step")
-    print0(f"horizon: {num_iterations:,} steps ({horizon_from}) = {total_tokens_planned:,} tokens, "
-           f"{total_tokens_planned / num_params:.2f} tokens per parameter, "
-           f"{num_flops_per_token * total_tokens_planned:.3e} FLOPs")
-    print0(f"data: {data_source} | checkpoints and metrics: {checkpoint_dir}")
+        resume = load_resume_checkpoint(args, checkpoint_dir, orig_model, config, compute)
+    plan = make_plan(args, compute, orig_model, config)
+    print_plan(args, compute, config, plan, data_source, checkpoint_dir)
 
     optimizers = orig_model.setup_optimizers(unembedding_lr=args.unembedding_lr, embedding_lr=args.embedding_lr,
                                              matrix_lr=args.matrix_lr, weight_decay=args.weight_decay)
-    adamw_optimizer, muon_optimizer = optimizers
-    model = torch.compile(orig_model, dynamic=False) if use_compile else orig_model
-
-    # loop state: fresh, or exactly where the checkpoint left off
-    start_step = 0
-    loader_state = None
-    smooth_loss = 0.0
-    elapsed = 0.0
-    min_val_bpb = None
+    model = torch.compile(orig_model, dynamic=False) if compute.use_compile else orig_model
+    loop = LoopState()
     if resume is not None:
-        optimizer_data, meta = resume
-        for opt, state in zip(optimizers, optimizer_data):
-            opt.load_state_dict(state)
-        del optimizer_data
-        start_step = meta["step"]
-        loop = meta.get("loop_state", {})
-        states = loop.get("dataloader_state")
-        if states is not None:
-            if len(states) != world_size:
-                raise SystemExit(f"error: step {start_step} was saved by {len(states)} rank(s); resume it with "
-                                 f"the same number (torchrun --nproc_per_node={len(states)})")
-            loader_state = states[rank]
-        smooth_loss = loop.get("smooth_loss", 0.0)
-        elapsed = loop.get("elapsed_s", 0.0)
-        min_val_bpb = loop.get("min_val_bpb")
-        if start_step > num_iterations:
-            raise SystemExit(f"error: step {start_step} is past the end of this run ({num_iterations} steps); "
-                             f"raise --num_iterations")
-        print0(f"resumed from step {start_step} of {checkpoint_dir}")
+        loop = restore_loop_state(resume, optimizers, compute, plan.num_iterations, checkpoint_dir)
+        del resume
+    if compute.master:
+        start_metrics(checkpoint_dir, metrics_path, loop.step if args.resume_from_step >= 0 else None)
 
-    if master:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        if resume is None:
-            try:
-                print0(f"note: {checkpoint_dir} holds checkpoints up to step {find_last_step(checkpoint_dir)} of an "
-                       f"earlier run; this fresh run replaces its metrics and overwrites steps as it saves them")
-            except CheckpointError:
-                pass
-            open(metrics_path, "w").close()  # a fresh run starts a fresh curve
-        else:
-            truncate_metrics(metrics_path, start_step)
-
-    train_loader = tokenizing_distributed_data_loader_with_state(
-        B, T, "train", device=device, resume_state_dict=loader_state, source=data_source)
-    x, y, next_state = next(train_loader)  # prefetch; `consumed` is the state after the last batch trained on
-    consumed = loader_state
-
-    def save(step, val_bpb=None):
-        states = [consumed]
-        if ddp:
-            states = [None] * world_size
-            dist.all_gather_object(states, consumed)
-        meta = {
-            "model_config": config_dict(config),
-            "step": step,
-            "model_source": model_sources.canonical(args.model),
-            "run_args": {**vars(args), "num_iterations": num_iterations},
-            "val_bpb": val_bpb,
-            "loop_state": {"dataloader_state": states if consumed is not None else None,
-                           "smooth_loss": smooth_loss, "elapsed_s": elapsed, "min_val_bpb": min_val_bpb},
-        }
-        save_checkpoint(checkpoint_dir, step, orig_model.state_dict(), [opt.state_dict() for opt in optimizers],
-                        meta, rank=rank)
-        print0(f"saved step {step} to {checkpoint_dir}")
-
-    def evaluate(step):
-        nonlocal min_val_bpb
-        val_loader = tokenizing_distributed_data_loader(B, T, "val", device=device, source=data_source)
-        model.eval()
-        with autocast_ctx:
-            bpb = evaluate_bpb(model, val_loader, eval_steps, token_bytes)
-        model.train()
-        min_val_bpb = bpb if min_val_bpb is None else min(min_val_bpb, bpb)
-        print0(f"step {step:05d} | val bpb {bpb:.4f} ({eval_steps * B * T * world_size:,} tokens)")
-        if master:
-            record = {"step": step, "val_bpb": bpb, "elapsed_s": elapsed}
-            append_jsonl(metrics_path, record)
-            if wandb_run:
-                wandb_run.log(record, step=step)
-        return bpb
-
-    def sample():
-        engine = Engine(orig_model, tokenizer)
-        orig_model.eval()
-        for prompt in SAMPLE_PROMPTS:
-            tokens = tokenizer(prompt, prepend=tokenizer.get_bos_token_id())
-            with autocast_ctx:
-                results, _ = engine.generate_batch(tokens, num_samples=1, max_tokens=16, temperature=0)
-            print0(f"  {tokenizer.decode(results[0][1:])!r}")
-        orig_model.train()
-
-    # wandb, only when asked for and installed
-    wandb_run = None
-    if args.wandb and args.run != "dummy" and master:
-        try:
-            import wandb
-        except ImportError:
-            raise SystemExit("error: --wandb needs the wandb package (pip install wandb)") from None
-        wandb_run = wandb.init(project="nanochat", name=args.run,
-                               config={**vars(args), "num_iterations": num_iterations})
-    elif args.wandb and args.run == "dummy":
-        print0("note: --wandb ignored for --run=dummy; give the run a name to log it")
-
-    stop = StopFlag()
-    stop.install()
-    val_bpb = None
-    step_times = []
-    step = start_step
-    while True:
-        last_step = step == num_iterations
-        stop_now = stop.requested
-        if ddp:  # all ranks stop together or not at all
-            t = torch.tensor([int(stop_now)], device=device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            stop_now = bool(t.item())
-
-        # save first, then evaluate: a crash in an eval or sample must never cost the trained weights
-        if last_step or stop_now or (args.save_every > 0 and step % args.save_every == 0 and step != start_step):
-            save(step, val_bpb)
-        if stop_now and not last_step:
-            print0(f"stopped at step {step}; continue with --resume_from_step={step} (and the same flags)")
-            break
-        if args.eval_every > 0 and (last_step or step % args.eval_every == 0):
-            val_bpb = evaluate(step)
-        if args.sample_every > 0 and master and (last_step or (step % args.sample_every == 0 and step > 0)):
-            print0(f"step {step:05d} | samples (greedy):")
-            sample()
-        if last_step:
-            break
-
-        # one optimizer step: accumulate gradients over the micro-steps, clip, schedule, step
-        synchronize()
-        t0 = time.time()
-        step_loss = torch.zeros((), device=device)
-        for _ in range(accum_steps):
-            with autocast_ctx:
-                loss = model(x, y)
-            step_loss += loss.detach()
-            (loss / accum_steps).backward()
-            consumed = next_state
-            x, y, next_state = next(train_loader)
-        if args.grad_clip > 0:
-            # under torchrun each rank clips its own gradient before the optimizers average them (as nanochat
-            # does); with one process this is exactly the global norm
-            torch.nn.utils.clip_grad_norm_(orig_model.parameters(), args.grad_clip)
-        lrm = lr_multiplier(step, num_iterations, args.warmup_ratio, args.warmdown_ratio, args.final_lr_frac)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * lrm
-        for group in muon_optimizer.param_groups:
-            group["momentum"] = muon_momentum(step)
-        for opt in optimizers:
-            opt.step()
-        orig_model.zero_grad(set_to_none=True)
-        step_loss /= accum_steps
-        if ddp:
-            dist.all_reduce(step_loss, op=dist.ReduceOp.SUM)
-            step_loss /= world_size
-        train_loss = step_loss.item()  # also waits for the device
-        synchronize()
-        dt = time.time() - t0
-
-        # bookkeeping and logging
-        elapsed += dt
-        step_times.append(dt)
-        done = step + 1
-        beta = 0.9
-        smooth_loss = beta * smooth_loss + (1 - beta) * train_loss
-        debiased = smooth_loss / (1 - beta ** done)
-        tok_per_sec = args.total_batch_size / dt
-        mfu = num_flops_per_token * tok_per_sec / (peak * world_size) if peak else None
-        recent = step_times[1:] if len(step_times) > 1 else step_times  # the first step pays for warm-up/compile
-        eta = sum(recent) / len(recent) * (num_iterations - done)
-        if not math.isfinite(train_loss):
-            raise SystemExit(f"error: the training loss became {train_loss} at step {step}; lower the learning "
-                             f"rates or check the model (last checkpoint: see {checkpoint_dir})")
-        mfu_text = f"{100 * mfu:.2f}%" if mfu is not None else "n/a"
-        print0(f"step {step:05d}/{num_iterations:05d} ({100 * done / num_iterations:.1f}%) | "
-               f"loss {train_loss:.6f} (smooth {debiased:.4f}) | lrm {lrm:.2f} | dt {dt * 1000:.1f}ms | "
-               f"tok/sec {tok_per_sec:,.0f} | mfu {mfu_text} | eta {format_duration(eta)} | "
-               f"elapsed {format_duration(elapsed)}", flush=True)
-        if master:
-            record = {"step": step, "loss": train_loss, "loss_smooth": debiased, "lr_mult": lrm,
-                      "tok_per_sec": tok_per_sec, "mfu": mfu, "dt_ms": dt * 1000, "eta_s": eta,
-                      "elapsed_s": elapsed, "total_tokens": done * args.total_batch_size}
-            append_jsonl(metrics_path, record)
-            if wandb_run:
-                wandb_run.log(record, step=step)
-        step += 1
-
-    print0(f"done: {step} steps, {format_duration(elapsed)} of training"
-           + (f", min val bpb {min_val_bpb:.4f}" if min_val_bpb is not None else ""))
-    if device_type == "cuda":
-        print0(f"peak memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    model_flag = "" if model_sources.is_reference(args.model) else f" --model {model_sources.canonical(args.model)}"
-    print0(f"next: python -m nanochat.scripts.base_loss --model-tag {model_tag}{model_flag}\n"
-           f"      python -m nanochat.scripts.chat_cli -i base -g {model_tag}{model_flag} "
-           f"-p \"The capital of France is\"")
+    loader = tokenizing_distributed_data_loader_with_state(
+        plan.rows, plan.seq_len, "train", device=compute.device, resume_state_dict=loop.consumed, source=data_source)
+    batch = next(loader)  # prefetched: (inputs, targets, loader state after them)
+    wandb_run = start_wandb(args, compute.master, plan.num_iterations)
+    run = Run(args, compute, tokenizer, token_bytes, config, orig_model, model, optimizers, plan, data_source,
+              model_tag, checkpoint_dir, metrics_path, wandb_run)
+    training_loop(run, loop, loader, batch)
+    print_summary(run, loop)
     if wandb_run:
         wandb_run.finish()
 
