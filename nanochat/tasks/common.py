@@ -38,6 +38,8 @@ class Message(TypedDict):
 class Conversation(TypedDict):
     messages: list[Message]
     letters: NotRequired[list[str]]  # categorical tasks: the answer letters, e.g. ["A", "B", "C", "D"]
+    entry_point: NotRequired[str]  # HumanEval: the function the tests call
+    test: NotRequired[str]  # HumanEval: the tests, a `check(candidate)` function
 
 
 class EvalType(str, Enum):
@@ -93,6 +95,21 @@ class Task(ABC):
 
     def __iter__(self):
         return (self.get_example(i) for i in self._indices)
+
+
+class RowsTask(Task):
+    """A task over a list of raw rows, read on first access by `load_rows` and kept."""
+
+    @abstractmethod
+    def load_rows(self) -> list:
+        """Read the rows (raise MissingDataError if their files are not there)."""
+
+    @cached_property
+    def rows(self) -> list:
+        return self.load_rows()
+
+    def num_examples(self) -> int:
+        return len(self.rows)
 
 
 class TaskMixture(Task):
@@ -177,7 +194,7 @@ def mc_conversation(question: str, choices: list[str], answer_index: int) -> Con
     return {"messages": messages, "letters": letters}
 
 
-class CategoricalTask(Task):
+class CategoricalTask(RowsTask):
     """A multiple-choice task: the response is one of the conversation's letters."""
 
     eval_type = EvalType.CATEGORICAL

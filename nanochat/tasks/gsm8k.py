@@ -8,7 +8,7 @@ compares the number after `#### ` in the model's answer with the reference's.
 
 import re
 
-from nanochat.tasks.common import Conversation, Part, Task, assistant_text
+from nanochat.tasks.common import Conversation, Part, RowsTask, assistant_text
 from nanochat.tasks.data import read_parquet_rows, require
 
 SUBSETS = ("main",)
@@ -53,7 +53,7 @@ def row_to_conversation(row: dict) -> Conversation:
     }
 
 
-class GSM8K(Task):
+class GSM8K(RowsTask):
     name = "GSM8K"
 
     def __init__(self, subset: str = "main", split: str = "test", **slice_args):
@@ -61,18 +61,12 @@ class GSM8K(Task):
             raise ValueError(f"GSM8K: subset must be one of {SUBSETS} and split one of {SPLITS}")
         super().__init__(**slice_args)
         self.subset, self.split = subset, split
-        self._rows: list[dict] | None = None
 
-    def _data(self) -> list[dict]:
-        if self._rows is None:
-            self._rows = read_parquet_rows(require("gsm8k", f"{self.split}.parquet", self.name))
-        return self._rows
-
-    def num_examples(self) -> int:
-        return len(self._data())
+    def load_rows(self) -> list[dict]:
+        return read_parquet_rows(require("gsm8k", f"{self.split}.parquet", self.name))
 
     def get_example(self, index: int) -> Conversation:
-        return row_to_conversation(self._data()[index])
+        return row_to_conversation(self.rows[index])
 
     def evaluate(self, conversation: Conversation, response: str) -> bool:
         """True when the response's `#### ` number equals the reference answer's."""
