@@ -12,22 +12,25 @@ half-written checkpoint under the real name. Tensors are loaded with `torch.load
 refuses to run arbitrary pickled code. Anything wrong (no directory, no such step, a truncated file) raises
 `CheckpointError` naming the file and saying what to do.
 
-Checkpoint directories are `<source>_checkpoints/<model tag>/` with source one of base, mid, sft, rl. When the
-caller gives no tag, the deepest `d<N>` tag is used; with no step, the latest step; and the guess is printed.
+Checkpoint directories are `<phase>_checkpoints/<model tag>/` with phase one of base, mid, sft, rl (the scripts'
+`-i/--phase`). When the caller gives no tag, the deepest `d<N>` tag is used; with no step, the latest step; and the guess is printed.
 """
 
 import glob
 import json
 import os
 import re
+import sys
 
 import torch
 
 from nanochat import model_source as model_sources
 from nanochat.common import get_base_dir, print0
+from nanochat.fsutil import atomic_path, atomic_write
 
-SOURCES = ("base", "mid", "sft", "rl")
-PHASES = ("train", "eval")
+PHASES = ("base", "mid", "sft", "rl")  # which training phase wrote a checkpoint: `-i/--phase` in the scripts
+SOURCES = PHASES  # the old name, kept until every importer says PHASES
+MODES = ("train", "eval")  # what a rebuilt model is put in: model.train() or model.eval()
 COMPILED_PREFIX = "_orig_mod."
 
 
@@ -47,10 +50,10 @@ def meta_path(checkpoint_dir, step):
     return os.path.join(checkpoint_dir, f"meta_{step:06d}.json")
 
 
-def checkpoints_dir(source):
-    if source not in SOURCES:
-        raise ValueError(f"unknown checkpoint source {source!r}; choose one of {', '.join(SOURCES)}")
-    return os.path.join(get_base_dir(), f"{source}_checkpoints")
+def checkpoints_dir(phase):
+    if phase not in PHASES:
+        raise ValueError(f"unknown checkpoint phase {phase!r}; choose one of {', '.join(PHASES)}")
+    return os.path.join(get_base_dir(), f"{phase}_checkpoints")
 
 
 def strip_compiled_prefix(state_dict):
@@ -58,31 +61,17 @@ def strip_compiled_prefix(state_dict):
     return {k.removeprefix(COMPILED_PREFIX): v for k, v in state_dict.items()}
 
 
-def _atomic_write(path, write):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_checkpoint(checkpoint_dir, step, model_data, optimizer_data, meta_data, rank=0):
     """Write step `step`: the model and meta (rank 0 only) and this rank's optimizer state (if not None)."""
     os.makedirs(checkpoint_dir, exist_ok=True)
     if rank == 0:
         model_data = strip_compiled_prefix(model_data)
-        _atomic_write(model_path(checkpoint_dir, step), lambda p: torch.save(model_data, p))
-        _atomic_write(meta_path(checkpoint_dir, step),
-                      lambda p: _write_text(p, json.dumps(meta_data, indent=2, default=str)))
+        with atomic_path(model_path(checkpoint_dir, step)) as tmp:
+            torch.save(model_data, tmp)
+        atomic_write(meta_path(checkpoint_dir, step), json.dumps(meta_data, indent=2, default=str))
     if optimizer_data is not None:
-        _atomic_write(optim_path(checkpoint_dir, step, rank), lambda p: torch.save(optimizer_data, p))
-
-
-def _write_text(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+        with atomic_path(optim_path(checkpoint_dir, step, rank)) as tmp:
+            torch.save(optimizer_data, tmp)
 
 
 def _torch_load(path, device):
@@ -93,6 +82,35 @@ def _torch_load(path, device):
     except Exception as e:  # truncated zip, foreign pickle, disk errors: all mean "this file is unusable"
         raise CheckpointError(f"checkpoint file {path} is corrupt or incomplete ({type(e).__name__}: {e}); "
                               f"delete this step's files and resume from an earlier step or re-run training") from None
+
+
+def _check_state_dict(data, path):
+    """A model file must hold {name: tensor} with finite values; anything else is refused, naming the file."""
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                             for k, v in data.items()):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a model state dict (names to tensors); "
+                              f"it was not saved by nanochat's save_checkpoint")
+    for name, tensor in data.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: the weights {name} hold NaN or infinite values (training diverged "
+                                  f"before this step was saved); use an earlier step")
+    return data
+
+
+def _check_config_fits(module, config, model_data, where):
+    """Build the model on the meta device (no memory) and compare its tensor shapes with the saved weights, so a
+    model_config that does not match its weights (a vocab_size of 10^9, say) is refused before anything big is
+    allocated. A model that cannot be built on the meta device is left to the real build."""
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in module.GPT(config).state_dict().items()}
+    except Exception:
+        return
+    for name, shape in shapes.items():
+        saved = model_data.get(name)
+        if saved is not None and tuple(saved.shape) != shape:
+            raise CheckpointError(f"{where}: its model_config builds {name} with shape {list(shape)} but the saved "
+                                  f"weights have {list(saved.shape)}; the meta file does not belong to these weights")
 
 
 def _steps_in(checkpoint_dir):
@@ -117,7 +135,8 @@ def load_checkpoint(checkpoint_dir, step, device, load_optimizer=False, rank=0):
         steps = _steps_in(checkpoint_dir)
         have = f"steps available: {', '.join(map(str, steps))}" if steps else "it holds no checkpoints"
         raise CheckpointError(f"no checkpoint for step {step} in {checkpoint_dir} ({have}); pass one of those with --step")
-    model_data = _torch_load(model_path(checkpoint_dir, step), device)
+    model_data = _check_state_dict(_torch_load(model_path(checkpoint_dir, step), device),
+                                   model_path(checkpoint_dir, step))
     optimizer_data = None
     if load_optimizer:
         path = optim_path(checkpoint_dir, step, rank)
@@ -167,36 +186,48 @@ def find_largest_model(checkpoints_dir):
     return max(tags, key=lambda t: os.path.getmtime(os.path.join(checkpoints_dir, t)))
 
 
-def build_model(checkpoint_dir, step, device, phase, model_source=None):
+def build_model(checkpoint_dir, step, device, mode, model_source=None, trusted_dirs=None):
     """Rebuild the model saved at `step` and load its weights. Returns (model, tokenizer, meta).
 
     The model class comes from `model_source` if given, else from the checkpoint's meta ("reference" or the
-    learner file it was trained from). On cpu/mps, bf16 tensors are loaded as fp32.
+    learner file it was trained from; a file is run only from inside the current directory or `trusted_dirs`,
+    see `model_source.checkpoint_model_source`). On cpu/mps, bf16 tensors are loaded as fp32.
     """
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     device = torch.device(device)
     model_data, _, meta = load_checkpoint(checkpoint_dir, step, device)
     if device.type in ("cpu", "mps"):
         model_data = {k: v.float() if v.dtype == torch.bfloat16 else v for k, v in model_data.items()}
     model_data = strip_compiled_prefix(model_data)
-    source = model_source if model_source is not None else meta.get("model_source", model_sources.REFERENCE)
+    if model_source is None:
+        source = model_sources.checkpoint_model_source(meta.get("model_source"), meta_path(checkpoint_dir, step),
+                                                       trusted_dirs)
+    else:
+        source = model_source
+        if not model_sources.is_reference(source):
+            print(f"model code: {model_sources.canonical(source)} (--model)", file=sys.stderr)
     module = model_sources.load_model_module(source)
     try:
         config = module.GPTConfig(**meta["model_config"])
     except TypeError as e:
         raise CheckpointError(f"{meta_path(checkpoint_dir, step)}: its model_config does not fit "
                               f"{model_sources.describe(source)}'s GPTConfig ({e})") from None
+    _check_config_fits(module, config, model_data, meta_path(checkpoint_dir, step))
     # built straight on the device (not via init_weights, which a learner may not have written yet);
     # the checkpoint's tensors then replace the fresh ones, dtype included
-    with device:
-        model = module.GPT(config)
+    try:
+        with device:
+            model = module.GPT(config)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise CheckpointError(f"{meta_path(checkpoint_dir, step)}: no model can be built from its model_config "
+                              f"{meta['model_config']} ({type(e).__name__}: {e})") from None
     try:
         model.load_state_dict(model_data, strict=True, assign=True)
     except RuntimeError as e:
         raise CheckpointError(f"{model_path(checkpoint_dir, step)} does not fit {model_sources.describe(source)}: "
                               f"{e}") from None
-    if phase == "train":
+    if mode == "train":
         model.train()
     else:
         model.eval()
@@ -204,17 +235,18 @@ def build_model(checkpoint_dir, step, device, phase, model_source=None):
     return model, get_tokenizer(), meta
 
 
-def load_model(source, device, phase, model_tag=None, step=None, model_source=None):
-    """Load `<source>_checkpoints/<model_tag>/` at `step` (guessing and announcing what is not given)."""
-    root = checkpoints_dir(source)
+def load_model(phase, device, mode, model_tag=None, step=None, model_source=None, trusted_dirs=None):
+    """Load `<phase>_checkpoints/<model_tag>/` at `step` (guessing and announcing what is not given)."""
+    root = checkpoints_dir(phase)
     guessed = model_tag is None or step is None
     if model_tag is None:
         model_tag = find_largest_model(root)
     checkpoint_dir = os.path.join(root, model_tag)
     if step is None:
         step = find_last_step(checkpoint_dir)
-    model, tokenizer, meta = build_model(checkpoint_dir, step, device, phase, model_source=model_source)
+    model, tokenizer, meta = build_model(checkpoint_dir, step, device, mode, model_source=model_source,
+                                         trusted_dirs=trusted_dirs)
     if guessed:
-        print0(f"loaded {source} checkpoint {model_tag} step {step} from {checkpoint_dir} "
+        print0(f"loaded {phase} checkpoint {model_tag} step {step} from {checkpoint_dir} "
                f"(choose another with --model-tag/--step)")
     return model, tokenizer, meta

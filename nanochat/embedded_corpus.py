@@ -40,11 +40,12 @@ import os
 import random
 import sys
 import sysconfig
-import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from nanochat.fsutil import atomic_write
 
 CORPUS_VERSION = 1  # bump when the way documents are built changes: invalidates the on-disk cache
 VAL_EVERY = 20  # every 20th document (after the fixed shuffle) is validation
@@ -232,10 +233,8 @@ def _load_or_build() -> list[Document]:
         for stale in path.parent.glob("corpus-*.json"):  # caches of older inputs
             if stale != path:
                 stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".corpus-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": CORPUS_VERSION, "documents": [d.__dict__ for d in docs]}, f)
-        os.replace(tmp, path)  # atomic: a reader sees the old file or the complete new one
+        # atomic: a reader sees the old file or the complete new one
+        atomic_write(path, json.dumps({"version": CORPUS_VERSION, "documents": [d.__dict__ for d in docs]}))
     except OSError:
         pass  # a read-only base dir only costs the rebuild next time
     return docs

@@ -28,7 +28,7 @@ def nanochat_base_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runner(request):
     """A warm check runner per test module; a module sets CHECK_TIMEOUT (seconds) to change the default 60."""
-    from workbench.runner import Runner
+    from workbench.check.client import Runner
 
     r = Runner(timeout=getattr(request.module, "CHECK_TIMEOUT", 60))
     r.wait_ready()

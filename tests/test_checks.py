@@ -8,11 +8,11 @@ import pathlib
 
 import pytest
 
-from workbench.phases import ALL_METHODS, PHASES, phase_of
+from workbench.course.phases import ALL_METHODS, PHASES, phase_of
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
-SKELETON = (ROOT / "workbench" / "templates" / "learner_gpt.py").read_text()
+SKELETON = (ROOT / "workbench" / "course" / "templates" / "learner_gpt.py").read_text()
 CHECK_TIMEOUT = 120  # the module's runner (tests/conftest.py): whole-file checks with 20 training steps
 
 
@@ -206,9 +206,9 @@ def test_editing_the_file_cannot_fake_a_pass(runner, write):
     # a file that overrides the workbench's comparison helpers in the check process still fails: the verdicts
     # are made in the worker, from tensors the learner's code produced
     cheat = planted([("x = F.relu(x).square()", "x = F.relu(x)")]) + (
-        "\nimport workbench.checks, workbench.judge\n"
-        "workbench.checks._differs = lambda *a, **k: False\n"
-        "workbench.judge.max_abs_diff = lambda *a, **k: 0.0\n"
+        "\nimport workbench.check.child, workbench.check.judge\n"
+        "workbench.check.child._differs = lambda *a, **k: False\n"
+        "workbench.check.judge.max_abs_diff = lambda *a, **k: 0.0\n"
         "CHECKS_PASS = True\n"
     )
     result = runner.run_sync(write("cheat.py", cheat))
@@ -227,7 +227,7 @@ def test_methods_are_checked_in_isolation_before_init_is_written(runner, write):
 
 
 def test_phases_table_and_rows_agree():
-    from workbench.judge import ROWS
+    from workbench.check.judge import ROWS
     names = [q for q, _, _ in ROWS]
     for phase in PHASES:
         for method in phase.methods:

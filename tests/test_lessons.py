@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import yaml
 
 from nanochat import gpt as ref_gpt
-from workbench.phases import ALL_METHODS, LESSON_FOR, PHASES
+from workbench.course.phases import ALL_METHODS, LESSON_FOR, PHASES
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS_DIR = ROOT / "lessons"
@@ -340,7 +340,7 @@ def test_the_index_lists_every_lesson_and_method():
         assert listed == lesson["teaches"], f"README.md: methods listed for {name} differ from its `teaches`"
     rows = table_rows(text, ["phase", "method", "lesson"])
     expected = [[str(p.number), f"`{m}`", LESSON_FOR[m]] for p in PHASES for m in p.methods]
-    assert rows == expected, "README.md: the method table differs from workbench/phases.py"
+    assert rows == expected, "README.md: the method table differs from workbench/course/phases.py"
 
 
 # ---------------------------------------------------------------------------------------------------------------

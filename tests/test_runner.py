@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from workbench.runner import CheckCancelled, Runner, RunnerError
+from workbench.check.client import CheckCancelled, Runner, RunnerError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
-SKELETON = (ROOT / "workbench" / "templates" / "learner_gpt.py").read_text()
+SKELETON = (ROOT / "workbench" / "course" / "templates" / "learner_gpt.py").read_text()
 LOOPING = REFERENCE.replace("    def init_weights(self):\n", "    def init_weights(self):\n        while True:\n            pass\n", 1)
 
 

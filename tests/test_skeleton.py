@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.phases import ALL_METHODS, LESSON_FOR, PHASES
-from workbench.workspace import SKELETON_TEMPLATE
+from workbench.course.phases import ALL_METHODS, LESSON_FOR, PHASES
+from workbench.course.workspace import SKELETON_TEMPLATE
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "nanochat" / "gpt.py"

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench.phases import ALL_METHODS, PHASES
-from workbench.status_doc import MARK, MILESTONES, StatusDoc, StatusDocError, milestone_key
-from workbench.workspace import render_status
+from workbench.course.phases import ALL_METHODS, PHASES
+from workbench.course.workspace import render_status
+from workbench.status.doc import MARK, MILESTONES, StatusDoc, StatusDocError, milestone_key
 
 TEMPLATE = render_status("learner_gpt.py")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
-from workbench.workspace import SKELETON_TEMPLATE
+from workbench.course.workspace import SKELETON_TEMPLATE
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "nanochat" / "gpt.py"

@@ -11,8 +11,8 @@ import pytest
 from textual.app import App
 
 from nanochat.tokenizer import get_tokenizer
-from workbench import chat_worker
-from workbench.widgets.chat_turn import ChatTurn, ToolCall
+from workbench.tui.services import chat_worker
+from workbench.tui.widgets.chat_turn import ChatTurn, ToolCall
 
 pytestmark = [pytest.mark.timeout(120)]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from workbench.app import WorkbenchApp
-from workbench.runner import Runner
-from workbench.tui_methods import reference_method, replace_method
-from workbench.workspace import init_workspace
+from workbench.check.client import Runner
+from workbench.course.methods import reference_method, replace_method
+from workbench.course.workspace import init_workspace
+from workbench.tui.app import WorkbenchApp
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.anyio]
 

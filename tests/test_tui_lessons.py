@@ -5,11 +5,11 @@ import asyncio
 
 import pytest
 
-from workbench.app import WorkbenchApp
-from workbench.status_doc import StatusDoc
-from workbench.tui_lessons import heading_for, list_lessons
-from workbench.tui_notes import read_notes, write_notes
-from workbench.workspace import init_workspace
+from workbench.course.lessons import heading_for, list_lessons
+from workbench.course.workspace import init_workspace
+from workbench.status.doc import StatusDoc
+from workbench.status.notes import read_notes, write_notes
+from workbench.tui.app import WorkbenchApp
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.anyio]
 

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from workbench.app import WorkbenchApp
-from workbench.messages import RunExited
-from workbench.workspace import init_workspace
+from workbench.course.workspace import init_workspace
+from workbench.tui.app import WorkbenchApp
+from workbench.tui.messages import RunExited
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.anyio]
 

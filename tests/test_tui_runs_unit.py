@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from workbench.tui_runs import MetricsTail, count_gpus, scan_runs, train_command
+from workbench.tui.services.runs import MetricsTail, count_gpus, scan_runs, train_command
 
 
 def test_one_process_on_cpu_and_torchrun_with_several_gpus():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from workbench.app import WorkbenchApp
-from workbench.workspace import init_workspace
+from workbench.course.workspace import init_workspace
+from workbench.tui.app import WorkbenchApp
 
 pytestmark = pytest.mark.timeout(240)
 

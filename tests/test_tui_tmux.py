@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from workbench.tui_methods import reference_method, replace_method
-from workbench.workspace import init_workspace
+from workbench.course.methods import reference_method, replace_method
+from workbench.course.workspace import init_workspace
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -60,7 +60,7 @@ class Tmux:
 EDITOR_SCRIPT = """
 import sys
 from pathlib import Path
-from workbench.tui_methods import reference_method, replace_method
+from workbench.course.methods import reference_method, replace_method
 path = Path(sys.argv[-1])
 text = path.read_text()
 for q in ("GPT._precompute_rotary_embeddings", "Block.__init__", "CausalSelfAttention.__init__", "MLP.__init__"):

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from workbench.app import WorkbenchApp
-from workbench.tui_watch import WorkspaceWatcher
-from workbench.workspace import init_workspace
+from workbench.course.workspace import init_workspace
+from workbench.tui.app import WorkbenchApp
+from workbench.tui.watcher import WorkspaceWatcher
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.anyio]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from workbench.cli import main
-from workbench.workspace import SKELETON_TEMPLATE, render_status
+from workbench.course.workspace import SKELETON_TEMPLATE, render_status
 
 ROOT = Path(__file__).resolve().parent.parent
 

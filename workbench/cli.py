@@ -1,13 +1,23 @@
-"""The `nanochat-workbench` command: with no subcommand it opens the TUI; `init`, `check`, `bpe` and `trace` are
-headless.
+"""The `nanochat-workbench` command: with no subcommand it opens the TUI; the subcommands are headless.
+
+Each subcommand is a module with `add_arguments(parser)` and `run(args) -> int`, registered by one line in
+COMMANDS and imported only when that subcommand is used (`--help` and `init` never load torch).
 
 Exit codes: 0 ok, 1 the command ran and found a problem (a TODO, a mismatch, an error), 2 a usage error.
-Nothing heavy is imported here: `--help` and `init` never load torch; each subcommand imports its module when run.
 """
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+
+# (name, module with add_arguments(parser) and run(args) -> int, one-line help); one line per subcommand
+COMMANDS = [
+    ("init", "workbench.course.workspace", "create learner_gpt.py (the skeleton) and STATUS.md in DIR"),
+    ("check", "workbench.check.command", "run your GPT file through the depth-4 checks against the reference"),
+    ("bpe", "workbench.course.bpe_check", "check your plain-Python BPE trainer (lesson 02's exercise) against rustbpe"),
+    ("trace", "workbench.course.trace", "print a forward pass: shapes, statistics, attention, parameters"),
+]
 
 
 def _version() -> str:
@@ -18,7 +28,22 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand named in argv (the first word that is not an option or the value of --workspace)."""
+    names = {name for name, _, _ in COMMANDS}
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workspace":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in names else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported to add its arguments (the others are listed by name)."""
     parser = argparse.ArgumentParser(
         prog="nanochat-workbench",
         description="Write your own GPT, method by method, against nanochat's reference.",
@@ -29,71 +54,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", default=".", metavar="DIR",
                         help="the workspace the TUI opens (default: the current directory)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    init = sub.add_parser("init", help="create learner_gpt.py (the skeleton) and STATUS.md in DIR",
-                          description="Create a workspace: the GPT skeleton to fill in and STATUS.md to track it. "
-                                      "Existing files are never overwritten.")
-    init.add_argument("dir", nargs="?", default=".", metavar="DIR", help="workspace directory (default: here)")
-    init.add_argument("--name", default="learner_gpt.py", help="file name of your GPT (default: learner_gpt.py)")
-
-    check = sub.add_parser("check", help="run your GPT file through the depth-4 checks against the reference",
-                           description="Check FILE against the reference GPT, component by component.")
-    from workbench import check_command  # light: the runner imports torch only in its worker process
-    check_command.add_arguments(check)
-
-    bpe = sub.add_parser("bpe", help="check your plain-Python BPE trainer (lesson 02's exercise) against rustbpe",
-                         description="Run train_bpe(text, vocab_size, pattern) from FILE and compare its merges with "
-                                     "rustbpe's on the same text.")
-    from workbench import bpe_check  # light: rustbpe and the learner's code are loaded only when it runs
-    bpe_check.add_arguments(bpe)
-
-    trace = sub.add_parser("trace", help="print a forward pass: shapes, statistics, attention, parameters",
-                           description="Trace one forward pass of a small GPT from FILE (default: the reference).")
-    from workbench import trace as trace_module  # light: it imports torch only when it runs
-    trace_module.add_arguments(trace)
+    for name, module_name, help_text in COMMANDS:
+        if name != command:
+            sub.add_parser(name, help=help_text)
+            continue
+        module = importlib.import_module(module_name)
+        description = help_text[0].upper() + help_text[1:] + "."
+        module.add_arguments(sub.add_parser(name, help=help_text, description=description))
     return parser
-
-
-def _run_init(args) -> int:
-    from workbench.workspace import UsageError, WorkspaceError, init_workspace, next_steps
-    try:
-        ws = init_workspace(args.dir, args.name)
-    except UsageError as e:
-        print(f"nanochat-workbench init: error: {e}", file=sys.stderr)
-        return 2
-    except WorkspaceError as e:
-        print(f"nanochat-workbench init: {e}", file=sys.stderr)
-        return 1
-    print(next_steps(ws))
-    return 0
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
+    parser = build_parser(chosen_command(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on usage errors and 0 for --help/--version
         return int(e.code or 0)
     if args.command is None:
-        from workbench.tui_main import run_tui  # textual is imported only when the TUI really starts
+        from workbench.tui.main import run_tui  # textual is imported only when the TUI really starts
         return run_tui(Path(args.workspace))
+    module = importlib.import_module(dict((name, module) for name, module, _ in COMMANDS)[args.command])
     try:
-        if args.command == "init":
-            return _run_init(args)
-        if args.command == "check":
-            from workbench import check_command
-            return int(check_command.run(args))
-        if args.command == "bpe":
-            from workbench import bpe_check
-            return bpe_check.run(args)
-        if args.command == "trace":
-            from workbench import trace as trace_module
-            return trace_module.run(args)
+        return int(module.run(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 2
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Benchmark: how long from saving the learner's file to feedback, warm worker vs a fresh training process.
 
-    python -m workbench.bench_feedback [--reps 10] [--fresh-reps 3] [--scenarios skeleton,complete]
+    python -m workbench.bench.feedback [--reps 10] [--fresh-reps 3] [--scenarios skeleton,complete]
 
 For each scenario the learner file is (re)written and the clock runs until the result is in:
-- warm: the check through workbench.runner's warm worker (what the TUI does on every save);
+- warm: the check through workbench.check.client's warm worker (what the TUI does on every save);
 - fresh: the old way, a new `python -m nanochat.scripts.base_train --depth=4 --max_seq_len=512
   --device_batch_size=1 --total_batch_size=512 --num_iterations=1 --model FILE` process, until it exits.
 The two alternate within one run, so both see the same machine load. Scenarios: `skeleton` (the untouched
@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 FRESH_CMD = ["-m", "nanochat.scripts.base_train", "--depth=4", "--max_seq_len=512", "--device_batch_size=1",
              "--total_batch_size=512", "--num_iterations=1"]
 
@@ -36,7 +36,7 @@ def percentile(values, q):
 
 def learner_source(scenario: str) -> str:
     if scenario == "skeleton":
-        return (ROOT / "workbench" / "templates" / "learner_gpt.py").read_text()
+        return (ROOT / "workbench" / "course" / "templates" / "learner_gpt.py").read_text()
     return (ROOT / "nanochat" / "gpt.py").read_text()
 
 
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     if args.reps < 1 or args.fresh_reps < 0:
         parser.error("--reps must be at least 1 and --fresh-reps at least 0")
 
-    from workbench.runner import Runner
+    from workbench.check.client import Runner
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-feedback-"))
     env = dict(os.environ, NANOCHAT_BASE_DIR=str(work / "base"), PYTHONPATH=str(ROOT))

@@ -1,9 +1,9 @@
 """Benchmark of the TUI: start-up to first paint, save-to-panel latency against the runner's own time, and the
 event loop's lag while checks run. Prints figures; targets from the TUI issue are printed beside them.
 
-    python -m workbench.bench_tui [--startups 5] [--saves 10]
+    python -m workbench.bench.tui [--startups 5] [--saves 10]
 
-1. Start-up: `python -m workbench.tui_main` in a pseudo-terminal (100×30), timed from spawn to the first
+1. Start-up: `python -m workbench.tui.main` in a pseudo-terminal (100×30), timed from spawn to the first
    frame that shows the screen bar. Target ≤ 1.5 s.
 2. Save to panel: the app runs headless with a warm runner; the learner file is saved alternately in two
    versions, and each save is timed from the write to the next-step panel showing the new result (the
@@ -44,7 +44,7 @@ def time_startup(workspace: Path, timeout: float = 30.0) -> float:
     if pid == 0:  # child: the TUI, on the pty
         os.chdir(workspace)
         os.environ["TERM"] = "xterm-256color"
-        os.execv(sys.executable, [sys.executable, "-m", "workbench.tui_main"])
+        os.execv(sys.executable, [sys.executable, "-m", "workbench.tui.main"])
     ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     start, seen = time.perf_counter(), b""
     try:
@@ -89,7 +89,7 @@ async def lag_probe(samples: list[float], stop: asyncio.Event, period: float = 0
 async def time_saves(workspace: Path, scratch: Path, versions: list[str], saves: int, runner):
     """Per save: the TUI's save-to-panel time, then (interleaved, same machine state) the runner alone on the
     same text in another file. Returns (tui times, runner times, event-loop lags)."""
-    from workbench.app import WorkbenchApp
+    from workbench.tui.app import WorkbenchApp
 
     learner = workspace / "learner_gpt.py"
     app = WorkbenchApp(workspace, runner=runner)
@@ -124,9 +124,9 @@ def main(argv=None) -> int:
     parser.add_argument("--saves", type=int, default=10)
     args = parser.parse_args(argv)
 
-    from workbench.runner import Runner
-    from workbench.tui_methods import reference_method, replace_method
-    from workbench.workspace import init_workspace
+    from workbench.check.client import Runner
+    from workbench.course.methods import REFERENCE_FILE, reference_method, replace_method
+    from workbench.course.workspace import init_workspace
 
     root = Path(tempfile.mkdtemp(prefix="bench_tui_"))
     try:
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         # 2. and 3.
         skeleton = ws.learner_file.read_text()
         one_method = replace_method(skeleton, "GPT.__init__", reference_method("GPT.__init__"))
-        reference = (Path(__file__).resolve().parent.parent / "nanochat" / "gpt.py").read_text()
+        reference = REFERENCE_FILE.read_text()
         cases = [("skeleton / one method (next TODO)", [one_method, skeleton], args.saves),
                  ("complete file (all checks + a step)", [reference, reference + "\n# saved again\n"],
                   max(2, args.saves // 2))]

@@ -2,7 +2,7 @@
 methods on its own.
 
 Two parts, both only *observe* and send what the learner's code produced to the worker, which judges it
-against the reference (workbench/judge.py); nothing here decides pass or fail, so a learner file that patches
+against the reference (workbench/check/judge.py); nothing here decides pass or fail, so a learner file that patches
 this module can not fake a result.
 
 1. The pipeline, in the order training runs the code: import → construct the depth-4 GPT → init_weights →
@@ -29,10 +29,10 @@ import traceback
 import torch
 
 from nanochat import gpt as ref_gpt
-from workbench import probe
-from workbench.phases import ALL_METHODS
-from workbench.reference_state import (GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T, PROMPT_LEN, SEED,
+from workbench.check import probe
+from workbench.check.reference import (GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T, PROMPT_LEN, SEED,
                                        describe_optimizers)
+from workbench.course.phases import ALL_METHODS
 
 STAGES = ("import", "construct", "init", "forward", "backward", "optimize", "train", "generate", "done")
 CUSTOM_LRS = dict(unembedding_lr=0.01, embedding_lr=0.1, matrix_lr=0.03, weight_decay=0.05)

@@ -7,8 +7,8 @@
 
     result = check_file(path, steps=10)    # one-shot: start a worker, check, stop it
 
-`result` is the dict that `nanochat-workbench check --json` prints. The worker (`python -m workbench.worker`)
-is a subprocess in its own session; it forks a child per check (workbench/worker.py), so whatever the
+`result` is the dict that `nanochat-workbench check --json` prints. The worker (`python -m workbench.check.worker`)
+is a subprocess in its own session; it forks a child per check (workbench/check/worker.py), so whatever the
 learner's code does — loop forever, segfault, exit, eat memory, print a million lines — the caller survives and
 gets a result saying what happened. If the worker itself dies, the pending run fails with `RunnerError` and
 the next run starts a new worker. This module imports nothing heavy (no torch): the TUI stays light.
@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from workbench.worker import WARMUP_STAGES
+from workbench.check.worker import WARMUP_STAGES
 
 DEFAULT_STEPS = 1  # warm path: one optimizer step (the loss is measured before and after it)
 DEFAULT_TIMEOUT = 60.0
@@ -42,7 +42,7 @@ class CheckCancelled(Exception):
 
 
 def _repo_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Runner:
@@ -83,12 +83,13 @@ class Runner:
             self.started_at = time.perf_counter()
             try:
                 self._proc = subprocess.Popen(
-                    [self.python, "-m", "workbench.worker", "--seq", str(self.seq_len)],
+                    [self.python, "-m", "workbench.check.worker", "--seq", str(self.seq_len)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                     start_new_session=True,  # Ctrl-C in the terminal is the caller's to handle, not the worker's
                 )
             except OSError as e:
-                raise RunnerError(f"could not start the check worker ({self.python} -m workbench.worker): {e}") from e
+                raise RunnerError(f"could not start the check worker ({self.python} -m workbench.check.worker): "
+                                  f"{e}") from e
             proc = self._proc
             threading.Thread(target=self._read_events, args=(proc,), daemon=True, name="workbench-runner").start()
             threading.Thread(target=self._read_stderr, args=(proc,), daemon=True, name="workbench-stderr").start()

@@ -4,7 +4,7 @@
     nanochat-workbench check learner_gpt.py --json     one JSON object (the same dict the TUI gets)
 
 Exit code 0 when everything passes, 1 when not (a TODO, a mismatch, an error), 2 for usage errors. The checks
-run in a separate worker process (workbench/runner.py); this process never imports the learner's file.
+run in a separate worker process (workbench/check/client.py); this process never imports the learner's file.
 """
 
 import argparse
@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from workbench.runner import DEFAULT_SEQ, DEFAULT_TIMEOUT, RunnerError, check_file
+from workbench.check.client import DEFAULT_SEQ, DEFAULT_TIMEOUT, RunnerError, check_file
 
 CLI_STEPS = 10  # one-shot runs can afford a few more steps than the TUI's warm path
 
@@ -94,6 +94,6 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        from workbench.check_report import print_report
+        from workbench.check.report import print_report
         print_report(result)
     return 0 if result.get("ok") else 1

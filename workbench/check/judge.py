@@ -2,9 +2,9 @@
 error, shapes, losses.
 
 Runs in the warm worker, which never runs learner code: the forked check process sends events and tensors
-(workbench/checks.py), and everything that decides pass or fail happens here, against the reference outputs
-the worker computed itself (workbench/reference_state.py). A numeric mismatch is re-judged in float64 to
-tell wrong math from float rounding, and compared with common mistakes (workbench/mistakes.py) to name it.
+(workbench/check/child.py), and everything that decides pass or fail happens here, against the reference outputs
+the worker computed itself (workbench/check/reference.py). A numeric mismatch is re-judged in float64 to
+tell wrong math from float rounding, and compared with common mistakes (workbench/check/mistakes.py) to name it.
 """
 
 import copy
@@ -15,10 +15,10 @@ import time
 import torch
 
 from nanochat import gpt as ref_gpt
-from workbench import mistakes
-from workbench.checks import CUSTOM_LRS, to_float64
-from workbench.phases import LESSON_FOR, phase_of
-from workbench.reference_state import GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T
+from workbench.check import mistakes
+from workbench.check.child import CUSTOM_LRS, to_float64
+from workbench.check.reference import GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T
+from workbench.course.phases import LESSON_FOR, phase_of
 
 FN_TOL = 1e-5  # norm, apply_rotary_emb (fp32)
 MODULE_TOL = 1e-4  # attention, MLP, block, logits, loss
@@ -419,7 +419,7 @@ class Judge:
         return "AdamW for wte and lm_head, Muon for the block matrices, with the reference's learning rates", None
 
     def reference_custom_optimizers(self):
-        from workbench.reference_state import describe_optimizers
+        from workbench.check.reference import describe_optimizers
         if "custom_optimizers" not in self.ref.cache64:
             self.ref.cache64["custom_optimizers"] = describe_optimizers(self.ref.model.setup_optimizers(**CUSTOM_LRS), self.ref.model)
         return self.ref.cache64["custom_optimizers"]
@@ -699,7 +699,7 @@ def parse_fault_dump(text: str, path: str) -> tuple[int | None, str]:
 def build_result(ref, path, events, *, steps, status, kill_reason, timeout, fault_text, output, output_bytes,
                  output_lines, memory_limit) -> dict:
     import os as _os
-    from workbench.probe import SourceMap
+    from workbench.check.probe import SourceMap
 
     smap = SourceMap(path)
     judge = Judge(ref, path)

@@ -1,4 +1,4 @@
-"""The human-readable report of a check result (the dict from workbench/runner.py), printed with rich.
+"""The human-readable report of a check result (the dict from workbench/check/client.py), printed with rich.
 
 Order: the verdict line, then what to do next (the error, or the next TODO, or the first mismatch), then every
 component with its reason, the shapes of the forward pass, the losses and the learner's own prints.
@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from workbench.phases import PHASES
+from workbench.course.phases import PHASES
 
 STATUS_STYLE = {"pass": ("✓", "green"), "mismatch": ("✗", "bold red"), "error": ("!", "bold red"),
                 "todo": ("·", "yellow"), "skipped": ("-", "dim")}

@@ -1,9 +1,9 @@
 """The warm worker: one long-lived process that has torch, the tokenizer, a real batch and the reference's
 answers loaded, and forks a fresh child for every check of the learner's file.
 
-    python -m workbench.worker [--seq 512]
+    python -m workbench.check.worker [--seq 512]
 
-Protocol (JSON lines): the caller (workbench/runner.py) writes requests to stdin —
+Protocol (JSON lines): the caller (workbench/check/client.py) writes requests to stdin —
 `{"op": "run", "id": 1, "path": "...", "steps": 2, "timeout": 60, "memory_gb": null}`, `{"op": "cancel", "id": 1}`,
 `{"op": "quit"}` — and reads events from stdout: `{"event": "ready", ...}` once warm, then per run
 `{"event": "started", "id": 1, "pid": ...}` and `{"event": "result", "id": 1, "result": {...}}` or
@@ -14,7 +14,7 @@ Isolation, per run: the child gets its own process group, a memory cap (RLIMIT_A
 a budget, default half the RAM), stdout/stderr redirected into a pipe whose tail the worker keeps, faulthandler
 writing Python tracebacks into a file on a crash or on SIGUSR1. A newer run request kills the child in flight.
 At the timeout the worker asks the child for its traceback (SIGUSR1), then kills the whole group. The learner's
-code runs only in the child; the worker only reads what the child sends (workbench/judge.py judges it).
+code runs only in the child; the worker only reads what the child sends (workbench/check/judge.py judges it).
 """
 
 import argparse
@@ -330,14 +330,14 @@ class Worker:
                     pass
             import torch
             torch.set_num_threads(int(os.environ.get("NANOCHAT_CHECK_THREADS", "1")))
-            from workbench import checks
-            channel = checks.Channel(run.result_w, run.scratch)
+            from workbench.check import child
+            channel = child.Channel(run.result_w, run.scratch)
             try:
-                checks.run(run.path, self.ref, channel, run.steps)
+                child.run(run.path, self.ref, channel, run.steps)
                 code = 0
             except BaseException as e:  # a bug of ours (the learner's exceptions are caught inside)
                 try:
-                    checks.internal_error(channel, e)
+                    child.internal_error(channel, e)
                 except BaseException:
                     pass
         except BaseException:
@@ -440,7 +440,7 @@ class Worker:
         except OSError:
             fault_text = ""
         child_s = time.perf_counter() - run.received
-        from workbench.judge import build_result
+        from workbench.check.judge import build_result
         try:
             result = build_result(self.ref, run.path, run.events, steps=run.steps, status=run.status,
                                   kill_reason=run.kill_reason, timeout=run.timeout, fault_text=fault_text,
@@ -463,7 +463,8 @@ WARMUP_STAGES = 4  # importing torch, corpus + tokenizer, the reference's answer
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="the workbench's warm check worker (started by workbench.runner)")
+    parser = argparse.ArgumentParser(
+        description="the workbench's warm check worker (started by workbench.check.client)")
     parser.add_argument("--seq", type=int, default=512, help="sequence length of the check's batch")
     args = parser.parse_args(argv)
 
@@ -481,12 +482,12 @@ def main(argv=None) -> int:
         progress(0, "importing torch")
         import torch
         torch.set_num_threads(1)  # no OpenMP thread team before fork(): a child using one would hang
-        from workbench.reference_state import build_reference
+        from workbench.check.reference import build_reference
         progress(1, "loading the corpus and tokenizer (built once, on the first run)")
         ref = build_reference(args.seq, data_loaded=lambda: progress(2, "computing the reference's answers"))
         progress(3, "loading the checks")
-        import workbench.checks  # noqa: F401  (imported before the first fork, not in every child)
-        import workbench.judge  # noqa: F401
+        import workbench.check.child  # noqa: F401  (imported before the first fork, not in every child)
+        import workbench.check.judge  # noqa: F401
         import nanochat.engine  # noqa: F401
     except BaseException as e:
         proto.write(json.dumps({"event": "fatal", "message": f"{type(e).__name__}: {e}",

@@ -72,7 +72,7 @@ def run_learner(path: Path, text: str, vocab_size: int, pattern: str, timeout: f
                                        "pattern": pattern, "result": str(result)}))
         started = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "workbench.bpe_check", "--child", str(request)],
+            proc = subprocess.run([sys.executable, "-m", "workbench.course.bpe_check", "--child", str(request)],
                                   capture_output=True, text=True, timeout=timeout, cwd=path.parent,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
@@ -241,6 +241,6 @@ def run(args) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         sys.exit(_child(sys.argv[2]))
-    parser = argparse.ArgumentParser(prog="python -m workbench.bpe_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m workbench.course.bpe_check", description=__doc__.split("\n")[0])
     add_arguments(parser)
     sys.exit(run(parser.parse_args()))

@@ -2,14 +2,14 @@
 
 Each rung gives away a little more. The shapes come from the skeleton's own docstring (its In/Out lines) with
 the sizes of the depth-4 model the checks use; the formulas are written here, one per method; the outline is
-the reference method with its code hidden (workbench/tui_methods.py); the code is the reference's method.
+the reference method with its code hidden (workbench/course/methods.py); the code is the reference's method.
 """
 
 import ast
 import re
 
-from workbench.tui_methods import reference_method, reference_outline
-from workbench.workspace import SKELETON_TEMPLATE
+from workbench.course.methods import reference_method, reference_outline
+from workbench.course.workspace import SKELETON_TEMPLATE
 
 RUNGS = ("shapes", "formula", "outline", "reference code")
 

@@ -35,7 +35,7 @@ def lessons_dir() -> Path:
     env = os.environ.get("NANOCHAT_LESSONS_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "lessons"
+    return Path(__file__).resolve().parents[2] / "lessons"
 
 
 def load_lesson(path: Path) -> Lesson:

@@ -9,9 +9,9 @@ import ast
 import textwrap
 from pathlib import Path
 
-from workbench.workspace import SKELETON_TEMPLATE
+from workbench.course.workspace import SKELETON_TEMPLATE
 
-REFERENCE_FILE = Path(__file__).resolve().parent.parent / "nanochat" / "gpt.py"
+REFERENCE_FILE = Path(__file__).resolve().parents[2] / "nanochat" / "gpt.py"
 
 
 class MethodNotFound(LookupError):

@@ -28,7 +28,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from workbench.phases import LESSON_FOR, phase_of
+from workbench.course.phases import LESSON_FOR, phase_of
 
 SCALING_DEPTHS = (4, 6, 8, 10, 12, 16, 20)
 SCALING_VOCAB = 65536

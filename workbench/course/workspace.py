@@ -1,9 +1,11 @@
 """`nanochat-workbench init`: create a learner's workspace (the GPT skeleton and STATUS.md), never overwriting.
 
-Both files come from workbench/templates/. The skeleton is copied as it is; STATUS.md gets the learner file's name
-filled in. If either file already exists nothing is written at all, and the message says how to start fresh.
+Both files come from workbench/course/templates/. The skeleton is copied as it is; STATUS.md gets the learner
+file's name filled in. If either file already exists nothing is written at all, and the message says how to start
+fresh.
 """
 
+import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -33,6 +35,21 @@ class Workspace:
     directory: Path
     learner_file: Path
     status_file: Path
+
+
+def learner_file_in(workspace: Path) -> Path:
+    """`learner_gpt.py`, else the one .py file in the workspace that defines GPTConfig (init --name other.py)."""
+    workspace = Path(workspace)
+    default = workspace / DEFAULT_NAME
+    if default.exists():
+        return default
+    for path in sorted(workspace.glob("*.py")):
+        try:
+            if "class GPTConfig" in path.read_text(encoding="utf-8", errors="replace"):
+                return path
+        except OSError:
+            continue
+    return default
 
 
 def check_learner_name(name: str) -> None:
@@ -102,3 +119,22 @@ def next_steps(ws: Workspace) -> str:
         f"  2. nanochat-workbench check {shown}    checks your code against the reference, names the next TODO",
         f"  3. nanochat-workbench trace {shown}    once the forward pass runs: shapes and statistics, layer by layer",
     ])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="workspace directory (default: here)")
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"file name of your GPT (default: {DEFAULT_NAME})")
+
+
+def run(args) -> int:
+    """`nanochat-workbench init [DIR] [--name FILE]`."""
+    try:
+        ws = init_workspace(args.dir, args.name)
+    except UsageError as e:
+        print(f"nanochat-workbench init: error: {e}", file=sys.stderr)
+        return 2
+    except WorkspaceError as e:
+        print(f"nanochat-workbench init: {e}", file=sys.stderr)
+        return 1
+    print(next_steps(ws))
+    return 0

@@ -23,11 +23,11 @@ gets it ticked again at the next passing check.
 import hashlib
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from workbench.phases import ALL_METHODS, phase_of
+from nanochat.fsutil import atomic_write
+from workbench.course.phases import ALL_METHODS, phase_of
 
 MARK = "<!-- wb -->"
 
@@ -36,7 +36,7 @@ MILESTONES: tuple[str, ...] = (
     "Matches reference", "Generation works", "Full pipeline",
 )
 
-# the stages of a `check` run, in order (see workbench/check_command.py)
+# the stages of a `check` run, in order (see workbench/check/command.py)
 CHECK_STAGES = ("import", "construct", "init", "forward", "backward", "optimize", "train", "generate", "done")
 
 _HEADING = re.compile(r"^\ufeff? {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -683,31 +683,20 @@ class StatusDoc:
             if fingerprint != self._fingerprint:
                 self._rebase(raw, fingerprint)
             data = self.text.encode("utf-8", errors="surrogateescape")
-            mode = os.stat(self.path).st_mode & 0o7777
-            fd, tmp = tempfile.mkstemp(prefix=".STATUS.", suffix=".wb-tmp", dir=os.path.dirname(self.path))
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, mode)
-                if self._before_replace is not None:
-                    self._before_replace(tmp)
-                # last look: an edit saved while we wrote the temp file means rebasing once more
-                if _read(self.path)[1] != self._fingerprint:
-                    os.unlink(tmp)
-                    continue
-                os.replace(tmp, self.path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
+            if not atomic_write(self.path, data, before_replace=self._unchanged_since_read):
+                continue  # an edit saved while we wrote the temp file: rebase once more
             self._original = data.decode("utf-8", errors="surrogateescape")
             self._lines = _split_lines(self._original)
             self._fingerprint = _fingerprint(self.path, data)
             self._ops = []
             return True
         raise StatusDocError(f"{self.path} kept changing while the workbench tried to update it; try again")
+
+    def _unchanged_since_read(self, tmp: str) -> bool:
+        """The last look before the rename: False when the file changed since it was read (or last saved)."""
+        if self._before_replace is not None:
+            self._before_replace(tmp)
+        return _read(self.path)[1] == self._fingerprint
 
     def reload(self) -> None:
         """Re-read the file from disk, keeping the staged edits (applied to the new text)."""

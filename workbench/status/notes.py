@@ -15,14 +15,14 @@ written by the lessons screen as the learner types:
 
     > free notes
 
-Each save replaces that one subsection (and only it) through status_doc's staged edit, so the write is atomic
-and an edit the learner saved elsewhere in the file in the meantime is kept. Headings avoid the words the
+Each save replaces that one subsection (and only it) through workbench.status.doc's staged edit, so the write is
+atomic and an edit the learner saved elsewhere in the file in the meantime is kept. Headings avoid the words the
 status doc reads meaning into ("question", "log", "issue", "phase").
 """
 
 import re
 
-from workbench.status_doc import StatusDoc, _split_lines
+from workbench.status.doc import StatusDoc, _split_lines
 
 SECTION = "Lesson notes"
 INTRO = "The workbench's lessons screen writes this section as you type (one subsection per lesson)."

@@ -1,12 +1,12 @@
 """The nanochat-workbench TUI: one Textual app over the learner's workspace.
 
 The app owns the state and the slow work; screens only display it. Workers report up with messages
-(workbench/messages.py), the app turns them into reactive state (`report`, `checklist`, `checking`, `watch_mode`),
+(workbench/tui/messages.py), the app turns them into reactive state (`report`, `checklist`, `checking`, `watch_mode`),
 and each screen watches the state it shows. Slow things are named, exclusive workers:
 
 - "watch": watchfiles on the workspace directory (after a start-up probe proving events arrive, else polling)
 - "check": the core runner on the learner's file; a newer save cancels the check in flight
-- "status-write" and "notes-write": thread workers writing STATUS.md through workbench.status_doc
+- "status-write" and "notes-write": thread workers writing STATUS.md through workbench.status.doc
 
 torch is never imported here: the runner's worker process, training runs and the chat worker import it.
 """
@@ -25,16 +25,17 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
-from workbench.messages import CheckCrashed, CheckFinished, CheckStarted, FilesChanged, WatcherReady
-from workbench.phases import ALL_METHODS, LESSON_FOR
-from workbench.screens.companion import CompanionScreen
-from workbench.screens.confirm import ConfirmScreen
-from workbench.screens.init_workspace import InitWorkspaceScreen
-from workbench.tui_session import Report, Session
-from workbench.tui_watch import WorkspaceWatcher
-from workbench.tui_workspace import learner_file_in, load_checklist, tick_passed
+from nanochat.fsutil import atomic_write
+from workbench.course.phases import ALL_METHODS, LESSON_FOR
+from workbench.course.workspace import STATUS_NAME, learner_file_in
+from workbench.tui.checklist import load_checklist, tick_passed
+from workbench.tui.messages import CheckCrashed, CheckFinished, CheckStarted, FilesChanged, WatcherReady
+from workbench.tui.screens.companion import CompanionScreen
+from workbench.tui.screens.modals.confirm import ConfirmScreen
+from workbench.tui.screens.modals.init_workspace import InitWorkspaceScreen
+from workbench.tui.session import Report, Session
+from workbench.tui.watcher import WorkspaceWatcher
 
-STATUS_NAME = "STATUS.md"
 NOTES_DEBOUNCE_S = 0.5
 POLL_PROBE_S = 2.0
 
@@ -81,7 +82,7 @@ class WorkbenchApp(App):
     def __init__(self, workspace: Path, *, learner_file: Path | None = None, probe_timeout: float = 1.0,
                  run_checks: bool = True, runner=None):
         """`run_checks=False` opens the workspace without running the learner's code (lessons, notes, runs only).
-        `runner`: a workbench.runner.Runner to share (it is then left running on exit); by default the app starts
+        `runner`: a workbench.check.client.Runner to share (it is then left running on exit); by default the app starts
         its own."""
         super().__init__()
         self.run_checks = run_checks
@@ -118,7 +119,7 @@ class WorkbenchApp(App):
         if not create:
             self.exit(return_code=1, message="No workspace created; run `nanochat-workbench init` when ready.")
             return
-        from workbench.workspace import WorkspaceError, init_workspace
+        from workbench.course.workspace import WorkspaceError, init_workspace
         try:
             ws = init_workspace(self.workspace, self.learner_path.name)
         except WorkspaceError as e:
@@ -197,7 +198,7 @@ class WorkbenchApp(App):
     def _get_runner(self):
         """The core runner: a warm worker process (torch and the reference loaded once), started on first use."""
         if self.runner is None:
-            from workbench.runner import Runner
+            from workbench.check.client import Runner
             self.runner = Runner()
         return self.runner
 
@@ -216,7 +217,7 @@ class WorkbenchApp(App):
         except OSError as e:
             self.post_message(CheckCrashed(f"cannot read {self.learner_path}: {e.strerror}"))
             return
-        from workbench.runner import CheckCancelled, RunnerError
+        from workbench.check.client import CheckCancelled, RunnerError
         runner = self._get_runner()
         follow = None
         if not runner.warm:
@@ -312,7 +313,8 @@ class WorkbenchApp(App):
     # ---- hints, side by side, reset ---------------------------------------------------------------------------
 
     def action_hint(self) -> None:
-        self.push_screen(_screen("hints", "HintScreen", self.current_method() or "GPT.__init__", self.hint_levels))
+        self.push_screen(_screen("modals.hints", "HintScreen", self.current_method() or "GPT.__init__",
+                                 self.hint_levels))
 
     def action_compare(self) -> None:
         """The learner's method beside the reference's: the one that passed last, else the current one."""
@@ -325,7 +327,7 @@ class WorkbenchApp(App):
         except OSError as e:
             self.notify(f"cannot read {self.learner_path}: {e.strerror}", severity="error")
             return
-        self.push_screen(_screen("compare", "CompareScreen", qualname, source))
+        self.push_screen(_screen("modals.compare", "CompareScreen", qualname, source))
 
     def action_reset_method(self) -> None:
         qualname = self.current_method()
@@ -338,12 +340,12 @@ class WorkbenchApp(App):
                          lambda yes: self._reset(qualname) if yes else None)
 
     def _reset(self, qualname: str) -> None:
-        from workbench.tui_methods import MethodNotFound, method_source, replace_method, skeleton_method
+        from workbench.course.methods import MethodNotFound, method_source, replace_method, skeleton_method
         try:
             text = self.learner_path.read_text(encoding="utf-8")
             before = method_source(text, qualname)
             new_text = replace_method(text, qualname, skeleton_method(qualname))
-            _atomic_write(self.learner_path, new_text)
+            atomic_write(self.learner_path, new_text)
         except (SyntaxError, MethodNotFound) as e:
             self.notify(f"Cannot find {qualname} in {self.learner_path.name} ({type(e).__name__}: {e}); fix the "
                         f"file so it parses first.", title="Not reset", severity="error")
@@ -356,14 +358,14 @@ class WorkbenchApp(App):
 
     def action_undo_reset(self) -> None:
         """Put back the method as it was before the last reset (other edits since then are kept)."""
-        from workbench.tui_methods import MethodNotFound, replace_method
+        from workbench.course.methods import MethodNotFound, replace_method
         if not self._undo:
             self.notify("Nothing to undo.", severity="information")
             return
         qualname, before, _after = self._undo.pop()
         try:
             text = self.learner_path.read_text(encoding="utf-8")
-            _atomic_write(self.learner_path, replace_method(text, qualname, before))
+            atomic_write(self.learner_path, replace_method(text, qualname, before))
         except (SyntaxError, MethodNotFound, OSError) as e:
             self._undo.append((qualname, before, _after))
             self.notify(f"Could not put {qualname} back ({e}).", title="Undo failed", severity="error")
@@ -394,8 +396,8 @@ class WorkbenchApp(App):
         pending = self._notes_pending.get(lesson.name)
         if pending is not None:
             return dict(pending.answers), pending.notes
-        from workbench.status_doc import StatusDoc, StatusDocError
-        from workbench.tui_notes import read_notes
+        from workbench.status.doc import StatusDoc, StatusDocError
+        from workbench.status.notes import read_notes
         try:
             return read_notes(StatusDoc.load(self.status_path), lesson.name)
         except StatusDocError:
@@ -459,7 +461,7 @@ class WorkbenchApp(App):
 
     def action_help(self) -> None:
         if type(self.screen).__name__ != "HelpScreen":
-            self.push_screen(_screen("help", "HelpScreen"))
+            self.push_screen(_screen("modals.help", "HelpScreen"))
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -487,29 +489,14 @@ class WorkbenchApp(App):
 
 
 def _screen(module: str, name: str, *args):
-    """A screen from workbench/screens/<module>.py, imported on first use (keeps start-up light)."""
+    """A screen from workbench/tui/screens/<module>.py, imported on first use (keeps start-up light)."""
     import importlib
-    return getattr(importlib.import_module(f"workbench.screens.{module}"), name)(*args)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Replace a file's content in one step (temp file in the same folder, then rename), keeping its mode."""
-    import tempfile
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return getattr(importlib.import_module(f"workbench.tui.screens.{module}"), name)(*args)
 
 
 def _write_notes(status_path: Path, pending: dict) -> str | None:
-    from workbench.status_doc import StatusDoc, StatusDocError
-    from workbench.tui_notes import write_notes
+    from workbench.status.doc import StatusDoc, StatusDocError
+    from workbench.status.notes import write_notes
     try:
         doc = StatusDoc.load(status_path)
         for note in pending.values():

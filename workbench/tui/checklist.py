@@ -1,36 +1,14 @@
-"""The TUI's view of the workspace on disk: which file is the learner's, and STATUS.md as a checklist.
+"""The TUI's view of STATUS.md: the checklist the widget draws, and ticks written after a check.
 
-Reading and writing STATUS.md goes through workbench.status_doc (never edited here by hand); this module turns
+Reading and writing STATUS.md goes through workbench.status.doc (never edited here by hand); this module turns
 it into what the checklist widget draws, and turns failures into one-line messages with the fix.
 """
 
 from pathlib import Path
 
-from workbench.phases import PHASES
-from workbench.status_doc import StatusDoc, StatusDocError
-from workbench.widgets.checklist import ChecklistData, ChecklistPhase
-from workbench.workspace import DEFAULT_NAME, STATUS_NAME
-
-
-def learner_file_in(workspace: Path) -> Path:
-    """`learner_gpt.py`, else the one .py file in the workspace that defines GPTConfig (init --name other.py)."""
-    workspace = Path(workspace)
-    default = workspace / DEFAULT_NAME
-    if default.exists():
-        return default
-    candidates = []
-    for path in sorted(workspace.glob("*.py")):
-        try:
-            if "class GPTConfig" in path.read_text(encoding="utf-8", errors="replace"):
-                candidates.append(path)
-        except OSError:
-            continue
-    return candidates[0] if candidates else default
-
-
-def is_workspace(directory: Path) -> bool:
-    directory = Path(directory)
-    return (directory / STATUS_NAME).exists() and learner_file_in(directory).exists()
+from workbench.course.phases import PHASES
+from workbench.status.doc import StatusDoc, StatusDocError
+from workbench.tui.widgets.checklist import ChecklistData, ChecklistPhase
 
 
 def load_checklist(status_path: Path) -> tuple[ChecklistData, str | None]:

@@ -1,6 +1,6 @@
 """Entry point of the TUI: `run_tui(workspace)` is what `nanochat-workbench` with no subcommand calls.
 
-Also runnable on its own: `python -m workbench.tui_main [--workspace DIR]`.
+Also runnable on its own: `python -m workbench.tui.main [--workspace DIR]`.
 """
 
 import argparse
@@ -19,7 +19,7 @@ def run_tui(workspace: Path, learner_file: Path | None = None) -> int:
         print("nanochat-workbench: the TUI needs a terminal; for scripts use `nanochat-workbench check FILE`",
               file=sys.stderr)
         return 2
-    from workbench.app import WorkbenchApp  # textual is imported only when the TUI really starts
+    from workbench.tui.app import WorkbenchApp  # textual is imported only when the TUI really starts
 
     app = WorkbenchApp(workspace, learner_file=learner_file)
     app.run()
@@ -27,7 +27,7 @@ def run_tui(workspace: Path, learner_file: Path | None = None) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workbench.tui_main", description="Open the workbench TUI.")
+    parser = argparse.ArgumentParser(prog="python -m workbench.tui.main", description="Open the workbench TUI.")
     parser.add_argument("--workspace", default=".", help="the learner's workspace directory (default: here)")
     args = parser.parse_args(argv)
     return run_tui(Path(args.workspace))

@@ -8,11 +8,11 @@ the history. It reads check results (the JSON dict of `nanochat-workbench check 
 import difflib
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nanochat.fsutil import atomic_write
 
 HISTORY_LEN = 40  # saves kept for the loss history
 FAILING = ("mismatch", "error")  # a component that passed before and now has one of these has regressed
@@ -119,10 +119,7 @@ class Session:
         }
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".tui_state.", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.state_path)
+            atomic_write(self.state_path, json.dumps(data))
         except OSError as e:
             return f"could not save the TUI's history to {self.state_path}: {e.strerror or e}"
         return None

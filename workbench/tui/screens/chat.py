@@ -1,7 +1,7 @@
 """The chat screen: pick a checkpoint, then talk to it with tokens streaming in as they are generated.
 
-The model runs in its own process (`python -m workbench.chat_worker`, which imports torch and nanochat's
-Engine); this screen sends it JSON requests and turns the JSON events it streams back into the conversation.
+The model runs in its own process (`python -m workbench.tui.services.chat_worker`, which imports torch and
+nanochat's Engine); this screen sends it JSON requests and turns the JSON events it streams back into the conversation.
 Base checkpoints have never seen a chat, so with them the prompt is continued as plain text.
 """
 
@@ -15,12 +15,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
-from workbench.messages import ChatEvent
-from workbench.screens.base import WorkbenchScreen
-from workbench.tui_runs import base_dir, scan_runs
-from workbench.widgets.chat_turn import ChatTurn
-from workbench.widgets.run_state import RunState
-from workbench.widgets.top_bar import TopBar
+from workbench.tui.messages import ChatEvent
+from workbench.tui.screens.base import WorkbenchScreen
+from workbench.tui.services.runs import base_dir, scan_runs
+from workbench.tui.widgets.chat_turn import ChatTurn
+from workbench.tui.widgets.run_state import RunState
+from workbench.tui.widgets.top_bar import TopBar
 
 SOURCES = ("sft", "mid", "rl", "base")
 TINY_RUN_STEPS = 50
@@ -115,7 +115,8 @@ class ChatScreen(WorkbenchScreen):
         self.query_one("#chat-input", Input).disabled = True
         self.notify(f"Loading {source} {tag} step {step}…", timeout=3)
         self.process = process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workbench.chat_worker", "--source", source, "--tag", tag, "--step", str(step),
+            sys.executable, "-m", "workbench.tui.services.chat_worker", "--source", source, "--tag", tag,
+            "--step", str(step),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             async for raw in process.stdout:

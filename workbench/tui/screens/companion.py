@@ -8,16 +8,16 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from workbench.screens.base import WorkbenchScreen
-from workbench.widgets.checklist import Checklist
-from workbench.widgets.component_table import ComponentTable
-from workbench.widgets.loss_panel import LossPanel
-from workbench.widgets.next_step import NextStep
-from workbench.widgets.prints_log import PrintsLog
-from workbench.widgets.run_state import RunState
-from workbench.widgets.shapes_table import ShapesTable
-from workbench.widgets.side_by_side import SideBySide
-from workbench.widgets.top_bar import TopBar
+from workbench.tui.screens.base import WorkbenchScreen
+from workbench.tui.widgets.checklist import Checklist
+from workbench.tui.widgets.component_table import ComponentTable
+from workbench.tui.widgets.loss_panel import LossPanel
+from workbench.tui.widgets.next_step import NextStep
+from workbench.tui.widgets.prints_log import PrintsLog
+from workbench.tui.widgets.run_state import RunState
+from workbench.tui.widgets.shapes_table import ShapesTable
+from workbench.tui.widgets.side_by_side import SideBySide
+from workbench.tui.widgets.top_bar import TopBar
 
 
 class CompanionScreen(WorkbenchScreen):

@@ -13,12 +13,12 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, MarkdownViewer, OptionList
 from textual.widgets.markdown import MarkdownBlock
 
-from workbench.screens.base import WorkbenchScreen
-from workbench.tui_lessons import Lesson, heading_for, list_lessons
-from workbench.widgets.lesson_list import LessonList
-from workbench.widgets.notes_pane import NotesPane
-from workbench.widgets.run_state import RunState
-from workbench.widgets.top_bar import TopBar
+from workbench.course.lessons import Lesson, heading_for, list_lessons
+from workbench.tui.screens.base import WorkbenchScreen
+from workbench.tui.widgets.lesson_list import LessonList
+from workbench.tui.widgets.notes_pane import NotesPane
+from workbench.tui.widgets.run_state import RunState
+from workbench.tui.widgets.top_bar import TopBar
 
 
 class LessonsScreen(WorkbenchScreen):

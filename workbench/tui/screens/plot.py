@@ -3,10 +3,10 @@
 from textual.app import ComposeResult
 from textual.widgets import Footer
 
-from workbench.screens.base import WorkbenchScreen
-from workbench.widgets.loss_plot import Curve, LossPlot
-from workbench.widgets.run_state import RunState
-from workbench.widgets.top_bar import TopBar
+from workbench.tui.screens.base import WorkbenchScreen
+from workbench.tui.widgets.loss_plot import Curve, LossPlot
+from workbench.tui.widgets.run_state import RunState
+from workbench.tui.widgets.top_bar import TopBar
 
 PREVIOUS_SAVES = 4
 

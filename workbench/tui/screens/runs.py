@@ -17,14 +17,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Footer, Input, Label, Log, Select
 
-from workbench.messages import RunExited, RunOutput
-from workbench.screens.base import WorkbenchScreen
-from workbench.tui_runs import MetricsTail, base_dir, count_gpus, scan_runs, train_command
-from workbench.widgets.finished_runs import FinishedRuns
-from workbench.widgets.loss_plot import Curve, LossPlot
-from workbench.widgets.run_metrics import RunMetrics
-from workbench.widgets.run_state import RunState
-from workbench.widgets.top_bar import TopBar
+from workbench.tui.messages import RunExited, RunOutput
+from workbench.tui.screens.base import WorkbenchScreen
+from workbench.tui.services.runs import MetricsTail, base_dir, count_gpus, scan_runs, train_command
+from workbench.tui.widgets.finished_runs import FinishedRuns
+from workbench.tui.widgets.loss_plot import Curve, LossPlot
+from workbench.tui.widgets.run_metrics import RunMetrics
+from workbench.tui.widgets.run_state import RunState
+from workbench.tui.widgets.top_bar import TopBar
 
 DEFAULT_STEPS = 20
 TAIL_INTERVAL_S = 0.25

@@ -1,7 +1,8 @@
 """The chat screen's model process: loads a checkpoint and streams generated text as JSON lines.
 
-The TUI never imports torch; it starts `python -m workbench.chat_worker --source sft --tag d4 --step 100` and
-talks to it over stdin/stdout, one JSON object per line.
+The TUI never imports torch; it starts
+`python -m workbench.tui.services.chat_worker --source sft --tag d4 --step 100` and talks to it over
+stdin/stdout, one JSON object per line.
 
 Requests (stdin):
     {"cmd": "generate", "messages": [{"role": "user", "content": "..."}, ...],

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from workbench.tui_session import Report
+from workbench.tui.session import Report
 
 MARKS = {  # live status -> (mark, style)
     "pass": ("✔", "green"),

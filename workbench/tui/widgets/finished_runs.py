@@ -1,10 +1,10 @@
-"""The table of training runs on disk (see workbench/tui_runs.py for how they are found)."""
+"""The table of training runs on disk (see workbench/tui/services/runs.py for how they are found)."""
 
 from pathlib import Path
 
 from textual.widgets import DataTable
 
-from workbench.tui_runs import RunInfo
+from workbench.tui.services.runs import RunInfo
 
 
 class FinishedRuns(DataTable):

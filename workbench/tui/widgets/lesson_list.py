@@ -4,7 +4,7 @@ from rich.text import Text
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from workbench.tui_lessons import Lesson
+from workbench.course.lessons import Lesson
 
 
 class LessonList(OptionList):

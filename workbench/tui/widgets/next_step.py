@@ -15,8 +15,8 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import ProgressBar, Static
 
-from workbench.phases import LESSON_FOR, PHASES, phase_of
-from workbench.tui_session import Report
+from workbench.course.phases import LESSON_FOR, PHASES, phase_of
+from workbench.tui.session import Report
 
 SNIPPET_CONTEXT = 4  # lines either side of the error line
 TODO_SNIPPET_MAX = 30  # a TODO's method is shown from its def line when it is at most this long

@@ -12,7 +12,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Collapsible, Label, Markdown, TextArea
 
-from workbench.tui_lessons import Lesson
+from workbench.course.lessons import Lesson
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from textual.reactive import reactive
 from textual.widgets import Log
 
-from workbench.tui_session import Report
+from workbench.tui.session import Report
 
 
 class PrintsLog(Log):

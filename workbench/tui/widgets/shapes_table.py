@@ -4,7 +4,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
-from workbench.tui_session import Report
+from workbench.tui.session import Report
 
 
 def _fmt(shapes) -> str:

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
-from workbench.tui_methods import MethodNotFound, method_source, reference_method
+from workbench.course.methods import MethodNotFound, method_source, reference_method
 
 SYNTAX_THEME = "ansi_dark"  # follows the terminal's own palette
 

@@ -6,7 +6,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label
 
-from workbench.widgets.side_by_side import SideBySide
+from workbench.tui.widgets.side_by_side import SideBySide
 
 
 class CompareScreen(ModalScreen):

@@ -9,9 +9,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, Select, Static
 
-from workbench.hints import RUNGS, hint
-from workbench.phases import ALL_METHODS
-from workbench.screens.confirm import ConfirmScreen
+from workbench.course.hints import RUNGS, hint
+from workbench.course.phases import ALL_METHODS
+from workbench.tui.screens.modals.confirm import ConfirmScreen
 
 CODE_RUNGS = (2, 3)
 
