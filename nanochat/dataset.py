@@ -33,6 +33,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 BASE_URL = "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main"
@@ -99,6 +100,35 @@ def resolve_source(source: str = "auto") -> str:
     return source
 
 
+class DataError(ValueError):
+    """A shard cannot be read (not parquet, a damaged row group, no 'text' column); the message names the file."""
+
+
+def _open_shard(path: str):
+    """The shard as a ParquetFile, after checking it has a string 'text' column."""
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        raise DataError(f"cannot read {path} as parquet ({e}); delete it and download it again") from None
+    schema = parquet.schema_arrow
+    if "text" not in schema.names:
+        raise DataError(f"{path} has no 'text' column (its columns: {', '.join(schema.names) or 'none'}); "
+                        "a shard holds one document per row in a string column named 'text'")
+    if not (pa.types.is_string(schema.field("text").type) or pa.types.is_large_string(schema.field("text").type)):
+        raise DataError(f"{path}: its 'text' column holds {schema.field('text').type}, not strings")
+    return parquet
+
+
+def _read_texts(parquet, path: str, rg_idx: int) -> list[str]:
+    try:
+        texts = parquet.read_row_group(rg_idx, columns=["text"]).column("text").to_pylist()
+    except Exception as e:  # a damaged page or a bad decompression surfaces as one of several pyarrow errors
+        detail = "".join(ch for ch in " ".join(str(e).split()) if ch.isprintable())  # pyarrow's are multi-line
+        raise DataError(f"{path}: row group {rg_idx} is unreadable ({type(e).__name__}: {detail}); delete the file "
+                        "and download it again") from None
+    return [t for t in texts if t is not None]
+
+
 def row_groups(split: str, start: int = 0, step: int = 1, source: str = "auto", resume_at=None):
     """Yield (pq_idx, rg_idx, documents) for the row groups start, start + step, ... of every file, in order.
 
@@ -121,13 +151,10 @@ def row_groups(split: str, start: int = 0, step: int = 1, source: str = "auto", 
     for pq_idx, path in enumerate(split_files(split)):
         if pq_idx < first_pq:
             continue
-        try:
-            parquet = pq.ParquetFile(path)
-        except Exception as e:  # pyarrow raises several types for damaged files
-            raise ValueError(f"cannot read {path} as parquet ({e}); delete it and download it again") from None
+        parquet = _open_shard(path)
         rg_start = first_rg if pq_idx == first_pq else start
         for rg_idx in range(rg_start, parquet.num_row_groups, step):
-            yield pq_idx, rg_idx, parquet.read_row_group(rg_idx, columns=["text"]).column("text").to_pylist()
+            yield pq_idx, rg_idx, _read_texts(parquet, path, rg_idx)
 
 
 def parquets_iter_batched(split: str, start: int = 0, step: int = 1):

@@ -6,6 +6,11 @@ Python file that defines the same names (`GPT`, `GPTConfig`, ...). A learner fil
 call, under a module name of its own, so an edited file is picked up without restarting anything and two
 versions of it never share state.
 
+A checkpoint records the model file it was trained with (`model_source` in its meta). Checkpoints travel (pulled
+from a remote run, shared by a friend), so a file named only by a checkpoint is run only when it lies inside the
+current directory (the learner's workspace) or a directory the caller vouches for; anything else needs an
+explicit `--model`. `checkpoint_model_source` decides, and says which file it runs.
+
 Every way a learner file can fail to load (missing, a syntax error, an exception while importing, the
 required names absent) becomes a `ModelSourceError` whose message says which file, which line and what to do.
 """
@@ -43,6 +48,37 @@ def describe(source) -> str:
     if is_reference(source):
         return "reference GPT (nanochat.gpt)"
     return f"learner GPT from {canonical(source)}"
+
+
+def is_inside(path: str, directory: str) -> bool:
+    """True when `path` (symlinks resolved) is `directory` or lies below it."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+def checkpoint_model_source(saved, named_by: str, trusted_dirs=None) -> str:
+    """The model source a checkpoint's meta names (`saved`), if it may be run without the user's say.
+
+    "reference" always may. A file may when it lies inside the current directory or one of `trusted_dirs`
+    (e.g. the workspace the workbench opened); then which file runs is printed on stderr. Otherwise a
+    ModelSourceError says which checkpoint named which file and how to run it anyway (--model PATH).
+    """
+    if saved is None or is_reference(saved):
+        return REFERENCE
+    if not isinstance(saved, str):
+        raise ModelSourceError(f"{named_by}: model_source is {saved!r}, not a path; pass --model reference or "
+                               f"--model PATH")
+    path = canonical(saved)
+    roots = [os.getcwd(), *(trusted_dirs or [])]
+    if not any(is_inside(path, root) for root in roots):
+        real = os.path.realpath(path)
+        shown = path if real == path else f"{path} (a link to {real})"
+        raise ModelSourceError(
+            f"{named_by} names the model file {shown}, which is outside {roots[0]}; code named by a checkpoint is "
+            f"only run from inside the current directory. If you trust that file, pass --model {path} "
+            f"(or --model reference to load the weights into nanochat's GPT)")
+    print(f"model code: {path} (named by {named_by})", file=sys.stderr)
+    return path
 
 
 def load_model_module(source=REFERENCE):

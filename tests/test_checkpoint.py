@@ -79,7 +79,7 @@ def test_build_model_restores_the_model_for_eval_and_train(tmp_path):
     idx = torch.randint(0, 64, (2, 8))
     assert torch.equal(rebuilt(idx), model(idx))
     assert cm.build_model(str(tmp_path), 5, "cpu", "train")[0].training
-    with pytest.raises(ValueError, match="phase"):
+    with pytest.raises(ValueError, match="mode"):
         cm.build_model(str(tmp_path), 5, "cpu", "generate")
 
 
@@ -126,17 +126,85 @@ def test_bf16_weights_become_fp32_on_cpu(tmp_path):
     torch.testing.assert_close(rebuilt.transformer.wte.weight, model.transformer.wte.weight, atol=0.02, rtol=0.01)
 
 
-def test_model_source_in_meta_picks_the_learner_file(tmp_path):
+def test_model_source_in_meta_picks_the_learner_file_inside_the_current_dir(tmp_path, monkeypatch, capsys):
     learner_file = tmp_path / "learner_gpt.py"
     shutil.copy(gpt_module.__file__, learner_file)
     model = new_model()
     save(model, tmp_path / "ckpt", 1, source=str(learner_file))
+    monkeypatch.chdir(tmp_path)  # the learner's workspace
     rebuilt, _, meta = cm.build_model(str(tmp_path / "ckpt"), 1, "cpu", "eval")
     assert type(rebuilt).__module__.startswith("nanochat_learner_")
     assert meta["model_source"] == str(learner_file)
+    assert f"model code: {learner_file} (named by {tmp_path / 'ckpt' / 'meta_000001.json'})" in capsys.readouterr().err
     # an explicit model_source wins over the meta
     rebuilt, _, _ = cm.build_model(str(tmp_path / "ckpt"), 1, "cpu", "eval", model_source="reference")
     assert type(rebuilt) is GPT
+
+
+EVIL = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
+
+
+@pytest.mark.parametrize("named", ["absolute", "home", "symlink"])
+def test_a_model_file_named_only_by_a_checkpoint_is_not_run_from_outside(tmp_path, monkeypatch, named):
+    """Issue 11 item 9: a shared checkpoint whose meta names a .py file elsewhere must not run it."""
+    outside, workspace, home = tmp_path / "elsewhere", tmp_path / "workspace", tmp_path / "home"
+    for d in (outside, workspace, home):
+        d.mkdir()
+    marker = tmp_path / "pwned"
+    evil = (home if named == "home" else outside) / "gpt.py"
+    evil.write_text(EVIL.format(marker=str(marker)) + open(gpt_module.__file__).read())
+    source = {"absolute": str(evil), "home": "~/gpt.py", "symlink": str(workspace / "link.py")}[named]
+    if named == "symlink":
+        os.symlink(evil, workspace / "link.py")  # inside by name, outside in fact
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(workspace)
+    save(new_model(), workspace / "ckpt", 1, source=source)
+    with pytest.raises(cm.model_sources.ModelSourceError, match="outside .*pass --model") as e:
+        cm.build_model(str(workspace / "ckpt"), 1, "cpu", "eval")
+    assert str(evil) in str(e.value) and "meta_000001.json" in str(e.value)
+    assert not marker.exists()
+    # the learner's explicit say: --model PATH, or a directory the caller vouches for
+    cm.build_model(str(workspace / "ckpt"), 1, "cpu", "eval", model_source=str(evil))
+    assert marker.read_text() == "ran"
+    marker.unlink()
+    cm.build_model(str(workspace / "ckpt"), 1, "cpu", "eval", trusted_dirs=[str(evil.parent)])
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("saved, message", [
+    ([1, 2, 3], "holds a list, not a model state dict"),
+    ({"w": "text"}, "holds a dict, not a model state dict"),
+    (torch.zeros(3), "holds a Tensor, not a model state dict"),
+])
+def test_a_model_file_that_is_not_a_state_dict_is_refused(tmp_path, saved, message):
+    save(new_model(), tmp_path, 1)
+    torch.save(saved, tmp_path / "model_000001.pt")
+    with pytest.raises(CheckpointError, match=message) as e:
+        cm.build_model(str(tmp_path), 1, "cpu", "eval")
+    assert str(tmp_path / "model_000001.pt") in str(e.value)
+
+
+def test_nan_weights_are_refused_naming_the_tensor(tmp_path):
+    model = new_model()
+    with torch.no_grad():
+        model.lm_head.weight[3, 5] = float("nan")
+    save(model, tmp_path, 1)
+    with pytest.raises(CheckpointError, match="lm_head.weight hold NaN or infinite values.*earlier step"):
+        cm.build_model(str(tmp_path), 1, "cpu", "eval")
+
+
+@pytest.mark.parametrize("vocab_size, message", [
+    (10**9, r"builds transformer.wte.weight with shape \[1000000000, 64\] but the saved weights have \[64, 64\]"),
+    (1e9, "no model can be built from its model_config"),
+])
+def test_a_meta_that_does_not_match_its_weights_is_refused_before_allocating(tmp_path, vocab_size, message):
+    save(new_model(), tmp_path, 1)
+    meta = json.loads((tmp_path / "meta_000001.json").read_text())
+    meta["model_config"]["vocab_size"] = vocab_size
+    (tmp_path / "meta_000001.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=message) as e:
+        cm.build_model(str(tmp_path), 1, "cpu", "eval")
+    assert "meta_000001.json" in str(e.value)
 
 
 def test_a_model_that_does_not_fit_the_checkpoint_is_a_clear_error(tmp_path):
@@ -197,7 +265,7 @@ def test_load_model_announces_a_guess_and_honours_tag_and_step(tmp_path, monkeyp
         cm.load_model("base", "cpu", "eval", model_tag="d4", step=15)
     with pytest.raises(CheckpointError, match="no checkpoint directory .*d99"):
         cm.load_model("base", "cpu", "eval", model_tag="d99")
-    with pytest.raises(ValueError, match="unknown checkpoint source"):
+    with pytest.raises(ValueError, match="unknown checkpoint phase"):
         cm.load_model("pretrain", "cpu", "eval")
 
 

@@ -261,7 +261,37 @@ def test_auto_source_and_split_errors(shards_dir):
 
 def test_damaged_shard_is_a_clear_error(shards_dir):
     (shards_dir / index_to_filename(0)).write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="cannot read .*shard_00000.parquet as parquet"):
+    with pytest.raises(dataset.DataError, match="cannot read .*shard_00000.parquet as parquet"):
+        next(dataset.parquets_iter_batched("train"))
+
+
+def corrupt_row_group(path: Path, rg_idx: int) -> None:
+    """Overwrite the inside of one row group's column chunk (page headers and compressed data) with junk."""
+    data = bytearray(path.read_bytes())
+    chunk = pq.ParquetFile(path).metadata.row_group(rg_idx).column(0)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    for k in range(start + 2, start + chunk.total_compressed_size - 2):
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_row_group_names_the_file_and_the_row_group(shards_dir):
+    path = shards_dir / index_to_filename(1)
+    corrupt_row_group(path, 2)
+    batches = dataset.parquets_iter_batched("train")
+    good = [next(batches) for _ in range(6)]  # file 0's four row groups and file 1's first two read fine
+    assert [len(b) for b in good] == [3, 3, 3, 1, 3, 3]
+    with pytest.raises(dataset.DataError, match=f"{path}: row group 2 is unreadable .*download it again"):
+        next(batches)
+
+
+def test_a_shard_without_a_text_column_is_a_clear_error(shards_dir):
+    path = shards_dir / index_to_filename(0)
+    pq.write_table(pa.table({"content": ["a", "b"], "id": [1, 2]}), path)
+    with pytest.raises(dataset.DataError, match=f"{path} has no 'text' column \\(its columns: content, id\\)"):
+        next(dataset.parquets_iter_batched("train"))
+    pq.write_table(pa.table({"text": [1, 2]}), path)
+    with pytest.raises(dataset.DataError, match="'text' column holds int64, not strings"):
         next(dataset.parquets_iter_batched("train"))
 
 

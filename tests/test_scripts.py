@@ -185,6 +185,91 @@ def test_bad_flags_give_one_clear_error(fresh_base_dir, extra, code, message):
     assert "Traceback" not in result.stderr
 
 
+def write_shards(base, make_table):
+    """Two shards (train, val) in the base dir's data folder; returns the train shard's path."""
+    import pyarrow.parquet as pq
+
+    data = base / "base_data"
+    data.mkdir(exist_ok=True)
+    for i in range(2):
+        pq.write_table(make_table(i), data / f"shard_{i:05d}.parquet", row_group_size=4)
+    return data / "shard_00000.parquet"
+
+
+def texts_table(i):
+    import pyarrow as pa
+
+    return pa.table({"text": [f"document {j} of shard {i}: " + "some words to tokenize " * 40 for j in range(16)]})
+
+
+def test_unreadable_training_data_is_one_line_naming_the_file(fresh_base_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = fresh_base_dir("baddata")
+    shard = write_shards(base, lambda i: pa.table({"content": ["no text column here"] * 4}))
+    result = run_script("base_train", TINY + ["--num_iterations=1", "--data=shards"], base)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == f"error: {shard} has no 'text' column (its columns: content); a shard holds " \
+                                    "one document per row in a string column named 'text'"
+
+    shard = write_shards(base, texts_table)
+    data = bytearray(shard.read_bytes())
+    chunk = pq.ParquetFile(shard).metadata.row_group(0).column(0)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    data[start + 2:start + chunk.total_compressed_size - 2] = bytes(chunk.total_compressed_size - 4)
+    shard.write_bytes(bytes(data))
+    result = run_script("base_train", TINY + ["--num_iterations=1", "--data=shards"], base)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {shard}: row group 0 is unreadable"), lines
+
+
+def damage_checkpoint(ckpt, how, outside):
+    """Damage step 1 of a copied checkpoint the way issue 11 found scripts crashing on it."""
+    import torch
+
+    meta_file, model_file = ckpt / "meta_000001.json", ckpt / "model_000001.pt"
+    meta = json.loads(meta_file.read_text())
+    if how == "not a state dict":
+        torch.save([1, 2, 3], model_file)
+    elif how == "nan weights":
+        weights = torch.load(model_file, weights_only=True)
+        weights["lm_head.weight"][0, 0] = float("nan")
+        torch.save(weights, model_file)
+    elif how == "vocab 1e9":
+        meta["model_config"]["vocab_size"] = 10**9
+    elif how == "model file outside":
+        meta["model_source"] = str(outside)
+    meta_file.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("how, message", [
+    ("not a state dict", "model_000001.pt holds a list, not a model state dict"),
+    ("nan weights", "model_000001.pt: the weights lm_head.weight hold NaN or infinite values"),
+    ("vocab 1e9", "meta_000001.json: its model_config builds transformer.wte.weight with shape [1000000000, 256]"),
+    ("model file outside", "meta_000001.json names the model file {outside}, which is outside"),
+])
+def test_a_damaged_or_foreign_checkpoint_is_one_line_in_chat_cli(laptop_run, tmp_path, how, message):
+    base, train_result = laptop_run
+    check_ok(train_result)
+    copy = tmp_path / "base"
+    shutil.copytree(base, copy, ignore=shutil.ignore_patterns("base_data"))
+    outside = tmp_path / "friend" / "gpt.py"  # runs nothing but leaves a mark if imported
+    outside.parent.mkdir()
+    outside.write_text(f"open({str(tmp_path / 'pwned')!r}, 'w').close()\n" + open(os.path.join(REPO, "nanochat", "gpt.py")).read())
+    damage_checkpoint(copy / "base_checkpoints" / "d4", how, outside)
+    result = run_script("chat_cli", ["-i", "base", "-p", "Hi", "-m", "4"], copy)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message.format(outside=outside) in lines[0], lines
+    assert not (tmp_path / "pwned").exists()
+    if how == "model file outside":  # the learner's say-so runs it, and says which file runs
+        trusted = run_script("chat_cli", ["-i", "base", "-p", "Hi", "-m", "4", "--model", str(outside)], copy)
+        check_ok(trusted)
+        assert f"model code: {outside} (--model)" in trusted.stderr and (tmp_path / "pwned").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # base_loss, chat_cli, bench_train
 

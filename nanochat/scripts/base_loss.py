@@ -2,7 +2,7 @@
 
     python -m nanochat.scripts.base_loss                                 # the deepest base model, latest step
     python -m nanochat.scripts.base_loss --model-tag d4 --step 1 --split_tokens 65536
-    python -m nanochat.scripts.base_loss --source sft --model path/to/my_gpt.py
+    python -m nanochat.scripts.base_loss -i sft --model path/to/my_gpt.py
     torchrun --standalone --nproc_per_node=8 -m nanochat.scripts.base_loss   # the tokens are split over ranks
 
 Bits per byte (see nanochat/loss_eval.py) is the loss per byte of text rather than per token, so it compares
@@ -16,7 +16,7 @@ from contextlib import nullcontext
 import torch
 
 from nanochat import dataset, model_source as model_sources
-from nanochat.checkpoint_manager import SOURCES, CheckpointError, load_model
+from nanochat.checkpoint_manager import PHASES, CheckpointError, load_model
 from nanochat.common import autodetect_device_type, compute_cleanup, compute_dtype, compute_init, print0
 from nanochat.dataloader import tokenizing_distributed_data_loader
 from nanochat.engine import Engine
@@ -34,7 +34,7 @@ SAMPLE_PROMPTS = [
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m nanochat.scripts.base_loss", description=__doc__.split("\n")[0])
-    p.add_argument("--source", default="base", choices=SOURCES, help="which phase's checkpoints (default: base)")
+    p.add_argument("-i", "--phase", default="base", choices=PHASES, help="which phase's checkpoints (default: base)")
     p.add_argument("-g", "--model-tag", "--model_tag", dest="model_tag", default=None,
                    help="checkpoint tag such as d4 (default: the deepest, announced)")
     p.add_argument("-s", "--step", type=int, default=None, help="checkpoint step (default: the latest, announced)")
@@ -70,7 +70,7 @@ def evaluate(args):
     ddp, rank, local_rank, world_size, device = compute_init(args.device_type)
     autocast_ctx = torch.amp.autocast(device_type="cuda", dtype=compute_dtype("cuda")) \
         if device.type == "cuda" else nullcontext()
-    model, tokenizer, meta = load_model(args.source, device, phase="eval", model_tag=args.model_tag,
+    model, tokenizer, meta = load_model(args.phase, device, mode="eval", model_tag=args.model_tag,
                                         step=args.step, model_source=args.model)
     config = meta["model_config"]
     if config["vocab_size"] != tokenizer.get_vocab_size():
@@ -90,7 +90,7 @@ def evaluate(args):
     steps = max(1, split_tokens // (B * T * world_size))
     token_bytes = tokenizer.get_token_bytes(device)
     source_text = model_sources.describe(args.model if args.model else meta.get("model_source"))
-    print0(f"checkpoint: {args.source} step {meta['step']} | {source_text} | {config}")
+    print0(f"checkpoint: {args.phase} step {meta['step']} | {source_text} | {config}")
     print0(f"data: {data_source} | {steps} steps of {B} x {T} tokens x {world_size} rank(s) = "
            f"{steps * B * T * world_size:,} tokens per split")
 
@@ -116,7 +116,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         evaluate(args)
-    except (CheckpointError, ModelSourceError) as e:
+    except (CheckpointError, ModelSourceError, dataset.DataError) as e:
         raise SystemExit(f"error: {e}") from None
     finally:
         compute_cleanup()

@@ -97,8 +97,9 @@ def parse_args(argv=None):
     g.add_argument("--device_type", default="", help="cuda|mps|cpu; empty = autodetect (cuda > mps > cpu)")
     g.add_argument("--model", default=model_sources.REFERENCE,
                    help="'reference' (nanochat.gpt) or the path of your own model file defining GPT and GPTConfig")
-    g.add_argument("--model_tag", default=None, help="checkpoint directory name (default: d<depth>)")
-    g.add_argument("--source", default="auto", choices=["auto", "shards", "embedded"],
+    g.add_argument("--model-tag", "--model_tag", dest="model_tag", default=None,
+                   help="checkpoint directory name (default: d<depth>)")
+    g.add_argument("--data", default="auto", choices=list(dataset.SOURCES),
                    help="training text: downloaded parquet shards, the embedded offline corpus, or auto "
                         "(shards when any are downloaded)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -156,7 +157,7 @@ def parse_args(argv=None):
     if args.peak_flops is not None and args.peak_flops <= 0:
         p.error(f"--peak_flops must be positive, got {args.peak_flops}")
     if args.model_tag is not None and (not args.model_tag or os.sep in args.model_tag or args.model_tag in (".", "..")):
-        p.error(f"--model_tag must be a plain directory name, got {args.model_tag!r}")
+        p.error(f"--model-tag must be a plain directory name, got {args.model_tag!r}")
     if args.device_type:
         try:
             autodetect_device_type(args.device_type)
@@ -353,7 +354,7 @@ def load_resume_checkpoint(args, checkpoint_dir, model, config, compute):
         try:
             hint = f"the latest saved step is {find_last_step(checkpoint_dir)}"
         except CheckpointError:
-            hint = "there are no checkpoints for this --model_tag/--depth yet"
+            hint = "there are no checkpoints for this --model-tag/--depth yet"
         raise SystemExit(f"error: --resume_from_step={step}: no checkpoint of that step in {checkpoint_dir} ({hint})")
     model_data, optimizer_data, meta = load_checkpoint(checkpoint_dir, step, compute.device,
                                                        load_optimizer=True, rank=compute.rank)
@@ -622,7 +623,7 @@ def print_summary(run, loop):
 
 def train(args):
     compute = setup_compute(args.device_type, args.compile)
-    data_source = check_data(args.source)
+    data_source = check_data(args.data)
     tokenizer = get_tokenizer()
     token_bytes = get_token_bytes(device=compute.device)
     config, orig_model = build_model(args, tokenizer.get_vocab_size(), compute.device)
@@ -663,7 +664,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         train(args)
-    except (CheckpointError, ModelSourceError) as e:
+    except (CheckpointError, ModelSourceError, dataset.DataError) as e:
         raise SystemExit(f"error: {e}") from None
     except NotImplementedError as e:
         if model_sources.is_reference(args.model):

@@ -29,7 +29,7 @@ from contextlib import nullcontext
 import torch
 from rich.console import Console
 
-from nanochat.checkpoint_manager import (SOURCES, CheckpointError, checkpoints_dir, find_largest_model,
+from nanochat.checkpoint_manager import (PHASES, CheckpointError, checkpoints_dir, find_largest_model,
                                          find_last_step, load_model)
 from nanochat.common import autodetect_device_type, compute_dtype, get_base_dir
 from nanochat.engine import Engine
@@ -42,7 +42,7 @@ TINY_TRAIN = ("python -m nanochat.scripts.base_train --depth=4 --max_seq_len=512
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m nanochat.scripts.chat_cli", description=__doc__.split("\n")[0])
-    p.add_argument("-i", "--source", default=None, choices=SOURCES,
+    p.add_argument("-i", "--phase", default=None, choices=PHASES,
                    help="which phase's checkpoint (default: sft, falling back to mid, then base)")
     p.add_argument("-g", "--model-tag", "--model_tag", dest="model_tag", default=None,
                    help="checkpoint tag such as d4 (default: the deepest)")
@@ -78,8 +78,8 @@ def parse_args(argv=None):
     return args
 
 
-def has_checkpoint(source, model_tag):
-    root = checkpoints_dir(source)
+def has_checkpoint(phase, model_tag):
+    root = checkpoints_dir(phase)
     try:
         tag = model_tag or find_largest_model(root)
         find_last_step(os.path.join(root, tag))
@@ -88,22 +88,22 @@ def has_checkpoint(source, model_tag):
         return False
 
 
-def pick_source(requested, model_tag, err):
-    """The checkpoint source to load, announcing a fallback; exits with the way forward when there is none."""
+def pick_phase(requested, model_tag, err):
+    """The checkpoint phase to load, announcing a fallback; exits with the way forward when there is none."""
     tag_text = f" with tag {model_tag}" if model_tag else ""
     if requested:
         if has_checkpoint(requested, model_tag):
             return requested
-        present = [s for s in SOURCES if has_checkpoint(s, model_tag)]
+        present = [s for s in PHASES if has_checkpoint(s, model_tag)]
         hint = f"checkpoints exist for: {', '.join(present)} (pass -i {present[0]})" if present else \
             f"train a tiny base model first (seconds on a CPU):\n  {TINY_TRAIN}"
         raise SystemExit(f"error: no {requested} checkpoint{tag_text} in {checkpoints_dir(requested)}; {hint}")
-    for source in FALLBACK_ORDER:
-        if has_checkpoint(source, model_tag):
-            if source != FALLBACK_ORDER[0]:
-                err.print(f"note: no sft checkpoint{tag_text} yet; using the {source} model "
+    for phase in FALLBACK_ORDER:
+        if has_checkpoint(phase, model_tag):
+            if phase != FALLBACK_ORDER[0]:
+                err.print(f"note: no sft checkpoint{tag_text} yet; using the {phase} model "
                           f"(choose with -i)", style="yellow")
-            return source
+            return phase
     raise SystemExit(f"error: no checkpoint{tag_text} to chat with in {get_base_dir()} (looked for "
                      f"{', '.join(s + '_checkpoints' for s in FALLBACK_ORDER)}).\n"
                      f"Train a tiny base model first (seconds on a CPU):\n  {TINY_TRAIN}\n"
@@ -240,8 +240,8 @@ def main(argv=None):
     autocast_ctx = torch.amp.autocast(device_type="cuda", dtype=compute_dtype("cuda")) \
         if device.type == "cuda" else nullcontext()
     try:
-        source = pick_source(args.source, args.model_tag, err)
-        model, tokenizer, meta = load_model(source, device, phase="eval", model_tag=args.model_tag,
+        phase = pick_phase(args.phase, args.model_tag, err)
+        model, tokenizer, meta = load_model(phase, device, mode="eval", model_tag=args.model_tag,
                                             step=args.step, model_source=args.model)
     except (CheckpointError, ModelSourceError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -250,7 +250,7 @@ def main(argv=None):
         raise SystemExit(f"error: the checkpoint was trained with a vocabulary of {vocab} tokens but the current "
                          f"tokenizer has {tokenizer.get_vocab_size()}; the tokenizer in $NANOCHAT_BASE_DIR "
                          f"changed since training")
-    chat = Chat(args, model, tokenizer, chat_mode=source != "base", autocast_ctx=autocast_ctx)
+    chat = Chat(args, model, tokenizer, chat_mode=phase != "base", autocast_ctx=autocast_ctx)
     if args.prompt is not None:
         chat.reply(args.prompt)
         return
