@@ -29,6 +29,7 @@ STAGE_MODULES = {
     "base": "nanochat.scripts.base_train",
     "base_loss": "nanochat.scripts.base_loss",
     "base_eval": "nanochat.scripts.base_eval",
+    "base_chat_eval": "nanochat.scripts.chat_eval",
     "mid": "nanochat.scripts.mid_train",
     "mid_eval": "nanochat.scripts.chat_eval",
     "sft": "nanochat.scripts.chat_sft",
@@ -39,7 +40,7 @@ STAGE_MODULES = {
 STAGES = tuple(STAGE_MODULES)
 OPTIONAL_STAGES = ("rl", "rl_eval")  # run only on request (RL=1)
 # stages that run one process per GPU under torchrun on a multi-GPU node (the rest are single-process)
-DISTRIBUTED_STAGES = ("base", "base_loss", "base_eval", "mid", "mid_eval", "sft", "sft_eval", "rl", "rl_eval")
+DISTRIBUTED_STAGES = ("base", "base_loss", "base_eval", "base_chat_eval", "mid", "mid_eval", "sft", "sft_eval", "rl", "rl_eval")
 
 
 @dataclass(frozen=True)
@@ -75,28 +76,29 @@ PRESETS = {
                        summary="a smaller full run: ~185M parameters at 20 tokens per parameter; 8 GPUs, ~1 hour"),
     "cpu": Preset(
         name="cpu", nproc=1,
-        summary="every stage on a laptop CPU, offline (embedded corpus, packaged and generated task data), "
-                "depth 4; about 10 minutes on 2 cores",
+        summary="every stage on a laptop CPU, offline (embedded corpus, generated and packaged task data), "
+                "depth 4; about 10 minutes on 2 idle cores",
         stages={
             "tokenizer": ("--corpus", "embedded"),
             "tok_eval": ("--max-chars", "200000"),
             "base": ("--depth=4", "--max_seq_len=512", "--device_batch_size=4", "--total_batch_size=2048",
                      "--num_iterations=150", "--data=embedded", "--eval_every=50", "--eval_tokens=16384",
-                     "--sample_every=-1", "--save_every=50", "--warmdown_ratio=0.3"),
+                     "--sample_every=-1", "--save_every=50"),
             "base_loss": ("--data=embedded", "--split_tokens=16384", "--max_tokens=16"),
-            "base_eval": ("-i", "base", "--max-per-task=40"),
-            "mid": ("--max_seq_len=512", "--device_batch_size=4", "--total_batch_size=2048",
-                    "--num_iterations=60", "--eval_every=30", "--eval_tokens=8192", "--save_every=30",
-                    "--mixture=offline"),
-            "mid_eval": ("-i", "mid", "--max-problems=20", "--max-new-tokens=48"),
-            "sft": ("--device_batch_size=4", "--examples_per_step=8", "--num_iterations=40",
-                    "--eval_every=20", "--eval_steps=8", "--save_every=20", "--mixture=offline",
-                    "--chat_eval_problems=10"),
-            "sft_eval": ("-i", "sft", "--max-problems=20", "--max-new-tokens=48"),
-            "rl": ("--num_iterations=4", "--examples_per_step=2", "--num_samples=4", "--device_batch_size=4",
-                   "--max_new_tokens=48", "--eval_every=2", "--eval_examples=4", "--save_every=2",
-                   "--data=offline"),
-            "rl_eval": ("-i", "rl", "-a", "GSM8K", "--max-problems=20", "--max-new-tokens=48"),
+            # no CORE offline: its eval bundle is a download (base_eval --download); the base model is measured
+            # with the same chat_eval tasks as the later phases instead
+            "base_chat_eval": ("-i", "base", "-a", "all", "-n", "16", "--max-new-tokens", "40"),
+            "mid": ("--data=offline", "--max_seq_len=512", "--device_batch_size=4", "--total_batch_size=2048",
+                    "--num_iterations=60", "--eval_every=30", "--eval_tokens=8192", "--save_every=30"),
+            "mid_eval": ("-i", "mid", "-a", "all", "-n", "16", "--max-new-tokens", "40"),
+            "sft": ("--data=offline", "--device_batch_size=4", "--examples_per_step=8", "--num_iterations=40",
+                    "--eval_every=20", "--eval_steps=8", "--save_every=20", "--chat_eval_tasks=SpellingBee",
+                    "--chat_eval_problems=8"),
+            "sft_eval": ("-i", "sft", "-a", "all", "-n", "16", "--max-new-tokens", "40"),
+            "rl": ("--data=offline", "--num_iterations=4", "--examples_per_step=2", "--num_samples=4",
+                   "--device_batch_size=4", "--max_new_tokens=40", "--eval_every=2", "--eval_examples=4",
+                   "--save_every=2"),
+            "rl_eval": ("-i", "rl", "-a", "all", "-n", "16", "--max-new-tokens", "40"),
         }),
 }
 
@@ -156,7 +158,8 @@ def main(argv=None):
             print(f"{preset.name}: {preset.summary} ({preset.nproc} process(es) per node)")
             for stage in stages_of(preset.name, include_optional=True):
                 optional = " (optional, RL=1)" if stage in OPTIONAL_STAGES else ""
-                print(f"  {stage:9s} python -m {STAGE_MODULES[stage]} {' '.join(preset.stages[stage])}{optional}")
+                command = " ".join(["python", "-m", STAGE_MODULES[stage], *preset.stages[stage]])
+                print(f"  {stage:14s} {command}{optional}")
         elif args.command == "stages":
             print("\n".join(stages_of(args.preset, include_optional=args.rl)))
         elif args.command == "args":

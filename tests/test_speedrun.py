@@ -28,7 +28,7 @@ def test_args_prints_one_stage_on_one_line():
 
 def test_stages_are_in_pipeline_order_and_rl_is_optional():
     assert run_presets("stages", "cpu").stdout.split() == [
-        "tokenizer", "tok_eval", "base", "base_loss", "base_eval", "mid", "mid_eval", "sft", "sft_eval"]
+        "tokenizer", "tok_eval", "base", "base_loss", "base_chat_eval", "mid", "mid_eval", "sft", "sft_eval"]
     assert run_presets("stages", "cpu", "--rl").stdout.split()[-2:] == ["rl", "rl_eval"]
     assert run_presets("stages", "d20").stdout.split()[0] == "data"  # the cpu preset downloads nothing
 
