@@ -18,6 +18,7 @@ The bundle is downloaded once (`download_bundle`) into $NANOCHAT_BASE_DIR/eval_b
 import csv
 import json
 import random
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,10 +83,14 @@ def download_bundle(url: str = BUNDLE_URL) -> Path:
     archive = target.parent / "eval_bundle.zip"
     dataset.download_url(url, archive, validate=zipfile.is_zipfile)
     staging = target.parent / "eval_bundle.unpacking"
+    shutil.rmtree(staging, ignore_errors=True)
     with zipfile.ZipFile(archive) as z:
-        z.extractall(staging)
-    inner = next(p.parent for p in staging.rglob("core.yaml"))
+        z.extractall(staging)  # extractall drops absolute paths and ".." from member names
+    inner = next((p.parent for p in staging.rglob("core.yaml")), None)
+    if inner is None:
+        raise BundleError(f"{archive} has no core.yaml: not an eval bundle; delete it and download again")
     inner.rename(target)
+    shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fixtures.evals.layout import HERE, lay_task_data, read_fixture
+from fixtures.evals.layout import HERE, lay_task_data
 from nanochat.tasks.arc import ARC
 from nanochat.tasks.common import EvalType, MissingDataError, TaskMixture
 from nanochat.tasks.customjson import CustomJSON

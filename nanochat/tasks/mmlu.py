@@ -25,7 +25,7 @@ class MMLU(CategoricalTask):
 
     def __init__(self, subset: str = "all", split: str = "test", **slice_args):
         if split not in SPLITS.get(subset, ()):
-            raise ValueError(f"MMLU: subset/split must be one of "
+            raise ValueError("MMLU: subset/split must be one of "
                              + ", ".join(f"{s}/{p}" for s, splits in SPLITS.items() for p in splits))
         super().__init__(**slice_args)
         self.subset, self.split = subset, split
