@@ -20,6 +20,7 @@ COMMANDS = [
     ("targets", "workbench.remote.targets_command", "add, list, test or remove the GPU boxes and clusters runs go to"),
     ("launch", "workbench.remote.launch_command", "check readiness, then train on a target (ssh, SLURM or local)"),
     ("runs", "workbench.remote.runs_command", "list launched and local runs with their state; cancel, log, wait, pull"),
+    ("serve", "workbench.serve", "chat with a checkpoint in the browser (the newest chat model unless -i says)"),
 ]
 
 
