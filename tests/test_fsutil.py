@@ -6,7 +6,8 @@ import stat
 
 import pytest
 
-from nanochat.fsutil import FileRefused, atomic_path, atomic_write, read_regular_file
+from nanochat.fsutil import (FileRefused, atomic_exchange, atomic_path, atomic_write, read_regular_file,
+                             remove_stale_temps)
 
 
 def leftovers(folder):
@@ -79,3 +80,28 @@ def test_read_regular_file_reads_small_files_and_refuses_the_rest(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_regular_file(tmp_path / "missing", 100)
     assert issubclass(FileRefused, OSError)
+
+
+def test_atomic_exchange_hands_back_the_replaced_file_even_one_written_into_after_the_swap(tmp_path):
+    path = tmp_path / "notes.md"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    writer = open(path, "a")  # an editor that opened the file to save in place, before the swap
+    old = atomic_exchange(path, b"new")
+    writer.write(" and more")
+    writer.close()
+    assert path.read_text() == "new" and stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert open(old).read() == "old and more"  # not lost: the caller decides what to do with it
+    os.unlink(old)
+    assert atomic_exchange(path, b"dropped", before_swap=lambda tmp: False) is None
+    assert path.read_text() == "new" and leftovers(tmp_path) == []
+
+
+def test_remove_stale_temps_only_removes_old_temp_files_of_that_file(tmp_path):
+    path = tmp_path / "notes.md"
+    path.write_text("x")
+    (tmp_path / ".notes.md.abc123.tmp").write_text("left by a killed writer")
+    (tmp_path / ".other.md.abc123.tmp").write_text("someone else's")
+    assert remove_stale_temps(path) == 0  # just written: maybe a write in progress
+    assert remove_stale_temps(path, older_than_s=0.0) == 1
+    assert sorted(os.listdir(tmp_path)) == [".other.md.abc123.tmp", "notes.md"]
