@@ -5,7 +5,7 @@ On the target, under its workdir:
 
     code/                 the project, synced with rsync (PYTHONPATH points here)
     base/                 NANOCHAT_BASE_DIR: tokenizer, data shards, <phase>_checkpoints/
-    runs/<id>/job.sh      this script; log.txt its output; stage the stage running now;
+    runs/<id>/job.sh      this script; log.txt its output; started touched when it starts; stage the stage now;
               pid         (ssh) the process group of the detached job; exit_code when it ended;
               cancelled   written by a cancel; learner file copied here when the run trains the learner's model
 
@@ -83,7 +83,7 @@ def stage_command(spec: JobSpec, stage: StageCommand) -> str:
 def job_body(spec: JobSpec) -> str:
     """The part shared by the ssh and SLURM scripts: setup, environment, the stages, the exit code."""
     lines = [f"RUN_DIR={sh_path(spec.paths.run(spec.run_id))}",
-             "cd \"$RUN_DIR\" || exit 1",
+             "cd \"$RUN_DIR\" && touch started || exit 1",
              "echo \"job $$ on $(hostname) at $(date -u +%FT%TZ)\""]
     if spec.target.setup.strip():
         lines += [f"{{ {spec.target.setup.strip()}\n}} || {{ echo \"the target's setup line failed\"; "
@@ -92,7 +92,7 @@ def job_body(spec: JobSpec) -> str:
         lines.append(f"module load {shlex.quote(module)}")
     lines += [f"export PYTHONPATH={sh_path(spec.paths.code)}${{PYTHONPATH:+:$PYTHONPATH}}",
               f"export NANOCHAT_BASE_DIR={sh_path(spec.paths.base)}",
-              "export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}"]
+              "export PYTHONUNBUFFERED=1"]
     if spec.target.kind is TargetKind.SLURM and spec.target.nodes > 1:
         lines.append("export WB_HEAD=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1)")
     lines.append(f"cd {sh_path(spec.paths.code)} || exit 1")

@@ -101,10 +101,10 @@ async def tail_log(target: Target, record: RunRecord, lines: int = 20) -> list[s
 
 async def read_metrics(target: Target, record: RunRecord, offset: int = 0) -> tuple[list[dict], int]:
     """Complete metrics.jsonl lines written since `offset` (bytes) by this run's training stages, and the new
-    offset. The file is the newest metrics.jsonl under the remote checkpoints written after the job started."""
+    offset. The file is the newest metrics.jsonl under the remote checkpoints written since the job started."""
     run_dir = sh_path(record.remote_dir)
     script = (f"cd {sh_path(record.workdir)}/base 2>/dev/null || exit 0\n"
-              f"f=$(ls -t $(find . -name metrics.jsonl -newer {run_dir}/job.sh 2>/dev/null) 2>/dev/null | head -n 1)\n"
+              f"f=$(ls -t $(find . -name metrics.jsonl -newer {run_dir}/started 2>/dev/null) 2>/dev/null | head -n 1)\n"
               f"[ -n \"$f\" ] && tail -c +{int(offset) + 1} \"$f\"\n")
     result = await run_script(target, script, timeout=60)
     data = result.stdout
@@ -140,13 +140,15 @@ async def cancel(target: Target, record: RunRecord) -> RunRecord:
 
 
 def _checkpoints_script(record: RunRecord) -> str:
-    """Checkpoint folders written by this run (files newer than its job script) and the last step in each."""
+    """Checkpoint folders written by this run (files newer than its `started` marker) and the last step it saved in
+    each (an earlier run's later steps in the same folder are not this run's)."""
     return (f"cd {sh_path(record.workdir)}/base 2>/dev/null || exit 0\n"
             "for d in *_checkpoints/*/; do\n"
             "  [ -d \"$d\" ] || continue\n"
-            f"  [ -n \"$(find \"$d\" -maxdepth 1 -type f -newer {sh_path(record.remote_dir)}/job.sh -print -quit)\" ] "
+            f"  [ -n \"$(find \"$d\" -maxdepth 1 -type f -newer {sh_path(record.remote_dir)}/started -print -quit)\" ] "
             "|| continue\n"
-            "  last=$(ls \"$d\" | sed -n 's/^model_\\([0-9]*\\)\\.pt$/\\1/p' | sort -n | tail -n 1)\n"
+            f"  last=$(find \"$d\" -maxdepth 1 -name 'model_*.pt' -newer {sh_path(record.remote_dir)}/started "
+            "| sed -n 's/.*model_\\([0-9]*\\)\\.pt$/\\1/p' | sort -n | tail -n 1)\n"
             "  echo \"WB_CKPT $d $last\"\n"
             "done\n")
 

@@ -57,7 +57,7 @@ if ! {{ {setup}
 rm -f /tmp/wb-setup.$$
 {modules}mkdir -p {sh_path(target.workdir)} && cd {sh_path(target.workdir)} && echo "WB_WORKDIR $(pwd -P)"
 echo "WB_PLATFORM $(uname -sm)"
-echo "WB_FREE $(df -Pk . 2>/dev/null | awk 'NR==2 {{print $4 * 1024}}')"
+echo "WB_FREE $(df -Pk . 2>/dev/null | awk 'NR==2 {{printf "%.0f", $4 * 1024}}')"
 echo "WB_SBATCH $(command -v sbatch || true)"
 PY=$(command -v python || command -v python3 || true)
 echo "WB_PYCMD $PY"
