@@ -486,3 +486,64 @@ def test_calculator_calls_are_pieces_of_their_own(base_dir):
             merged.append(p)
     assert merged == [Piece(Kind.TEXT, "It is "), Piece(Kind.TOOL_CALL, "12*7"), Piece(Kind.TOOL_OUTPUT, "84"),
                       Piece(Kind.TEXT, " apples.")]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the page in a real browser (Debian's chromium + chromium-driver, through selenium)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    chromedriver = shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("chromium and chromedriver are not installed (Debian: apt install chromium chromium-driver), "
+                    "so the page is not tested in a browser")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)  # a given driver: nothing downloaded
+    yield driver
+    driver.quit()
+
+
+@pytest.mark.slow
+def test_page_streams_an_answer_and_stops_it(server, browser, caplog):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    caplog.set_level(logging.INFO, logger="nanochat.web")
+    wait = WebDriverWait(browser, 30, poll_frequency=0.05)
+    find = browser.find_element
+    browser.get(server.url)
+    wait.until(lambda d: "sft d2 step 3" in find(By.ID, "model").text)
+    browser.execute_script("const t = document.getElementById('temperature'); t.value = '0';"
+                           "t.dispatchEvent(new Event('input'));")  # greedy: a long answer (see LONG)
+    find(By.ID, "max-tokens").clear()
+    find(By.ID, "max-tokens").send_keys("2000")
+    served = server.stats()["requests_served"]
+    find(By.ID, "input").send_keys("Hello there", Keys.ENTER)
+
+    assert wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".msg.user"))[0].text == "Hello there"
+    answer = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".msg.assistant.streaming"))
+    first = len(wait.until(lambda d: answer.text))
+    wait.until(lambda d: len(answer.text) > first + 20)  # more tokens keep arriving into the same answer
+    assert "streaming" in answer.get_attribute("class")
+    stop = find(By.ID, "stop")
+    assert stop.is_displayed() and not find(By.ID, "send").is_displayed()
+    stop.click()
+
+    wait.until(lambda d: "streaming" not in answer.get_attribute("class"))
+    assert answer.find_element(By.CLASS_NAME, "meta").text == "stopped"
+    assert find(By.ID, "send").is_displayed() and not stop.is_displayed()
+    wait_for(lambda: server.stats()["requests_served"] == served + 1, 10, "the stopped generation to end")
+    line = [r.getMessage() for r in caplog.records if r.name == "nanochat.web" and " stopped, " in r.getMessage()][-1]
+    assert int(re.search(r"(\d+) tokens in", line).group(1)) < 2000
+
+    find(By.ID, "new").click()
+    assert not browser.find_elements(By.CSS_SELECTOR, ".msg")
