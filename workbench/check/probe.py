@@ -18,6 +18,10 @@ import traceback
 
 import torch
 
+from nanochat.fsutil import read_regular_file
+
+MAX_SOURCE_BYTES = 4 << 20  # a model file is tens of kilobytes; bigger is not parsed
+
 
 class SourceMap:
     """Which function or method of the learner's file a line belongs to, by parsing the file (no execution)."""
@@ -26,12 +30,14 @@ class SourceMap:
         self.path = os.path.abspath(path)
         self.spans: list[tuple[int, int, str]] = []  # (first line, last line, qualname), outer before inner
         self.nodes: dict[int, ast.AST] = {}  # first line -> function node
-        try:
-            with open(self.path, encoding="utf-8", errors="replace") as f:
-                tree = ast.parse(f.read(), filename=self.path)
-        except (OSError, SyntaxError, ValueError):
-            return
-        self._visit(tree.body, "")
+        try:  # only a regular file, size-capped: a FIFO or a device put in its place must not hang the worker
+            source = read_regular_file(self.path, MAX_SOURCE_BYTES).decode("utf-8", errors="replace")
+            tree = ast.parse(source, filename=self.path)
+            self._visit(tree.body, "")
+        except (OSError, SyntaxError, ValueError, MemoryError, RecursionError):
+            # unreadable, or too deeply nested for the parser (`x = ---...1`): no map; importing the file
+            # reports the learner's own error
+            self.spans, self.nodes = [], {}
 
     def _visit(self, body, prefix: str) -> None:
         for node in body:
