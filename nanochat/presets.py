@@ -8,6 +8,8 @@ remote launcher both read it from here, so a size is defined once:
     python -m nanochat.presets stages cpu           # the stage names a preset runs, in order, one per line
     python -m nanochat.presets args cpu base        # the arguments of one stage, on one line
     python -m nanochat.presets module base          # the module that runs a stage
+    python -m nanochat.presets nproc d20            # processes per node it is sized for (8)
+    python -m nanochat.presets distributed base     # exit 0: the stage runs under torchrun on a GPU node
 
 Arguments never contain whitespace (a test checks it), so a shell can split the `args` line into words:
 `read -ra ARGS <<< "$(python -m nanochat.presets args cpu base)"`. Flags given after them win (argparse keeps
@@ -144,6 +146,10 @@ def _parse(argv):
     args.add_argument("stage")
     module = sub.add_parser("module", help="the module that runs a stage")
     module.add_argument("stage")
+    nproc = sub.add_parser("nproc", help="processes per node the preset is sized for")
+    nproc.add_argument("preset")
+    distributed = sub.add_parser("distributed", help="exit 0 if a stage runs under torchrun on a GPU node, else 1")
+    distributed.add_argument("stage")
     return p.parse_args(argv)
 
 
@@ -164,6 +170,10 @@ def main(argv=None):
             print("\n".join(stages_of(args.preset, include_optional=args.rl)))
         elif args.command == "args":
             print(" ".join(stage_args(args.preset, args.stage)))
+        elif args.command == "nproc":
+            print(get_preset(args.preset).nproc)
+        elif args.command == "distributed":
+            sys.exit(0 if args.stage in DISTRIBUTED_STAGES else 1)
         else:
             if args.stage not in STAGE_MODULES:
                 raise PresetError(f"unknown stage {args.stage!r}; stages are {', '.join(STAGES)}")

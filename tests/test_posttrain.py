@@ -112,3 +112,47 @@ def test_pass_at_k():
     assert pass_at_k(outcomes, 3) == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         pass_at_k(outcomes, 4)
+
+
+def test_stages_refuse_a_missing_input_checkpoint_naming_the_command(tmp_path, monkeypatch):
+    from nanochat.scripts import chat_rl, chat_sft, mid_train
+
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))
+    for main, phase, command in [(mid_train.main, "base", "nanochat.scripts.base_train"),
+                                 (chat_sft.main, "mid", "nanochat.scripts.mid_train"),
+                                 (chat_rl.main, "sft", "nanochat.scripts.chat_sft")]:
+        with pytest.raises(SystemExit) as e:
+            main(["--data", "offline"])
+        assert str(e.value) == (f"error: no {phase} checkpoint in {tmp_path}/{phase}_checkpoints; make one first "
+                                f"with: python -m {command}")
+
+
+def test_stages_refuse_missing_task_data_naming_the_download(tmp_path, monkeypatch):
+    from nanochat.scripts import mid_train
+
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        mid_train.main([])  # --data full: SmolTalk, MMLU, GSM8K are downloads
+    message = str(e.value)
+    assert message.startswith("error: ") and "missing data" in message
+    assert "python -m nanochat.tasks.download" in message and message.endswith("(or train offline with --data offline)")
+
+
+def test_offline_problems_are_fixed_per_index_and_scored_like_gsm8k():
+    from nanochat.posttrain.offline_tasks import SyntheticChoice, SyntheticGSM8K, synthetic_problem
+
+    assert synthetic_problem("train", 7) == synthetic_problem("train", 7)
+    assert synthetic_problem("train", 7) != synthetic_problem("test", 7)
+    task = SyntheticGSM8K(size=50)
+    for conversation in task:
+        parts = conversation["messages"][1]["content"]
+        calls = [p["text"] for p in parts if p["type"] == "python"]
+        outputs = [p["text"] for p in parts if p["type"] == "python_output"]
+        from nanochat.calculator import safe_eval
+
+        assert calls and [safe_eval(c) for c in calls] == outputs  # the calculator agrees with every mark
+        answer = "".join(p["text"] for p in parts)
+        assert task.evaluate(conversation, answer) and not task.evaluate(conversation, "#### -1")
+    choice = SyntheticChoice(size=20)
+    for conversation in choice:
+        assert choice.evaluate(conversation, conversation["messages"][1]["content"])

@@ -81,6 +81,6 @@ def load_or_refuse(task: Task, kind: str) -> Task:
         if len(task) == 0:
             raise SystemExit(f"error: the {kind} mixture is empty")
     except MissingDataError as e:
-        hint = " (or train offline with --mixture offline)" if kind == "full" else ""
+        hint = " (or train offline with --data offline)" if kind == "full" else ""
         raise SystemExit(f"error: {e}{hint}") from None
     return task
