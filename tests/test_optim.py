@@ -1,11 +1,13 @@
-"""Muon and AdamW as the model uses them: orthogonalised updates, lower losses, the grouping by matrix size.
+"""Muon and AdamW as the model uses them: orthogonalised updates, lower losses, the grouping by matrix size, and
+the fast paths (bf16 Newton–Schulz, matrices orthogonalised as one batch, torch's fused AdamW on CPU).
 (The distributed forms are tested under a real torchrun in test_ddp.py.)"""
 
 import pytest
 import torch
 
+from nanochat.adamw import with_fused_kernel
 from nanochat.gpt import GPT, GPTConfig
-from nanochat.muon import Muon, zeropower_via_newtonschulz5
+from nanochat.muon import Muon, default_ns_dtype, zeropower_via_newtonschulz5
 
 
 def with_spectrum(rows, cols, singular_values, seed=0):
@@ -96,3 +98,92 @@ def test_model_optimizers_lower_the_loss_in_a_few_steps():
         model.zero_grad(set_to_none=True)
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the fast paths: bf16 iteration, batched matrices, fused AdamW
+
+def test_newton_schulz_in_bfloat16_stays_near_orthogonal():
+    # the CUDA default precision; run here on CPU, which has the same bf16 rounding
+    G = with_spectrum(128, 48, torch.logspace(0, -2, 48), seed=1)
+    X = zeropower_via_newtonschulz5(G, dtype=torch.bfloat16)
+    assert X.dtype == G.dtype
+    s = torch.linalg.svdvals(X)
+    assert s.min() > 0.5 and s.max() < 1.5, (s.min().item(), s.max().item())
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    cosine = (X * (U @ Vh)).sum() / (X.norm() * (U @ Vh).norm())
+    assert cosine > 0.95
+    # and it is close to the fp32 result, not merely orthogonal
+    assert (X - zeropower_via_newtonschulz5(G, dtype=torch.float32)).norm() / X.norm() < 0.05
+
+
+def test_default_precision_is_bf16_on_cuda_only():
+    assert default_ns_dtype(torch.device("cuda")) == torch.bfloat16
+    assert default_ns_dtype(torch.device("cpu")) == torch.float32
+    assert Muon([torch.nn.Parameter(torch.zeros(4, 4))]).ns_dtype == torch.float32
+
+
+def test_a_stack_of_matrices_is_orthogonalised_one_by_one():
+    torch.manual_seed(0)
+    G = torch.randn(3, 64, 16)
+    batched = zeropower_via_newtonschulz5(G)
+    for i in range(3):
+        torch.testing.assert_close(batched[i], zeropower_via_newtonschulz5(G[i]), atol=1e-5, rtol=1e-4)
+
+
+def reference_muon_step(W, grad, buf, lr, momentum):
+    """Muon as written in the paper, one matrix at a time (Nesterov)."""
+    buf.lerp_(grad, 1 - momentum)
+    g = grad.lerp(buf, momentum)
+    return W - lr * max(1, W.size(0) / W.size(1)) ** 0.5 * zeropower_via_newtonschulz5(g)
+
+
+def test_batched_muon_matches_the_one_matrix_at_a_time_update():
+    # the shapes of a block: square q/k/v/proj, tall c_fc, wide mlp c_proj (same numel, one group, two stacks)
+    torch.manual_seed(0)
+    shapes = [(32, 32), (32, 32), (128, 32), (32, 128), (128, 32)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    expected = [p.detach().clone() for p in params]
+    bufs = [torch.zeros(s) for s in shapes]
+    opt = Muon(params, lr=0.05, momentum=0.9)
+    for _ in range(3):
+        grads = [torch.randn(s) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        expected = [reference_muon_step(W, g, b, 0.05, 0.9) for W, g, b in zip(expected, grads, bufs)]
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.detach(), e, atol=1e-5, rtol=1e-4)
+
+
+def test_fused_adamw_on_cpu_takes_the_same_steps():
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(64, 16)), torch.nn.Parameter(torch.randn(16, 64))]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    kwargs = dict(betas=(0.8, 0.95), eps=1e-10, weight_decay=0.01)
+    plain = torch.optim.AdamW([dict(params=twins[:1], lr=0.01), dict(params=twins[1:], lr=0.002)], **kwargs)
+    adamw = torch.optim.AdamW([dict(params=params[:1], lr=0.01), dict(params=params[1:], lr=0.002)], **kwargs)
+    for group in adamw.param_groups:
+        group["initial_lr"] = group["lr"]
+    fused = with_fused_kernel(adamw)
+    assert fused is not adamw and all(g["fused"] for g in fused.param_groups)
+    assert [g["initial_lr"] for g in fused.param_groups] == [0.01, 0.002]  # the groups keep their own keys
+    assert fused.defaults["betas"] == (0.8, 0.95) and fused.defaults["weight_decay"] == 0.01
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in params]
+        for p, t, g in zip(params, twins, grads):
+            p.grad, t.grad = g.clone(), g.clone()
+        fused.step()
+        plain.step()
+    for p, t in zip(params, twins):
+        torch.testing.assert_close(p.detach(), t.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_with_fused_kernel_leaves_other_optimizers_and_started_ones_alone():
+    p = torch.nn.Parameter(torch.randn(4, 4))
+    sgd = torch.optim.SGD([p], lr=0.1)
+    assert with_fused_kernel(sgd) is sgd
+    adamw = torch.optim.AdamW([p])
+    p.grad = torch.ones_like(p)
+    adamw.step()  # it has state now: rebuilding it would lose the moments
+    assert with_fused_kernel(adamw) is adamw

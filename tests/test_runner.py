@@ -39,6 +39,41 @@ def assert_schema(result):
     assert isinstance(result["timings"]["total_s"], float)
 
 
+def wait_for(condition, timeout: float = 30.0, what: str = "the condition"):
+    """Poll `condition()` until it is truthy (returned) or `timeout` passes (the test fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+
+
+async def async_wait_for(condition, timeout: float = 30.0, what: str = "the condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def check_pid(runner, run_id=None):
+    """The pid of the check process in flight (of run `run_id` when given), once the worker has forked it."""
+    running = runner.running or {}
+    return running.get("pid") if run_id is None or running.get("id") == run_id else None
+
+
 def test_async_run_returns_the_result_dict(runner, write):
     result = asyncio.run(runner.run(write("learner_gpt.py", SKELETON)))
     assert_schema(result)
@@ -50,16 +85,15 @@ def test_a_newer_run_cancels_the_one_in_flight(runner, write):
 
     async def scenario():
         first = asyncio.ensure_future(runner.run(looping))
-        await asyncio.sleep(1.0)  # the loop is running now
-        started = time.perf_counter()
+        pid = await async_wait_for(lambda: check_pid(runner), what="the looping check to start")
         second = await runner.run(skeleton)
         with pytest.raises(CheckCancelled):
             await first
-        return second, time.perf_counter() - started
+        return second, pid
 
-    result, seconds = asyncio.run(scenario())
+    result, pid = asyncio.run(scenario())
     assert result["next_todo"]["qualname"] == "GPT.__init__"
-    assert seconds < 30  # not held up by the 60 s timeout of the cancelled run
+    wait_for(lambda: not alive(pid), timeout=10, what=f"the cancelled check process {pid} to be gone")
 
 
 def test_cancelling_the_awaiting_task_kills_the_check(runner, write):
@@ -67,24 +101,24 @@ def test_cancelling_the_awaiting_task_kills_the_check(runner, write):
 
     async def scenario():
         task = asyncio.ensure_future(runner.run(looping))
-        await asyncio.sleep(1.0)
+        pid = await async_wait_for(lambda: check_pid(runner), what="the looping check to start")
         task.cancel()  # what Textual does to an exclusive worker when a newer save arrives
         with pytest.raises(asyncio.CancelledError):
             await task
-        started = time.perf_counter()
-        result = await runner.run(skeleton)
-        return result, time.perf_counter() - started
+        await async_wait_for(lambda: not alive(pid), timeout=10, what=f"the check process {pid} to be killed")
+        return await runner.run(skeleton)
 
-    result, seconds = asyncio.run(scenario())
-    assert result["stage"] == "construct" and seconds < 30
+    assert asyncio.run(scenario())["stage"] == "construct"
 
 
 def test_cancel_method_stops_the_run(runner, write):
     run_id, future = runner.submit(write("loop.py", LOOPING))
-    time.sleep(1.0)
+    pid = wait_for(lambda: check_pid(runner, run_id), what="the looping check to start")
+    assert alive(pid)
     runner.cancel()
     with pytest.raises(CheckCancelled):
         future.result(timeout=10)
+    wait_for(lambda: not alive(pid), timeout=10, what=f"the cancelled check process {pid} to be gone")
 
 
 def test_learner_prints_come_back(runner, write):
@@ -99,23 +133,15 @@ def test_a_dead_worker_fails_the_run_and_is_replaced(write):
     try:
         r.wait_ready()
         run_id, future = r.submit(write("loop.py", LOOPING))
-        deadline = time.time() + 30
-        while (r.running or {}).get("id") != run_id and time.time() < deadline:
-            time.sleep(0.05)
-        child = r.running["pid"]
-        time.sleep(0.5)
+        child = wait_for(lambda: check_pid(r, run_id), what="the looping check to start")
         os.kill(r.info["pid"], signal.SIGKILL)
         with pytest.raises(RunnerError):
             future.result(timeout=20)
         # the check process, stuck in the learner's loop, does not outlive its worker
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                os.kill(child, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if alive(child):
             os.kill(child, signal.SIGKILL)
             pytest.fail("the check process outlived its worker")
         result = r.run_sync(write("skel.py", SKELETON))  # a fresh worker warms up and runs it
@@ -148,8 +174,8 @@ def test_cli_report_on_the_reference_exits_0(write):
 @pytest.mark.parametrize("args, message", [
     (["does_not_exist.py"], "does not exist"),
     (["."], "is a directory"),
-    (["x.py", "--steps", "0"], "must be at least 1"),
-    (["x.py", "--timeout", "soon"], "expected a number"),
+    (["x.py", "--steps", "0"], "expected a positive integer, got 0"),
+    (["x.py", "--timeout", "soon"], "expected a positive number, got 'soon'"),
     (["x.py", "--bogus"], "unrecognized arguments"),
 ])
 def test_cli_usage_errors_exit_2(args, message, tmp_path):
@@ -162,18 +188,17 @@ def test_cli_usage_errors_exit_2(args, message, tmp_path):
 
 def test_warming_up_reports_its_stages_in_order_then_clears_them():
     """What the TUI's first-start progress bar shows: the worker's stages, in order, gone once it is warm."""
-    r = Runner(timeout=60)
+    seen = []
+    r = Runner(timeout=60, start=False, on_progress=seen.append)  # called with every stage, then None
     try:
-        seen = []
-        deadline = time.time() + 120
-        while not r.warm and time.time() < deadline:
-            progress = r.warmup_progress
-            if progress and (not seen or seen[-1] != (progress["done"], progress["stage"])):
-                seen.append((progress["done"], progress["stage"]))
-            time.sleep(0.005)
+        r.start()
+        r.wait_ready(timeout=300)
         assert r.warm and r.warmup_progress is None
-        assert (0, "importing torch") in seen  # torch takes a second to import: never missed at 5 ms polling
-        assert [done for done, _ in seen] == sorted(done for done, _ in seen)
-        assert all(0 <= done < 4 for done, _ in seen)
+        wait_for(lambda: seen and seen[-1] is None, timeout=5, what="the callback's final None")
+        stages = [(p["done"], p["stage"]) for p in seen[:-1]]
+        assert stages[:2] == [(0, "starting the check worker"), (0, "importing torch")]
+        assert [done for done, _ in stages] == sorted(done for done, _ in stages)
+        assert all(0 <= done < p["total"] == 4 for (done, _), p in zip(stages, seen))
+        assert len({stage for _, stage in stages}) == len(stages) >= 4  # each stage reported once
     finally:
         r.close()

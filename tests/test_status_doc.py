@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from workbench.course.phases import ALL_METHODS, PHASES
 from workbench.course.workspace import render_status
 from workbench.status.doc import MARK, MILESTONES, StatusDoc, StatusDocError, milestone_key
+from workbench.status.rules import apply_check
 
 TEMPLATE = render_status("learner_gpt.py")
 
@@ -279,7 +280,8 @@ def test_an_edit_saved_while_the_temp_file_is_written_is_kept(tmp_path):
     assert len(calls) == 2  # the first attempt was thrown away and redone on the new text
     assert after.endswith("\nA line I typed just now.\n")
     assert "- [x] `GPT.forward`" in after
-    assert not [p for p in os.listdir(tmp_path) if p != "STATUS.md"], "temp files left behind"
+    assert sorted(os.listdir(tmp_path)) == [".STATUS.md.bak", "STATUS.md"], "temp files left behind"
+    assert (tmp_path / ".STATUS.md.bak").read_text(encoding="utf-8").endswith("\nA line I typed just now.\n")
 
 
 def test_mode_is_preserved_and_symlinks_are_followed(tmp_path):
@@ -374,12 +376,12 @@ def _report(stage, statuses, ok=False, losses=()):
 def test_apply_check_skeleton_then_complete_then_regression(tmp_path):
     path = _write(tmp_path, TEMPLATE)
     doc = StatusDoc.load(path)
-    doc.apply_check(_report("construct", {q: "todo" for q in ALL_METHODS}))
+    apply_check(doc, _report("construct", {q: "todo" for q in ALL_METHODS}))
     doc.save()
     doc = StatusDoc.load(path)
     assert doc.ticked() == set() and not any(m.done for m in doc.milestones)
 
-    doc.apply_check(_report("done", {q: "pass" for q in ALL_METHODS}, ok=True, losses=[8.3, 7.9, 7.1]))
+    apply_check(doc, _report("done", {q: "pass" for q in ALL_METHODS}, ok=True, losses=[8.3, 7.9, 7.1]))
     doc.save()
     doc = StatusDoc.load(path)
     assert doc.ticked() == set(ALL_METHODS)
@@ -387,12 +389,12 @@ def test_apply_check_skeleton_then_complete_then_regression(tmp_path):
     assert len(doc.comparison_rows) == len(ALL_METHODS)
 
     # a syntax error while typing changes nothing
-    assert doc.apply_check({"ok": False, "stage": "import", "components": []}).ticked == set()
+    assert apply_check(doc, {"ok": False, "stage": "import", "components": []}).ticked == set()
 
     # MLP.forward regresses: its tick and the milestones after the forward pass go, the rest stays
     statuses = {q: "pass" for q in ALL_METHODS}
     statuses.update({"MLP.forward": "mismatch", "Block.forward": "skipped"})
-    changes = doc.apply_check(_report("done", statuses, ok=False, losses=[8.3, 8.1]))
+    changes = apply_check(doc, _report("done", statuses, ok=False, losses=[8.3, 8.1]))
     doc.save()
     doc = StatusDoc.load(path)
     assert "MLP.forward" in changes.unticked

@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from workbench.tui.services import runs
 from workbench.tui.services.runs import MetricsTail, count_gpus, scan_runs, train_command
 
 
@@ -20,11 +21,18 @@ def test_one_process_on_cpu_and_torchrun_with_several_gpus():
     assert multi[5:8] == ["-m", "nanochat.scripts.base_train", "--"] and "--model=/ws/learner_gpt.py" in multi
 
 
-def test_gpu_count_respects_cuda_visible_devices(monkeypatch):
-    present = len(os.listdir("/proc/driver/nvidia/gpus")) if os.path.isdir("/proc/driver/nvidia/gpus") else 0
+def test_gpu_count_reads_the_driver_and_respects_cuda_visible_devices(monkeypatch, tmp_path):
+    gpus = tmp_path / "gpus"  # stands in for /proc/driver/nvidia/gpus: one folder per GPU (its PCI address)
+    for address in ("0000:01:00.0", "0000:41:00.0", "0000:81:00.0", "0000:c1:00.0"):
+        (gpus / address).mkdir(parents=True)
+    monkeypatch.setattr(runs, "NVIDIA_GPUS_DIR", str(gpus))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert count_gpus() == present
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert count_gpus() == 4
+    for visible, expected in (("0,2", 2), ("1", 1), ("", 0), ("-1", 0), ("0,1,2,3,4,5", 4)):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        assert count_gpus() == expected, visible
+    monkeypatch.setattr(runs, "NVIDIA_GPUS_DIR", str(tmp_path / "no-driver"))  # macOS, or no NVIDIA driver
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert count_gpus() == 0
 
 

@@ -32,9 +32,9 @@ from nanochat import gpt as ref_gpt
 from workbench.check import probe
 from workbench.check.reference import (GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T, PROMPT_LEN, SEED,
                                        describe_optimizers)
+from workbench.check.result import Outcome, Stage
 from workbench.course.phases import ALL_METHODS
 
-STAGES = ("import", "construct", "init", "forward", "backward", "optimize", "train", "generate", "done")
 CUSTOM_LRS = dict(unembedding_lr=0.01, embedding_lr=0.1, matrix_lr=0.03, weight_decay=0.05)
 
 # classes a learner class builds in __init__: during an isolated check they are the reference's
@@ -83,6 +83,7 @@ class Context:
         self.whole_model = None  # the learner's own GPT with the shared weights, built once
         self._templates = {}  # isolated instances built by the learner's __init__, copied per experiment
         self.pipeline = {}
+        self.stage_started = 0.0  # perf_counter() when the pipeline entered its current stage
 
     # ---- learner classes with reference parts --------------------------------------------------------------
 
@@ -196,100 +197,117 @@ def import_learner(path: str):
     return module
 
 
+def enter_stage(ctx: Context, stage: Stage) -> None:
+    """Close the current stage's timing and tell the worker the check reached `stage`."""
+    p, now = ctx.pipeline, time.perf_counter()
+    p["timings"][p["stage"]] = round(now - ctx.stage_started, 4)
+    ctx.stage_started = now
+    p["stage"] = stage
+    ctx.channel.send({"kind": "stage", "stage": stage})
+
+
 def run_pipeline(ctx: Context) -> None:
-    ref, ch = ctx.ref, ctx.channel
+    """The learner's model through one real training step and generation, stage by stage; the outcome, the
+    losses, the shapes and the exception that stopped it (if any) go to the worker as one `pipeline` event."""
     p = ctx.pipeline
-    p.update(stage="import", outcome="running", losses=[], timings={})
-    started = time.perf_counter()
-    last = [started]
-
-    def stage(name):
-        now = time.perf_counter()
-        p["timings"][p["stage"]] = round(now - last[0], 4)
-        last[0] = now
-        p["stage"] = name
-        ch.send({"kind": "stage", "stage": name})
-
-    ch.send({"kind": "stage", "stage": "import"})
+    p.update(stage=Stage.IMPORT, outcome=Outcome.RUNNING, losses=[], timings={})
+    started = ctx.stage_started = time.perf_counter()
+    ctx.channel.send({"kind": "stage", "stage": Stage.IMPORT})
     try:
-        ctx.mod = import_learner(ctx.path)
-        missing = [n for n in ("GPT", "GPTConfig") if not isinstance(getattr(ctx.mod, n, None), type)]
-        if missing:
-            raise _ContractError(f"your file must define {' and '.join(missing)} as a class (same names as "
-                                 f"nanochat/gpt.py)")
-        stage("construct")
-        config = ctx.config()
-        model = ctx.mod.GPT(config)
-        if not isinstance(model, torch.nn.Module):
-            raise _ContractError("GPT(config) did not build a torch.nn.Module")
-        stage("init")
-        model.init_weights()
-        stage("forward")
-        recorder = probe.ShapeRecorder(model, ctx.mod)
-        try:
-            with recorder:
-                loss = model(ref.inputs.clone(), ref.targets.clone())
-        finally:
-            p["shapes"] = recorder.rows()
-            p["first_nonfinite"] = recorder.first_nonfinite
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise _ContractError(f"GPT.forward(idx, targets) must return the mean loss as a scalar tensor; "
-                                 f"it returned {shape}")
-        p["losses"].append(float(loss))
-        if not math.isfinite(float(loss)):
-            raise _NonFinite("the loss at init is not finite", recorder.first_nonfinite)
-        stage("backward")
-        loss.backward()
-        missing_grads = [n for n, q in model.named_parameters() if q.grad is None]
-        bad = [n for n, q in model.named_parameters() if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
-        p["missing_grads"] = missing_grads
-        if bad:
-            raise _NonFinite(f"the gradient of {bad[0]} has NaN or inf values", recorder.first_nonfinite)
-        stage("optimize")
-        optimizers = model.setup_optimizers()
-        if not isinstance(optimizers, (list, tuple)) or not all(hasattr(o, "step") for o in optimizers):
-            raise _ContractError("setup_optimizers() must return a list of optimizers, e.g. [adamw, muon]")
-        for opt in optimizers:
-            opt.step()
-        model.zero_grad(set_to_none=True)
-        model.estimate_flops()
-        stage("train")
-        for step in range(1, ctx.steps + 1):
-            if step > 1:
-                loss = model(ref.inputs.clone(), ref.targets.clone())
-                p["losses"].append(float(loss))
-                if not math.isfinite(float(loss)):
-                    raise _NonFinite(f"the loss became {float(loss)} after {step - 1} step(s)", None)
-                loss.backward()
-                for opt in optimizers:
-                    opt.step()
-                model.zero_grad(set_to_none=True)
-        with torch.no_grad():  # the loss after the last step: forward only
-            loss = model(ref.inputs.clone(), ref.targets.clone())
-        p["losses"].append(float(loss))
-        if not math.isfinite(float(loss)):
-            raise _NonFinite(f"the loss became {float(loss)} after {ctx.steps} step(s)", None)
-        stage("generate")
+        model = build_model(ctx)
+        forward_and_backward(ctx, model)
+        train(ctx, model)
+        enter_stage(ctx, Stage.GENERATE)
         with torch.no_grad():
-            tokens = list(itertools.islice(model.generate(list(ref.prompt), GEN_TOKENS, temperature=0.0), GEN_TOKENS))
+            tokens = list(itertools.islice(model.generate(list(ctx.ref.prompt), GEN_TOKENS, temperature=0.0),
+                                           GEN_TOKENS))
         p["generated"] = [int(t) for t in tokens]
-        stage("done")
-        p["outcome"] = "done"
+        enter_stage(ctx, Stage.DONE)
+        p["outcome"] = Outcome.DONE
     except _NonFinite as e:
-        p["outcome"] = "error"
+        p["outcome"] = Outcome.ERROR
         p["exception"] = {"type": "NonFinite", "message": str(e), "file": None, "line": None, "qualname": None,
                           "traceback": "", "first_nonfinite": e.where}
     except BaseException as e:  # the learner's code may raise anything, SystemExit and KeyboardInterrupt too
         info = probe.exception_info(e, ctx.smap)
         if isinstance(e, _ContractError):
             info.update(file=None, line=None, traceback="")
-        p["outcome"] = "todo" if probe.is_todo(e, ctx.path) else "error"
+        p["outcome"] = Outcome.TODO if probe.is_todo(e, ctx.path) else Outcome.ERROR
         p["exception"] = info
     now = time.perf_counter()
-    p["timings"][p["stage"]] = round(now - last[0], 4)
+    p["timings"][p["stage"]] = round(now - ctx.stage_started, 4)
     p["timings"]["pipeline_s"] = round(now - started, 4)
-    ch.send({"kind": "pipeline", **{k: v for k, v in p.items()}})
+    ctx.channel.send({"kind": "pipeline", **p})
+
+
+def build_model(ctx: Context):
+    """Import the learner's file, build its GPT and initialise it."""
+    ctx.mod = import_learner(ctx.path)
+    missing = [n for n in ("GPT", "GPTConfig") if not isinstance(getattr(ctx.mod, n, None), type)]
+    if missing:
+        raise _ContractError(f"your file must define {' and '.join(missing)} as a class (same names as "
+                             f"nanochat/gpt.py)")
+    enter_stage(ctx, Stage.CONSTRUCT)
+    model = ctx.mod.GPT(ctx.config())
+    if not isinstance(model, torch.nn.Module):
+        raise _ContractError("GPT(config) did not build a torch.nn.Module")
+    enter_stage(ctx, Stage.INIT)
+    model.init_weights()
+    return model
+
+
+def forward_and_backward(ctx: Context, model) -> None:
+    """The loss at init on the reference's batch (recording every module's shapes), then its gradients."""
+    p, ref = ctx.pipeline, ctx.ref
+    enter_stage(ctx, Stage.FORWARD)
+    recorder = probe.ShapeRecorder(model, ctx.mod)
+    try:
+        with recorder:
+            loss = model(ref.inputs.clone(), ref.targets.clone())
+    finally:
+        p["shapes"] = recorder.rows()
+        p["first_nonfinite"] = recorder.first_nonfinite
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise _ContractError(f"GPT.forward(idx, targets) must return the mean loss as a scalar tensor; "
+                             f"it returned {shape}")
+    p["losses"].append(float(loss))
+    if not math.isfinite(float(loss)):
+        raise _NonFinite("the loss at init is not finite", recorder.first_nonfinite)
+    enter_stage(ctx, Stage.BACKWARD)
+    loss.backward()
+    p["missing_grads"] = [n for n, q in model.named_parameters() if q.grad is None]
+    bad = [n for n, q in model.named_parameters() if q.grad is not None and not bool(torch.isfinite(q.grad).all())]
+    if bad:
+        raise _NonFinite(f"the gradient of {bad[0]} has NaN or inf values", recorder.first_nonfinite)
+
+
+def train(ctx: Context, model) -> None:
+    """The learner's optimizers: one step on the gradients above, then `ctx.steps` more on the same batch."""
+    p, ref = ctx.pipeline, ctx.ref
+    enter_stage(ctx, Stage.OPTIMIZE)
+    optimizers = model.setup_optimizers()
+    if not isinstance(optimizers, (list, tuple)) or not all(hasattr(o, "step") for o in optimizers):
+        raise _ContractError("setup_optimizers() must return a list of optimizers, e.g. [adamw, muon]")
+    for opt in optimizers:
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    model.estimate_flops()
+    enter_stage(ctx, Stage.TRAIN)
+    for step in range(2, ctx.steps + 1):
+        loss = model(ref.inputs.clone(), ref.targets.clone())
+        p["losses"].append(float(loss))
+        if not math.isfinite(float(loss)):
+            raise _NonFinite(f"the loss became {float(loss)} after {step - 1} step(s)", None)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+    with torch.no_grad():  # the loss after the last step: forward only
+        loss = model(ref.inputs.clone(), ref.targets.clone())
+    p["losses"].append(float(loss))
+    if not math.isfinite(float(loss)):
+        raise _NonFinite(f"the loss became {float(loss)} after {ctx.steps} step(s)", None)
 
 
 class _ContractError(Exception):
@@ -647,7 +665,7 @@ def untouched_stub(ctx: Context, qualname: str):
 
 def run_experiment(ctx: Context, qualname: str, fn) -> None:
     ctx.channel.send({"kind": "experiment_start", "qualname": qualname})
-    obs = {"kind": "experiment", "qualname": qualname, "status": "ran", "data": {}, "isolation": None}
+    obs = {"kind": "experiment", "qualname": qualname, "status": Outcome.RAN, "data": {}, "isolation": None}
     tensors = {}
     started = time.perf_counter()
     torch.manual_seed(SEED)
@@ -657,7 +675,7 @@ def run_experiment(ctx: Context, qualname: str, fn) -> None:
         stub = untouched_stub(ctx, qualname)
         if stub is not None:
             message, line = stub
-            obs["status"] = "todo"
+            obs["status"] = Outcome.TODO
             obs["exception"] = {"type": "NotImplementedError", "message": message or "TODO", "file": ctx.path,
                                 "line": line, "qualname": qualname, "traceback": "", "out_of_memory": False}
             obs["seconds"] = round(time.perf_counter() - started, 4)
@@ -665,22 +683,22 @@ def run_experiment(ctx: Context, qualname: str, fn) -> None:
             return
         fn(ctx, obs, tensors)
     except Skip as e:
-        obs["status"], obs["reason"] = "skipped", str(e)
+        obs["status"], obs["reason"] = Outcome.SKIPPED, str(e)
     except BaseException as e:
         info = probe.exception_info(e, ctx.smap)
         if isinstance(e, _ContractError):
             info.update(traceback="")
         obs["exception"] = info
         if probe.is_todo(e, ctx.path):
-            obs["status"] = "todo" if info["qualname"] == qualname else "waits"
+            obs["status"] = Outcome.TODO if info["qualname"] == qualname else Outcome.WAITS
         else:
-            obs["status"] = "error"
+            obs["status"] = Outcome.ERROR
         tensors = {}
     obs["seconds"] = round(time.perf_counter() - started, 4)
     try:
         ctx.channel.send(obs, tensors)
     except Exception as e:  # a tensor the learner's code returned that can't be saved, say
-        obs["status"], obs["reason"] = "error", f"could not record the result: {e}"
+        obs["status"], obs["reason"] = Outcome.ERROR, f"could not record the result: {e}"
         ctx.channel.send({k: v for k, v in obs.items() if k != "tensor_file"})
 
 

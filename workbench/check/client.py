@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from workbench.check.worker import WARMUP_STAGES
 
@@ -48,7 +49,7 @@ def _repo_root() -> str:
 class Runner:
     def __init__(self, *, seq_len: int = DEFAULT_SEQ, steps: int = DEFAULT_STEPS, timeout: float = DEFAULT_TIMEOUT,
                  memory_gb: float | None = None, python: str | None = None, env: dict | None = None,
-                 start: bool = True):
+                 start: bool = True, on_progress: Callable[[dict | None], None] | None = None):
         self.seq_len, self.steps, self.timeout, self.memory_gb = seq_len, steps, timeout, memory_gb
         self.python = python or sys.executable
         self.env = env
@@ -61,6 +62,7 @@ class Runner:
         self._stderr_tail: collections.deque = collections.deque(maxlen=60)
         self.info: dict = {}  # the worker's "ready" event: warmup_s, vocab_size, ...
         self.warmup_progress: dict | None = None  # while warming up: {"done", "total", "stage"}
+        self.on_progress = on_progress  # called (from a reader thread) with each warmup_progress, None once warm
         self.running: dict | None = None  # {"id", "pid"} of the check process in flight
         self.started_at: float | None = None
         if start:
@@ -79,7 +81,7 @@ class Runner:
             self._ready.clear()
             self._fatal = None
             self.info = {}
-            self.warmup_progress = {"done": 0, "total": WARMUP_STAGES, "stage": "starting the check worker"}
+            self._progress({"done": 0, "total": WARMUP_STAGES, "stage": "starting the check worker"})
             self.started_at = time.perf_counter()
             try:
                 self._proc = subprocess.Popen(
@@ -102,10 +104,10 @@ class Runner:
                 continue
             kind = event.get("event")
             if kind == "progress":
-                self.warmup_progress = event
+                self._progress({k: event[k] for k in ("done", "total", "stage")})
             elif kind == "ready":
                 self.info = event
-                self.warmup_progress = None
+                self._progress(None)
                 self._ready.set()
             elif kind == "fatal":
                 self._fatal = event.get("message", "unknown error")
@@ -124,7 +126,7 @@ class Runner:
                     else:
                         fut.set_exception(CheckCancelled("cancelled by a newer check"))
         proc.wait()
-        self.warmup_progress = None
+        self._progress(None)
         with self._lock:
             pending, self._pending = self._pending, {}
             if self._proc is proc:
@@ -136,6 +138,13 @@ class Runner:
             if not fut.done():
                 fut.set_exception(error)
         self._ready.set()
+
+    def _progress(self, progress: dict | None) -> None:
+        if progress == self.warmup_progress:
+            return
+        self.warmup_progress = progress
+        if self.on_progress is not None:
+            self.on_progress(progress)
 
     def _read_stderr(self, proc: subprocess.Popen) -> None:
         for raw in proc.stderr:

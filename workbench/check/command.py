@@ -12,33 +12,15 @@ import json
 import os
 import sys
 
+from nanochat.common import positive_float, positive_int
 from workbench.check.client import DEFAULT_SEQ, DEFAULT_TIMEOUT, RunnerError, check_file
+from workbench.check.result import failed_result
 
 CLI_STEPS = 10  # one-shot runs can afford a few more steps than the TUI's warm path
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
 def _seq(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value < 32:
         raise argparse.ArgumentTypeError(f"must be at least 32 (the checks generate from a 16-token prompt), got {value}")
     return value
@@ -47,13 +29,13 @@ def _seq(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="your GPT file, e.g. learner_gpt.py")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
-    parser.add_argument("--steps", type=_positive_int, default=CLI_STEPS,
+    parser.add_argument("--steps", type=positive_int, default=CLI_STEPS,
                         help=f"optimizer steps on one batch, loss measured before and after each (default {CLI_STEPS})")
-    parser.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="S",
+    parser.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT, metavar="S",
                         help=f"seconds before your code is stopped (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--seq", type=_seq, default=DEFAULT_SEQ, metavar="T",
                         help=f"sequence length of the batch (default {DEFAULT_SEQ})")
-    parser.add_argument("--memory", type=_positive_float, default=None, metavar="GB",
+    parser.add_argument("--memory", type=positive_float, default=None, metavar="GB",
                         help="memory your code may allocate before it is stopped (default: half the RAM)")
 
 
@@ -81,10 +63,7 @@ def run(args) -> int:
         if status:
             status.stop()
         if args.json:
-            print(json.dumps({"file": path, "ok": False, "stage": "import", "next_todo": None, "components": [],
-                              "shapes": [], "losses": [], "stdout_tail": "", "timings": {},
-                              "error": {"type": "WorkbenchError", "message": str(e), "file": None, "line": None,
-                                        "traceback": ""}}))
+            print(json.dumps(failed_result(path, str(e))))
         else:
             print(f"nanochat-workbench check: the checker could not run: {e}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import copy
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -18,6 +19,8 @@ from nanochat import gpt as ref_gpt
 from workbench.check import mistakes
 from workbench.check.child import CUSTOM_LRS, to_float64
 from workbench.check.reference import GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T
+from workbench.check.result import (CheckError, CheckResult, NumericVerdict, Outcome, Stage, Status, is_failing,
+                                    lead_component, stage_index)
 from workbench.course.phases import LESSON_FOR, phase_of
 
 FN_TOL = 1e-5  # norm, apply_rotary_emb (fp32)
@@ -54,11 +57,18 @@ DERIVED = {"loss at init": None, "gradients": "GPT (whole model)", "training": N
 
 
 class Verdict(Exception):
-    """Raised by a row judge to end with a status: `raise Verdict("mismatch", detail, diff)`."""
+    """Raised by a row judge to end with a status: `raise Verdict(Status.TODO, detail)`."""
 
-    def __init__(self, status, detail, max_abs_diff=None, **extra):
+    def __init__(self, status: Status, detail: str, max_abs_diff=None, **extra):
         super().__init__(detail)
         self.status, self.detail, self.max_abs_diff, self.extra = status, detail, max_abs_diff, extra
+
+
+class Mismatch(Verdict):
+    """`raise Mismatch(detail, max_abs_diff)`: the learner's code runs but differs from the reference."""
+
+    def __init__(self, detail: str, max_abs_diff=None, **extra):
+        super().__init__(Status.MISMATCH, detail, max_abs_diff, **extra)
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -89,28 +99,30 @@ class Judge:
         self.ref = ref
         self.path = path
         self.name = os.path.basename(path)
+        self.float_noise = False  # the row being judged passed only because the float64 re-run showed rounding
 
     # ---- numeric comparison with the float64 re-run ----------------------------------------------------------
 
     def compare(self, what, out, expected, tol, out64=None, expected64=None, variants=None):
         """Return (max |Δ|, note) when `out` matches; raise a mismatch Verdict with a learner-readable reason."""
         if not isinstance(out, torch.Tensor):
-            raise Verdict("error", f"{what} returned {type(out).__name__}, not a tensor")
+            raise Verdict(Status.ERROR, f"{what} returned {type(out).__name__}, not a tensor")
         if tuple(out.shape) != tuple(expected.shape):
-            raise Verdict("mismatch", f"{what} has shape {_shape(out.shape)}; the reference's is {_shape(expected.shape)}")
+            raise Mismatch(f"{what} has shape {_shape(out.shape)}; the reference's is {_shape(expected.shape)}")
         if out.dtype != expected.dtype and out.is_floating_point():
-            raise Verdict("mismatch", f"{what} comes out as {str(out.dtype)[6:]}; the reference returns "
-                                      f"{str(expected.dtype)[6:]}")
+            raise Mismatch(f"{what} comes out as {str(out.dtype)[6:]}; the reference returns "
+                           f"{str(expected.dtype)[6:]}")
         d32 = max_abs_diff(out, expected)
         if d32 <= tol:
             return d32, None
         if math.isinf(d32):
-            raise Verdict("mismatch", f"{what} contains NaN or inf", d32, verdict="wrong math")
+            raise Mismatch(f"{what} contains NaN or inf", d32, verdict=NumericVerdict.WRONG_MATH)
         d64 = None
         e64 = expected64() if (out64 is not None and expected64 is not None) else None
         if e64 is not None and isinstance(out64, torch.Tensor) and tuple(out64.shape) == tuple(e64.shape):
             d64 = max_abs_diff(out64, e64)
             if d64 <= max(NOISE_RATIO * d32, 1e-12) and d64 <= tol:
+                self.float_noise = True
                 return d32, (f"fp32 max |Δ| {_fmt(d32)} is above {_fmt(tol)}, but in float64 it is {_fmt(d64)}: "
                              f"float rounding (e.g. sqrt vs rsqrt), not a bug")
         named = self.name_mistake(out, variants, tol) if variants is not None else None
@@ -118,7 +130,7 @@ class Judge:
         if named:
             detail = f"{what}: looks like your code {named} — max |Δ| {_fmt(d32)}"
         detail += " (wrong math: the float64 re-run differs just as much)" if d64 is not None else ""
-        raise Verdict("mismatch", detail, d32, verdict="wrong math", max_abs_diff_float64=d64)
+        raise Mismatch(detail, d32, verdict=NumericVerdict.WRONG_MATH, max_abs_diff_float64=d64)
 
     @staticmethod
     def name_mistake(out, variants, tol):
@@ -144,49 +156,49 @@ class Judge:
         ref, d = self.ref, obs["data"]
         fields = d.get("config_fields")
         if fields is None:
-            raise Verdict("mismatch", "GPTConfig is not a dataclass; keep the reference's @dataclass GPTConfig")
+            raise Mismatch("GPTConfig is not a dataclass; keep the reference's @dataclass GPTConfig")
         missing = [f for f in ref.config_fields if f not in fields]
         if missing:
-            raise Verdict("mismatch", f"GPTConfig lacks the field(s) {', '.join(missing)}")
+            raise Mismatch(f"GPTConfig lacks the field(s) {', '.join(missing)}")
         changed = [f"{f} = {fields[f]!r} (reference {v!r})" for f, v in ref.config_fields.items() if fields.get(f) != v]
         if changed:
-            raise Verdict("mismatch", "GPTConfig defaults differ: " + "; ".join(changed))
+            raise Mismatch("GPTConfig defaults differ: " + "; ".join(changed))
         if not d.get("config_kept"):
-            raise Verdict("mismatch", "keep the config as self.config: the Engine, FLOPs and optimizer code read it")
+            raise Mismatch("keep the config as self.config: the Engine, FLOPs and optimizer code read it")
         top = {n: tuple(s) for n, s in d["params"].items() if not n.startswith("transformer.h.")}
         ref_top = {n: s for n, s in ref.param_shapes.items() if not n.startswith("transformer.h.")}
         self._same_params("GPT", top, ref_top)
         if d.get("h_type") != "ModuleList":
-            raise Verdict("mismatch", f"transformer.h should be an nn.ModuleList of blocks, got {d.get('h_type')}")
+            raise Mismatch(f"transformer.h should be an nn.ModuleList of blocks, got {d.get('h_type')}")
         if d.get("h_len") != ref.config_kwargs["n_layer"]:
-            raise Verdict("mismatch", f"transformer.h holds {d.get('h_len')} blocks; config.n_layer is "
-                                      f"{ref.config_kwargs['n_layer']}")
+            raise Mismatch(f"transformer.h holds {d.get('h_len')} blocks; config.n_layer is "
+                           f"{ref.config_kwargs['n_layer']}")
         buffers = d.get("buffers", {})
         for name, shape in ref.buffer_shapes.items():
             if name not in buffers:
-                raise Verdict("mismatch", f"no buffer named {name}: register the rotary table with "
-                                          f"self.register_buffer('{name}', ..., persistent=False)")
+                raise Mismatch(f"no buffer named {name}: register the rotary table with "
+                               f"self.register_buffer('{name}', ..., persistent=False)")
             if tuple(buffers[name]["shape"]) != tuple(shape):
-                raise Verdict("mismatch", f"buffer {name} has shape {_shape(buffers[name]['shape'])}; the reference's "
-                                          f"is {_shape(shape)} (10 × sequence_len positions)")
+                raise Mismatch(f"buffer {name} has shape {_shape(buffers[name]['shape'])}; the reference's "
+                               f"is {_shape(shape)} (10 × sequence_len positions)")
             if buffers[name]["persistent"]:
-                raise Verdict("mismatch", f"buffer {name} is saved in the state_dict; register it with "
-                                          f"persistent=False (it is recomputed, not loaded from checkpoints)")
+                raise Mismatch(f"buffer {name} is saved in the state_dict; register it with "
+                               f"persistent=False (it is recomputed, not loaded from checkpoints)")
         return "config, wte, lm_head, blocks and rotary buffers match", None
 
     def _same_params(self, owner, got, want):
         missing = [n for n in want if n not in got]
         extra = [n for n in got if n not in want]
         if missing:
-            raise Verdict("mismatch", f"{owner} has no parameter {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            raise Mismatch(f"{owner} has no parameter {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         if extra:
             hint = " (the reference has no biases)" if extra[0].endswith(".bias") else (
                 " (the reference's norm has no learnable weights)" if "norm" in extra[0] or "ln" in extra[0] else "")
-            raise Verdict("mismatch", f"{owner} has an extra parameter {extra[0]}{hint}")
+            raise Mismatch(f"{owner} has an extra parameter {extra[0]}{hint}")
         for n, s in want.items():
             if tuple(got[n]) != tuple(s):
                 hint = " (nn.Linear(in, out) stores its weight as (out, in))" if tuple(got[n]) == tuple(s)[::-1] else ""
-                raise Verdict("mismatch", f"{owner}: {n} has shape {_shape(got[n])}; the reference's is {_shape(s)}{hint}")
+                raise Mismatch(f"{owner}: {n} has shape {_shape(got[n])}; the reference's is {_shape(s)}{hint}")
 
     def row_precompute(self, obs, t):
         ref = self.ref
@@ -194,10 +206,10 @@ class Judge:
         exact_cos, exact_sin = ref.rotary_exact
         for name, got, want, exact in (("cos", cos, ref.rotary[0], exact_cos), ("sin", sin, ref.rotary[1], exact_sin)):
             if tuple(got.shape) != tuple(want.shape):
-                raise Verdict("mismatch", f"{name} has shape {_shape(got.shape)}; the reference's is {_shape(want.shape)} "
-                                          f"= (1, seq_len, 1, head_dim/2), to broadcast over (B, T, H, D/2)")
+                raise Mismatch(f"{name} has shape {_shape(got.shape)}; the reference's is {_shape(want.shape)} "
+                               f"= (1, seq_len, 1, head_dim/2), to broadcast over (B, T, H, D/2)")
             if got.dtype != want.dtype:
-                raise Verdict("mismatch", f"{name} is {str(got.dtype)[6:]}; the reference keeps the tables in float32 on CPU")
+                raise Mismatch(f"{name} is {str(got.dtype)[6:]}; the reference keeps the tables in float32 on CPU")
         worst = 0.0
         for name, got, want, exact in (("cos", cos, ref.rotary[0], exact_cos), ("sin", sin, ref.rotary[1], exact_sin)):
             err = max_abs_diff(got, exact)
@@ -209,8 +221,8 @@ class Judge:
                 hint = ""
                 if max_abs_diff(got, exact_sin if name == "cos" else exact_cos) < 1e-3:
                     hint = ": cos and sin are swapped"
-                raise Verdict("mismatch", f"{name} table is wrong{hint} — first big error at position {pos}, pair {ch}; "
-                                          f"max |Δ| {_fmt(err)} against the exact values", worst, verdict="wrong math")
+                raise Mismatch(f"{name} table is wrong{hint} — first big error at position {pos}, pair {ch}; "
+                               f"max |Δ| {_fmt(err)} against the exact values", worst, verdict=NumericVerdict.WRONG_MATH)
         return "cos/sin tables match the exact values as closely as the reference's", worst
 
     def row_block_init(self, obs, t):
@@ -218,7 +230,7 @@ class Judge:
         children = d.get("children", {})
         for name in ("attn", "mlp"):
             if name not in children:
-                raise Verdict("mismatch", f"Block has no submodule '{name}' (got {', '.join(children) or 'none'})")
+                raise Mismatch(f"Block has no submodule '{name}' (got {', '.join(children) or 'none'})")
         self._same_params("Block", {n: tuple(s) for n, s in d["params"].items()}, self.ref.block_param_shapes)
         return "submodules attn and mlp with the reference's parameters", None
 
@@ -238,35 +250,35 @@ class Judge:
     def _check_std(self, name, p, want_std, what):
         std, mean = (float(x) for x in torch.std_mean(p.float()))
         if not (math.isfinite(std) and math.isfinite(mean)):
-            raise Verdict("mismatch", f"{name} is not initialised by {what} (it still holds the NaNs the check put "
-                                      f"there, or NaN/inf values)")
+            raise Mismatch(f"{name} is not initialised by {what} (it still holds the NaNs the check put "
+                           f"there, or NaN/inf values)")
         if want_std == 0.0:
             if std != 0.0 or mean != 0.0:
-                raise Verdict("mismatch", f"{name} should start at zero (the reference zeroes it so each block begins "
-                                          f"as the identity), but has std {_fmt(std)}")
+                raise Mismatch(f"{name} should start at zero (the reference zeroes it so each block begins "
+                               f"as the identity), but has std {_fmt(std)}")
             return
         if std == 0.0:
-            raise Verdict("mismatch", f"{name} is {'all zeros' if mean == 0 else 'constant'}; the reference initialises "
-                                      f"it with std {_fmt(want_std)}")
+            raise Mismatch(f"{name} is {'all zeros' if mean == 0 else 'constant'}; the reference initialises "
+                           f"it with std {_fmt(want_std)}")
         if abs(std / want_std - 1) > STD_TOL:
-            raise Verdict("mismatch", f"{name}: std {_fmt(std)}, the reference's init gives {_fmt(want_std)} "
-                                      f"({std / want_std:.2f}×)", abs(std - want_std))
+            raise Mismatch(f"{name}: std {_fmt(std)}, the reference's init gives {_fmt(want_std)} "
+                           f"({std / want_std:.2f}×)", abs(std - want_std))
         if abs(mean) > 0.05 * want_std + 1e-6:
-            raise Verdict("mismatch", f"{name}: mean {_fmt(mean)}; the reference's init is centred on 0")
+            raise Mismatch(f"{name}: mean {_fmt(mean)}; the reference's init is centred on 0")
 
     def row_init_weights(self, obs, t):
         ref = self.ref
         params = self._params(t)
         missing = [n for n in ref.init_final if n not in params]
         if missing:
-            raise Verdict("skipped", f"parameter {missing[0]} is missing (see GPT.__init__)")
+            raise Verdict(Status.SKIPPED, f"parameter {missing[0]} is missing (see GPT.__init__)")
         for name, stats in ref.init_final.items():
             self._check_std(name, params[name], 0.0 if stats["zero"] else stats["std"], "init_weights")
         for name, want in zip(("cos", "sin"), ref.rotary):
             got = t.get("buffer:" + name)
             if got is not None and (got.shape != want.shape or max_abs_diff(got, want) > 1e-4):
-                raise Verdict("mismatch", f"after init_weights the rotary {name} table is wrong: recompute it with "
-                                          f"_precompute_rotary_embeddings on the model's device")
+                raise Mismatch(f"after init_weights the rotary {name} table is wrong: recompute it with "
+                               f"_precompute_rotary_embeddings on the model's device")
         return "zeros and init std match the reference for every parameter", None
 
     def row_init_rule(self, obs, t):
@@ -376,8 +388,8 @@ class Judge:
         except Verdict as v:
             if where:
                 v.detail += f"; the first NaN/inf appears in {where['name']} ({where['type']})"
-            upstream = next((r["qualname"] for r in self._rows if r["status"] in ("mismatch", "error")), None)
-            if upstream and v.status == "mismatch":
+            upstream = next((r["qualname"] for r in self._rows if is_failing(r)), None)
+            if upstream and v.status == Status.MISMATCH:
                 v.detail += f" — follows from the {upstream} {'mismatch' if self._status_of(upstream) == 'mismatch' else 'error'} above"
             raise
         return note or "your own model with the reference's weights gives the reference's logits and loss", worst
@@ -386,29 +398,29 @@ class Judge:
         ref = self.ref
         no_grad = obs["data"].get("no_grad", [])
         if no_grad:
-            raise Verdict("mismatch", f"no gradient reaches {no_grad[0]}" + (f" (and {len(no_grad) - 1} more)" if len(no_grad) > 1 else "")
-                          + ": it is not used in the forward pass, or the graph is cut (.detach(), .data, torch.no_grad)")
+            raise Mismatch(f"no gradient reaches {no_grad[0]}" + (f" (and {len(no_grad) - 1} more)" if len(no_grad) > 1 else "")
+                           + ": it is not used in the forward pass, or the graph is cut (.detach(), .data, torch.no_grad)")
         worst = 0.0
         for name, want in ref.grads.items():
             got = t.get("grad:" + name)
             if got is None:
-                raise Verdict("mismatch", f"no gradient for {name}")
+                raise Mismatch(f"no gradient for {name}")
             if tuple(got.shape) != tuple(want.shape):
-                raise Verdict("mismatch", f"the gradient of {name} has shape {_shape(got.shape)}")
+                raise Mismatch(f"the gradient of {name} has shape {_shape(got.shape)}")
             scale = ref.grad_scale[name] + 1e-12
             d = max_abs_diff(got, want)
             worst = max(worst, d)
             if d <= 1e-3 * scale + 1e-7:
                 continue
             if math.isinf(d):
-                raise Verdict("mismatch", f"the gradient of {name} has NaN or inf values", math.inf)
+                raise Mismatch(f"the gradient of {name} has NaN or inf values", math.inf)
             if scale > 1e-12 and not bool((got != 0).any()):
-                raise Verdict("mismatch", f"the gradient of {name} is all zeros but the reference's is not: the "
-                                          f"graph is cut before it (.detach(), .data, torch.no_grad) or it is unused")
-            logits_ok = self._status_of("GPT (whole model)") == "pass"
+                raise Mismatch(f"the gradient of {name} is all zeros but the reference's is not: the "
+                               f"graph is cut before it (.detach(), .data, torch.no_grad) or it is unused")
+            logits_ok = self._status_of("GPT (whole model)") == Status.PASS
             why = (" although the logits and loss match: the forward cuts or reshapes the graph somewhere "
                    "(.detach(), .data, an in-place op)") if logits_ok else " (follows from the forward mismatch above)"
-            raise Verdict("mismatch", f"the gradient of {name} differs from the reference's — max |Δ| {_fmt(d)}{why}", d)
+            raise Mismatch(f"the gradient of {name} differs from the reference's — max |Δ| {_fmt(d)}{why}", d)
         return "every gradient is finite and matches the reference's", worst
 
     def row_setup_optimizers(self, obs, t):
@@ -445,101 +457,101 @@ class Judge:
             return out
         got_p, want_p = by_param(got), by_param(want)
         if [self._family(x) for x in got] != [self._family(x) for x in want]:
-            raise Verdict("mismatch", f"setup_optimizers{when} returns [{', '.join(self._family(x) for x in got)}]; "
-                                      f"the reference returns [{', '.join(self._family(x) for x in want)}] (training "
-                                      f"code relies on that order)")
+            raise Mismatch(f"setup_optimizers{when} returns [{', '.join(self._family(x) for x in got)}]; "
+                           f"the reference returns [{', '.join(self._family(x) for x in want)}] (training "
+                           f"code relies on that order)")
         for name, entries in want_p.items():
             (_, wfam, wg), = entries
             if name not in got_p:
-                raise Verdict("mismatch", f"{name} is in no optimizer{when}: it would never be trained")
+                raise Mismatch(f"{name} is in no optimizer{when}: it would never be trained")
             if len(got_p[name]) > 1:
-                raise Verdict("mismatch", f"{name} is in {len(got_p[name])} param groups{when}; each parameter belongs to exactly one")
+                raise Mismatch(f"{name} is in {len(got_p[name])} param groups{when}; each parameter belongs to exactly one")
             _, gfam, gg = got_p[name][0]
             if gfam != wfam:
                 why = (" — Muon is for the 2-D matrices inside the blocks; the embedding and lm_head go to AdamW"
                        if wfam == "AdamW" else " — every matrix inside the blocks goes to Muon")
-                raise Verdict("mismatch", f"{name} is optimised by {gfam}{when}; the reference uses {wfam}{why}")
+                raise Mismatch(f"{name} is optimised by {gfam}{when}; the reference uses {wfam}{why}")
             if not math.isclose(float(gg.get("lr", -1)), float(wg["lr"]), rel_tol=1e-6):
                 scale = " (AdamW rates are scaled by (n_embd / 768) ** -0.5)" if wfam == "AdamW" else ""
-                raise Verdict("mismatch", f"{name}: lr {_fmt(float(gg.get('lr', -1)))}{when}; the reference's is "
-                                          f"{_fmt(wg['lr'])}{scale}")
+                raise Mismatch(f"{name}: lr {_fmt(float(gg.get('lr', -1)))}{when}; the reference's is "
+                               f"{_fmt(wg['lr'])}{scale}")
             if "initial_lr" not in gg or not math.isclose(float(gg["initial_lr"]), float(wg["initial_lr"]), rel_tol=1e-6):
-                raise Verdict("mismatch", f"the group holding {name} has no initial_lr equal to its lr{when}: the "
-                                          f"learning-rate schedule multiplies initial_lr")
+                raise Mismatch(f"the group holding {name} has no initial_lr equal to its lr{when}: the "
+                               f"learning-rate schedule multiplies initial_lr")
             for key in ("betas", "eps", "weight_decay", "momentum", "nesterov", "ns_steps"):
                 if key in wg and gg.get(key) != wg[key]:
-                    raise Verdict("mismatch", f"{name}: {key} = {gg.get(key)!r}{when}; the reference uses {wg[key]!r}")
+                    raise Mismatch(f"{name}: {key} = {gg.get(key)!r}{when}; the reference uses {wg[key]!r}")
         extra = [n for n in got_p if n not in want_p]
         if extra:
-            raise Verdict("mismatch", f"an optimizer holds {extra[0]}, which is not a parameter of the model")
+            raise Mismatch(f"an optimizer holds {extra[0]}, which is not a parameter of the model")
 
     def row_get_device(self, obs, t):
         d = obs["data"]
         if not d.get("is_device"):
-            raise Verdict("mismatch", f"get_device() returned {d.get('device')!r}, not a torch.device")
+            raise Mismatch(f"get_device() returned {d.get('device')!r}, not a torch.device")
         if d.get("device") != d.get("param_device"):
-            raise Verdict("mismatch", f"get_device() says {d.get('device')}, but the parameters are on {d.get('param_device')}")
+            raise Mismatch(f"get_device() says {d.get('device')}, but the parameters are on {d.get('param_device')}")
         return f"returns {d.get('device')}", None
 
     def row_estimate_flops(self, obs, t):
         got = obs["data"].get("flops")
         want = self.ref.flops
         if not isinstance(got, (int, float)):
-            raise Verdict("mismatch", f"estimate_flops() returned {got}, not a number")
+            raise Mismatch(f"estimate_flops() returned {got}, not a number")
         if math.isclose(got, want, rel_tol=1e-9):
             return f"{want:.4g} FLOPs per token", 0.0
         for description, value in mistakes.flops_variants(self.ref.model):
             if math.isclose(got, value, rel_tol=1e-9):
-                raise Verdict("mismatch", f"estimate_flops() = {got:.4g}; looks like your code {description} "
-                                          f"(reference {want:.4g})", abs(got - want))
-        raise Verdict("mismatch", f"estimate_flops() = {got:.4g}; the reference's 6·(params − embedding) + "
-                                  f"12·n_layer·n_head·head_dim·sequence_len = {want:.4g}", abs(got - want))
+                raise Mismatch(f"estimate_flops() = {got:.4g}; looks like your code {description} "
+                               f"(reference {want:.4g})", abs(got - want))
+        raise Mismatch(f"estimate_flops() = {got:.4g}; the reference's 6·(params − embedding) + "
+                       f"12·n_layer·n_head·head_dim·sequence_len = {want:.4g}", abs(got - want))
 
     def row_generate(self, obs, t):
         d, ref = obs["data"], self.ref
         greedy = d.get("greedy", [])
         if len(greedy) != GEN_TOKENS:
-            raise Verdict("mismatch", f"generate(tokens, max_tokens={GEN_TOKENS}) yielded {len(greedy)} tokens")
+            raise Mismatch(f"generate(tokens, max_tokens={GEN_TOKENS}) yielded {len(greedy)} tokens")
         if not all(isinstance(x, int) for x in greedy):
-            raise Verdict("mismatch", f"generate should yield plain ints (next_ids.item()), got {greedy[0]!r}")
+            raise Mismatch(f"generate should yield plain ints (next_ids.item()), got {greedy[0]!r}")
         if greedy != ref.greedy:
             i = next(i for i, (a, b) in enumerate(zip(greedy, ref.greedy)) if a != b)
-            raise Verdict("mismatch", f"with temperature=0 token {i + 1} is {greedy[i]}, the reference picks "
-                                      f"{ref.greedy[i]} (greedy means argmax of the last position's logits)")
+            raise Mismatch(f"with temperature=0 token {i + 1} is {greedy[i]}, the reference picks "
+                           f"{ref.greedy[i]} (greedy means argmax of the last position's logits)")
         if d.get("top_k_1") != greedy[:len(d.get("top_k_1") or [])] or not d.get("top_k_1"):
-            raise Verdict("mismatch", "with top_k=1 only the most likely token may be sampled, so it should equal greedy "
-                                      "decoding")
+            raise Mismatch("with top_k=1 only the most likely token may be sampled, so it should equal greedy "
+                           "decoding")
         if d.get("sample_a") != d.get("sample_b"):
-            raise Verdict("mismatch", "two runs with the same seed sampled different tokens: seed a torch.Generator "
-                                      "with `seed` and pass it to torch.multinomial")
+            raise Mismatch("two runs with the same seed sampled different tokens: seed a torch.Generator "
+                           "with `seed` and pass it to torch.multinomial")
         return "greedy tokens match the reference; top-k and seeding behave", None
 
     def row_kv_cache(self, obs, t):
         d = obs["data"]
         unc, pre, step = t.get("attn_uncached"), t.get("attn_prefill"), t.get("attn_step")
         if pre is None or step is None or max_abs_diff(pre, unc[:, :KV_PREFIX]) > MODULE_TOL:
-            raise Verdict("mismatch", f"CausalSelfAttention.forward with a KV cache: the prefill of {KV_PREFIX} tokens "
-                                      f"differs from the uncached output (insert k, v into the cache and attend causally)",
-                          None if pre is None else max_abs_diff(pre, unc[:, :KV_PREFIX]))
+            raise Mismatch(f"CausalSelfAttention.forward with a KV cache: the prefill of {KV_PREFIX} tokens "
+                           f"differs from the uncached output (insert k, v into the cache and attend causally)",
+               None if pre is None else max_abs_diff(pre, unc[:, :KV_PREFIX]))
         diff = max_abs_diff(step, unc[:, KV_PREFIX:])
         if diff > MODULE_TOL:
-            raise Verdict("mismatch", f"CausalSelfAttention.forward with a KV cache: one new token after {KV_PREFIX} "
-                                      f"cached ones differs from the uncached output — max |Δ| {_fmt(diff)} (attend to "
-                                      f"all cached keys, without the causal mask)", diff)
+            raise Mismatch(f"CausalSelfAttention.forward with a KV cache: one new token after {KV_PREFIX} "
+                           f"cached ones differs from the uncached output — max |Δ| {_fmt(diff)} (attend to "
+                           f"all cached keys, without the causal mask)", diff)
         diff = max_abs_diff(t["gpt_step"], t["gpt_uncached"])
         if diff > MODULE_TOL:
-            raise Verdict("mismatch", f"GPT.forward with a KV cache: the token after {KV_PREFIX} cached ones gets other "
-                                      f"logits than without a cache — max |Δ| {_fmt(diff)}: its rotary position should "
-                                      f"start at kv_cache.get_pos() (T0)", diff)
+            raise Mismatch(f"GPT.forward with a KV cache: the token after {KV_PREFIX} cached ones gets other "
+                           f"logits than without a cache — max |Δ| {_fmt(diff)}: its rotary position should "
+                           f"start at kv_cache.get_pos() (T0)", diff)
         cached, uncached = t.get("cached_logits", []), t.get("uncached_logits", [])
         for i in range(min(len(cached), len(uncached))):
             diff = max_abs_diff(cached[i], uncached[i])
             if diff > MODULE_TOL:
-                raise Verdict("mismatch", f"with the KV cache the logits for generated token {i + 1} differ from "
-                                          f"uncached decoding — max |Δ| {_fmt(diff)}", diff)
+                raise Mismatch(f"with the KV cache the logits for generated token {i + 1} differ from "
+                               f"uncached decoding — max |Δ| {_fmt(diff)}", diff)
         if d.get("engine_tokens") != d.get("uncached_tokens"):
-            raise Verdict("mismatch", f"nanochat's Engine produced {d.get('engine_tokens')}, uncached decoding "
-                                      f"{d.get('uncached_tokens')}")
+            raise Mismatch(f"nanochat's Engine produced {d.get('engine_tokens')}, uncached decoding "
+                           f"{d.get('uncached_tokens')}")
         return f"Engine with the KV cache decodes the same {GEN_TOKENS} tokens as uncached decoding", None
 
     def row_loss_at_init(self, pipeline):
@@ -549,24 +561,24 @@ class Judge:
         loss = losses[0]
         ln_v = self.ref.ln_vocab
         if not math.isfinite(loss):
-            raise Verdict("mismatch", f"the loss at init is {loss}")
+            raise Mismatch(f"the loss at init is {loss}")
         if abs(loss - ln_v) > 0.05:
             hint = (" — at init the model should spread its bets evenly over the vocabulary (the reference zeroes "
                     "lm_head so every logit starts at 0)")
-            raise Verdict("mismatch", f"loss at init {loss:.3f}; expected ≈ ln({self.ref.vocab_size}) = {ln_v:.3f}{hint}",
-                          abs(loss - ln_v))
+            raise Mismatch(f"loss at init {loss:.3f}; expected ≈ ln({self.ref.vocab_size}) = {ln_v:.3f}{hint}",
+                           abs(loss - ln_v))
         return f"{loss:.4f} ≈ ln({self.ref.vocab_size}) = {ln_v:.4f}", abs(loss - ln_v)
 
     def row_training(self, pipeline, steps):
         losses = pipeline.get("losses") or []
-        if pipeline.get("outcome") != "done" and pipeline.get("stage") in ("import", "construct", "init", "forward",
-                                                                             "backward", "optimize", "train"):
+        reached = stage_index(pipeline.get("stage"))
+        if pipeline.get("outcome") != Outcome.DONE and reached is not None and reached <= stage_index(Stage.TRAIN):
             return None
         if not all(math.isfinite(x) for x in losses):
-            raise Verdict("mismatch", "the loss became NaN/inf during training")
+            raise Mismatch("the loss became NaN/inf during training")
         if losses[-1] >= losses[0]:
-            raise Verdict("mismatch", f"the loss did not go down while overfitting one batch: {losses[0]:.3f} → "
-                                      f"{losses[-1]:.3f} after {len(losses) - 1} step(s)")
+            raise Mismatch(f"the loss did not go down while overfitting one batch: {losses[0]:.3f} → "
+                           f"{losses[-1]:.3f} after {len(losses) - 1} step(s)")
         return f"{losses[0]:.3f} → {losses[-1]:.3f} after {len(losses) - 1} step(s) on one batch", None
 
     def _status_of(self, qualname):
@@ -591,7 +603,7 @@ class Judge:
     def rows(self, experiments: dict, pipeline: dict, steps: int, interrupted: str | None, smap_def_line) -> list:
         self._rows = []
         for qualname, phase, what in ROWS:
-            row = {"qualname": qualname, "phase": phase, "check": what, "status": "skipped", "detail": "",
+            row = {"qualname": qualname, "phase": phase, "check": what, "status": Status.SKIPPED, "detail": "",
                    "max_abs_diff": None, "lesson": LESSON_FOR.get(qualname), "line": smap_def_line(qualname),
                    "seconds": (experiments.get(DERIVED.get(qualname) or qualname) or {}).get("seconds")}
             try:
@@ -599,7 +611,7 @@ class Judge:
             except Verdict as v:
                 row.update(status=v.status, detail=v.detail, max_abs_diff=v.max_abs_diff, **v.extra)
             except Exception as e:  # a bug in a judge must not take the whole report down
-                row.update(status="error", detail=f"the workbench could not judge this ({type(e).__name__}: {e}); "
+                row.update(status=Status.ERROR, detail=f"the workbench could not judge this ({type(e).__name__}: {e}); "
                                                   f"this is a workbench bug")
             if row["max_abs_diff"] is not None and not math.isfinite(row["max_abs_diff"]):
                 row["max_abs_diff"] = None
@@ -612,45 +624,46 @@ class Judge:
             result = (self.row_loss_at_init(pipeline) if qualname == "loss at init"
                       else self.row_training(pipeline, steps))
             if result is None:
-                raise blocked or Verdict("skipped", "the training step did not get this far")
-            row.update(status="pass", detail=result[0], max_abs_diff=result[1])
+                raise blocked or Verdict(Status.SKIPPED, "the training step did not get this far")
+            row.update(status=Status.PASS, detail=result[0], max_abs_diff=result[1])
             return
         source = DERIVED.get(qualname) or qualname
         obs = experiments.get(source)
         if obs is None:
             reason = f"not run: the check process stopped during {interrupted}" if interrupted else "not run"
-            raise Verdict("skipped", reason)
+            raise Verdict(Status.SKIPPED, reason)
         status = obs["status"]
-        if status == "skipped":
-            raise Verdict("skipped", obs.get("reason", ""))
-        if status in ("todo", "waits"):
+        if status == Outcome.SKIPPED:
+            raise Verdict(Status.SKIPPED, obs.get("reason", ""))
+        if status in (Outcome.TODO, Outcome.WAITS):
             exc = obs.get("exception") or {}
-            if status == "todo" and source == qualname:
-                raise Verdict("todo", f"not written yet: {exc.get('message', 'TODO')}")
-            raise Verdict("todo", f"waits for {exc.get('qualname') or 'an earlier method'} (TODO)")
-        if status == "error":
+            if status == Outcome.TODO and source == qualname:
+                raise Verdict(Status.TODO, f"not written yet: {exc.get('message', 'TODO')}")
+            raise Verdict(Status.TODO, f"waits for {exc.get('qualname') or 'an earlier method'} (TODO)")
+        if status == Outcome.ERROR:
             exc = obs.get("exception") or {}
             where = f" (line {exc['line']}{' in ' + exc['qualname'] if exc.get('qualname') else ''})" if exc.get("line") else ""
             oom = "out of memory: " if exc.get("out_of_memory") else ""
-            raise Verdict("error", f"{oom}{exc.get('type', 'Error')}: {exc.get('message', '')}{where}",
+            raise Verdict(Status.ERROR, f"{oom}{exc.get('type', 'Error')}: {exc.get('message', '')}{where}",
                           error_line=exc.get("line"))
         tensors = obs.get("tensors") or {}
+        self.float_noise = False
         detail, diff = self.JUDGES[qualname](self, obs, tensors)
-        row.update(status="pass", detail=detail, max_abs_diff=diff)
-        if "float rounding" in detail:
-            row["verdict"] = "float noise"
+        row.update(status=Status.PASS, detail=detail, max_abs_diff=diff)
+        if self.float_noise:  # set by compare() when only the float64 re-run tells it apart
+            row["verdict"] = NumericVerdict.FLOAT_NOISE
         if obs.get("isolation") == "the reference's __init__" and qualname.endswith(("forward", "init_weights")):
             row["detail"] += " (checked on the reference's layout: your __init__ is not usable yet)"
 
     def _pipeline_blocked(self, pipeline, interrupted):
         outcome = pipeline.get("outcome")
         exc = pipeline.get("exception") or {}
-        if outcome == "todo":
-            return Verdict("todo", f"waits for {exc.get('qualname') or 'an earlier method'} (TODO)")
-        if outcome == "error":
-            return Verdict("skipped", f"the training step stopped with an error at stage {pipeline.get('stage')}")
+        if outcome == Outcome.TODO:
+            return Verdict(Status.TODO, f"waits for {exc.get('qualname') or 'an earlier method'} (TODO)")
+        if outcome == Outcome.ERROR:
+            return Verdict(Status.SKIPPED, f"the training step stopped with an error at stage {pipeline.get('stage')}")
         if interrupted:
-            return Verdict("skipped", f"not run: the check process stopped during {interrupted}")
+            return Verdict(Status.SKIPPED, f"not run: the check process stopped during {interrupted}")
         return None
 
 
@@ -697,14 +710,77 @@ def parse_fault_dump(text: str, path: str) -> tuple[int | None, str]:
 
 
 def build_result(ref, path, events, *, steps, status, kill_reason, timeout, fault_text, output, output_bytes,
-                 output_lines, memory_limit) -> dict:
-    import os as _os
+                 output_lines, memory_limit) -> CheckResult:
+    """The check result from the child's events, its exit `status`, why it was killed (if it was) and its output."""
     from workbench.check.probe import SourceMap
 
     smap = SourceMap(path)
-    judge = Judge(ref, path)
-    pipeline = next((e for e in reversed(events) if e.get("kind") == "pipeline"), None)
-    stages = [e["stage"] for e in events if e.get("kind") == "stage"]
+    run = _read_events(events)
+    pipeline = run.pipeline
+    stage = pipeline["stage"] if pipeline else (run.stages[-1] if run.stages else Stage.IMPORT)
+    error, next_todo = None, None
+    if pipeline and pipeline.get("outcome") in (Outcome.TODO, Outcome.ERROR):
+        exc = dict(pipeline.get("exception") or {})
+        if pipeline["outcome"] == Outcome.TODO:
+            next_todo = _todo(exc, smap)
+        else:
+            error = _error(exc, stage, memory_limit)
+    interrupted = None
+    if not run.ended:  # the child did not finish: timed out, crashed, exited, or our own bug
+        interrupted = f"the check of {run.running}" if run.running else f"stage {stage}"
+        crash = _crash(path, smap, run, stage, status, kill_reason, timeout, fault_text)
+        if error is None or kill_reason == "timeout":
+            error = crash
+
+    rows = Judge(ref, path).rows(run.experiments, pipeline or {}, steps, interrupted, smap.def_line)
+    if next_todo is None and error is None:
+        for row in rows:
+            obs = run.experiments.get(row["qualname"])
+            if row["status"] == Status.TODO and obs and obs.get("status") == Outcome.TODO:
+                next_todo = _todo(dict(obs.get("exception") or {}), smap)
+                break
+    ok = bool(pipeline and pipeline.get("outcome") == Outcome.DONE and run.ended and error is None
+              and all(r["status"] == Status.PASS for r in rows))
+    lead = lead_component(rows)
+    pipeline = pipeline or {}
+    first_nonfinite = pipeline.get("first_nonfinite")
+    if first_nonfinite and error is not None and error.get("type") == "NonFinite":
+        error["message"] += f"; the first NaN/inf appears in {first_nonfinite['name']} ({first_nonfinite['type']})"
+    return {
+        "file": path,
+        "ok": ok,
+        "stage": stage,
+        "next_todo": next_todo,
+        "error": error,
+        "components": rows,
+        "lead": lead["qualname"] if lead else None,
+        "shapes": [{k: v for k, v in e.items() if k != "finished"} for e in pipeline.get("shapes", [])],
+        "first_nonfinite": first_nonfinite,
+        "losses": [float(x) for x in pipeline.get("losses", [])],
+        "stdout_tail": _stdout_tail(output, output_bytes, output_lines),
+        "stdout_bytes": output_bytes,
+        "stdout_lines": output_lines,
+        "timed_out": kill_reason == "timeout",
+        "timings": {"stages": pipeline.get("timings", {}), "load_s": round(run.load_s, 4)},
+        "config": dict(ref.config_kwargs),
+        "steps": steps,
+        "reference": {"loss": ref.loss, "ln_vocab": ref.ln_vocab, "tokenizer": ref.tokenizer_name},
+    }
+
+
+@dataclass
+class _ChildRun:
+    """What the child's events say: the pipeline, the experiments (with their tensors loaded), how far it got."""
+    pipeline: dict | None
+    stages: list
+    experiments: dict
+    running: str | None  # the experiment in flight when the events stop
+    ended: bool
+    internal: dict | None  # the child's report of a bug of ours
+    load_s: float
+
+
+def _read_events(events: list) -> _ChildRun:
     t_load = time.perf_counter()
     experiments = {}
     for e in events:
@@ -713,68 +789,51 @@ def build_result(ref, path, events, *, steps, status, kill_reason, timeout, faul
                 try:
                     e["tensors"] = torch.load(e["tensor_file"], weights_only=True, mmap=True)
                 except Exception as exc:
-                    e.update(status="error", exception={"type": "WorkbenchError", "message":
+                    e.update(status=Outcome.ERROR, exception={"type": "WorkbenchError", "message":
                              f"could not read the check's tensors: {exc}"})
             experiments[e["qualname"]] = e
-    t_load = time.perf_counter() - t_load
     started = [e["qualname"] for e in events if e.get("kind") == "experiment_start"]
-    running = next((q for q in reversed(started) if q not in experiments), None)
-    ended = any(e.get("kind") == "end" for e in events)
-    internal = next((e for e in events if e.get("kind") == "internal_error"), None)
+    return _ChildRun(
+        pipeline=next((e for e in reversed(events) if e.get("kind") == "pipeline"), None),
+        stages=[e["stage"] for e in events if e.get("kind") == "stage"],
+        experiments=experiments,
+        running=next((q for q in reversed(started) if q not in experiments), None),
+        ended=any(e.get("kind") == "end" for e in events),
+        internal=next((e for e in events if e.get("kind") == "internal_error"), None),
+        load_s=time.perf_counter() - t_load)
 
-    stage = pipeline["stage"] if pipeline else (stages[-1] if stages else "import")
-    error, next_todo = None, None
-    if pipeline and pipeline.get("outcome") in ("todo", "error"):
-        exc = dict(pipeline.get("exception") or {})
-        if pipeline["outcome"] == "todo":
-            next_todo = _todo(exc, smap)
-        else:
-            error = _error(exc, stage, memory_limit)
 
-    # the child did not finish: timed out, crashed, exited, or our own bug
-    interrupted = None
-    if not ended:
-        interrupted = f"the check of {running}" if running else f"stage {stage}"
-        where_line, dump = parse_fault_dump(fault_text, path)
-        where_qual = smap.qualname_at(where_line) if where_line else None
-        where = f" in {where_qual or '<module>'} (line {where_line})" if where_line else ""
-        checking = f" while checking {running}" if running else ""
-        crash = {"file": path if where_line else None, "line": where_line, "qualname": where_qual, "traceback": dump}
-        if kill_reason == "timeout":
-            crash.update(type="Timeout", message=f"timed out after {timeout:g} s in stage {stage}{checking}{where}: "
-                                                  f"your code is stuck in a loop or very slow (--timeout to allow more)")
-        elif internal is not None:
-            crash.update(type="WorkbenchError", message=f"the workbench failed while checking ({internal['message']}); "
-                                                         f"this is a workbench bug", traceback=internal.get("traceback", ""))
-        elif status is not None and _os.WIFSIGNALED(status):
-            name = _signal_name(_os.WTERMSIG(status))
-            crash.update(type="Crash", signal=name, message=f"the check process died of {name} "
-                         f"({SIGNAL_MEANING.get(name, 'killed by a signal')}) in stage {stage}{checking}{where}")
-        elif status is not None and _os.WIFEXITED(status):
-            code = _os.WEXITSTATUS(status)
-            crash.update(type="Exit", exit_code=code, message=f"the check process exited with code {code} in stage "
-                         f"{stage}{checking}{where} before reporting: something called os._exit() (or a C library "
-                         f"called exit())")
-        else:
-            crash.update(type="Crash", message=f"the check process ended without reporting in stage {stage}{checking}")
-        if error is None or kill_reason == "timeout":
-            error = crash
-        if kill_reason == "timeout":
-            stage = stage if pipeline is None else stage
+def _crash(path, smap, run: _ChildRun, stage, status, kill_reason, timeout, fault_text) -> CheckError:
+    """The error of a child that stopped before its end: a timeout, a signal, an exit, or a bug of ours."""
+    where_line, dump = parse_fault_dump(fault_text, path)
+    where_qual = smap.qualname_at(where_line) if where_line else None
+    where = f" in {where_qual or '<module>'} (line {where_line})" if where_line else ""
+    checking = f" while checking {run.running}" if run.running else ""
+    crash = {"file": path if where_line else None, "line": where_line, "qualname": where_qual, "traceback": dump}
+    if kill_reason == "timeout":
+        crash.update(type="Timeout", message=f"timed out after {timeout:g} s in stage {stage}{checking}{where}: "
+                                              f"your code is stuck in a loop or very slow (--timeout to allow more)")
+    elif run.internal is not None:
+        crash.update(type="WorkbenchError", message=f"the workbench failed while checking "
+                     f"({run.internal['message']}); this is a workbench bug",
+                     traceback=run.internal.get("traceback", ""))
+    elif status is not None and os.WIFSIGNALED(status):
+        name = _signal_name(os.WTERMSIG(status))
+        crash.update(type="Crash", signal=name, message=f"the check process died of {name} "
+                     f"({SIGNAL_MEANING.get(name, 'killed by a signal')}) in stage {stage}{checking}{where}")
+    elif status is not None and os.WIFEXITED(status):
+        code = os.WEXITSTATUS(status)
+        crash.update(type="Exit", exit_code=code, message=f"the check process exited with code {code} in stage "
+                     f"{stage}{checking}{where} before reporting: something called os._exit() (or a C library "
+                     f"called exit())")
+    else:
+        crash.update(type="Crash", message=f"the check process ended without reporting in stage {stage}{checking}")
+    return crash
 
-    rows = judge.rows(experiments, pipeline or {}, steps, interrupted, smap.def_line)
-    if next_todo is None and error is None:
-        for row in rows:
-            obs = experiments.get(row["qualname"])
-            if row["status"] == "todo" and obs and obs.get("status") == "todo":
-                next_todo = _todo(dict(obs.get("exception") or {}), smap)
-                break
-    ok = bool(pipeline and pipeline.get("outcome") == "done" and ended and error is None
-              and all(r["status"] == "pass" for r in rows))
-    lead = next((r["qualname"] for r in rows if r["status"] in ("mismatch", "error")), None)
 
-    text = output.decode("utf-8", "replace")
-    lines = text.splitlines()
+def _stdout_tail(output: bytes, output_bytes: int, output_lines: int) -> str:
+    """The last 400 lines the learner's code printed, saying how many earlier ones were not kept."""
+    lines = output.decode("utf-8", "replace").splitlines()
     if output_bytes > len(output):
         lines = lines[1:]  # the first line kept is probably cut
     keep = lines[-400:]
@@ -782,31 +841,7 @@ def build_result(ref, path, events, *, steps, status, kill_reason, timeout, faul
     tail = "\n".join(keep)
     if dropped > 0 and output_bytes > 0:
         tail = f"[… {dropped:,} earlier line(s) of output not kept …]\n" + tail
-
-    first_nonfinite = (pipeline or {}).get("first_nonfinite")
-    result = {
-        "file": path,
-        "ok": ok,
-        "stage": stage,
-        "next_todo": next_todo,
-        "error": error,
-        "components": rows,
-        "lead": lead,
-        "shapes": [{k: v for k, v in e.items() if k != "finished"} for e in (pipeline or {}).get("shapes", [])],
-        "first_nonfinite": first_nonfinite,
-        "losses": [float(x) for x in (pipeline or {}).get("losses", [])],
-        "stdout_tail": tail,
-        "stdout_bytes": output_bytes,
-        "stdout_lines": output_lines,
-        "timed_out": kill_reason == "timeout",
-        "timings": {"stages": (pipeline or {}).get("timings", {}), "load_s": round(t_load, 4)},
-        "config": dict(ref.config_kwargs),
-        "steps": steps,
-        "reference": {"loss": ref.loss, "ln_vocab": ref.ln_vocab, "tokenizer": ref.tokenizer_name},
-    }
-    if first_nonfinite and error is not None and error.get("type") == "NonFinite":
-        error["message"] += f"; the first NaN/inf appears in {first_nonfinite['name']} ({first_nonfinite['type']})"
-    return result
+    return tail
 
 
 def _todo(exc: dict, smap) -> dict:

@@ -12,9 +12,9 @@ the worker keeps the expected outputs and judges what comes back. The learner's 
 process that builds or holds this.
 """
 
-import copy
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -128,91 +128,19 @@ def build_reference(seq_len: int = 512, data_loaded=None) -> Reference:
         data_loaded()
     vocab = tokenizer.get_vocab_size()
     config_kwargs = dict(sequence_len=seq_len, vocab_size=vocab, **DEPTH4)
-    config = ref_gpt.GPTConfig(**config_kwargs)
-    g = ref_gpt
-
-    # init statistics: the reference's init_weights, then the rule alone (_init_weights everywhere, no zeros)
-    torch.manual_seed(SEED)
-    model = g.GPT(config)
-    model.init_weights()
-    init_final = {n: {"std": float(p.float().std()), "zero": bool((p == 0).all())} for n, p in model.named_parameters()}
-    torch.manual_seed(SEED + 1)
-    model.apply(model._init_weights)
-    init_rule_std = {n: float(p.float().std()) for n, p in model.named_parameters()}
-    # the shared weights: the init rule everywhere, and a bigger lm_head so the softcap has work to do
-    with torch.no_grad():
-        model.lm_head.weight.mul_(5.0)
-    model.eval()
+    model, init_final, init_rule_std = _shared_model(ref_gpt.GPTConfig(**config_kwargs))
     weights = {n: p.detach().clone() for n, p in model.state_dict().items()}
-
-    # one block's components, captured on the real batch
-    acts = {}
-    block = model.transformer.h[ISOLATED_LAYER]
-    hooks = [
-        block.register_forward_pre_hook(lambda m, a: acts.__setitem__("block_in", a[0].detach().clone())),
-        block.register_forward_hook(lambda m, a, o: acts.__setitem__("block_out", o.detach().clone())),
-        block.attn.register_forward_pre_hook(lambda m, a: acts.__setitem__("attn_in", a[0].detach().clone())),
-        block.attn.register_forward_hook(lambda m, a, o: acts.__setitem__("attn_out", o.detach().clone())),
-        block.mlp.register_forward_pre_hook(lambda m, a: acts.__setitem__("mlp_in", a[0].detach().clone())),
-        block.mlp.register_forward_hook(lambda m, a, o: acts.__setitem__("mlp_out", o.detach().clone())),
-    ]
-    with torch.no_grad():
-        loss = model(inputs, targets)
-    for h in hooks:
-        h.remove()
-    # gradients of the mean loss over the LOGITS_T prefix (the whole-model check runs on that prefix)
-    model(inputs[:, :LOGITS_T], targets[:, :LOGITS_T]).backward()
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-    grad_scale = {n: float(g.abs().max()) for n, g in grads.items()}
-    model.zero_grad(set_to_none=True)
-    T = inputs.size(1)
-    acts["cos_sin"] = (model.cos[:, :T].clone(), model.sin[:, :T].clone())
-    with torch.no_grad():
-        logits = model(inputs[:, :LOGITS_T]).detach().clone()
-        loss_none = model(inputs[:, :LOGITS_T], targets[:, :LOGITS_T], loss_reduction="none").detach().clone().view(-1)
+    acts, loss = _block_activations(model, inputs, targets)
+    grads, logits, loss_none = _gradients_and_logits(model, inputs, targets)
+    acts["cos_sin"] = (model.cos[:, :inputs.size(1)].clone(), model.sin[:, :inputs.size(1)].clone())
     optimizers = describe_optimizers(model.setup_optimizers(), model)
     flops = float(model.estimate_flops())
+    prompt, greedy, greedy_logits = _greedy_decoding(model, inputs)
+    gen = torch.Generator().manual_seed(SEED + 2)  # the random inputs below, drawn in this order
+    norm_cases, rotary_cases = _function_cases(model, gen)
+    shared_kv = _shared_kv_cases(model, config_kwargs, gen)
 
-    # greedy decoding without a cache
-    prompt = inputs[0, :PROMPT_LEN].tolist()
-    ids = inputs[:, :PROMPT_LEN].clone()
-    greedy, greedy_logits = [], []
-    with torch.no_grad():
-        for _ in range(GEN_TOKENS):
-            last = model(ids)[:, -1, :]
-            nxt = int(last.argmax(-1))
-            greedy.append(nxt)
-            greedy_logits.append(last[0].clone())
-            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
-
-    # functions on random inputs
-    gen = torch.Generator().manual_seed(SEED + 2)
-    head_dim = config.n_embd // config.n_head
-    norm_cases = []
-    for shape, scale, shift in (((2, 16, 2, head_dim), 3.0, 0.5), ((1, 8, config.n_embd), 1.0, -0.25)):
-        x = torch.randn(shape, generator=gen) * scale + shift
-        norm_cases.append((x, g.norm(x)))
-    rotary_cases = []
-    x = torch.randn(2, 16, 2, head_dim, generator=gen)
-    cos, sin = model.cos[:, 100:116], model.sin[:, 100:116]
-    rotary_cases.append((x, cos.clone(), sin.clone(), g.apply_rotary_emb(x, cos, sin)))
-    cos64, sin64 = model._precompute_rotary_embeddings(32, 64)
-    x = torch.randn(1, 32, 4, 64, generator=gen)
-    rotary_cases.append((x, cos64, sin64, g.apply_rotary_emb(x, cos64, sin64)))
-
-    # attention with shared key/value heads, on its own
-    shared_kv = {}
-    for name, kw in SHARED_KV_CONFIGS.items():
-        cfg = ref_gpt.GPTConfig(**{**config_kwargs, **kw})
-        torch.manual_seed(SEED + 3)
-        attn = g.CausalSelfAttention(cfg, 0).eval()
-        xs = torch.randn(1, 32, cfg.n_embd, generator=gen)
-        c, s = model._precompute_rotary_embeddings(32, cfg.n_embd // cfg.n_head)
-        with torch.no_grad():
-            out = attn(xs, (c, s), None)
-        shared_kv[name] = {"config": kw, "module": attn, "x": xs, "cos_sin": (c, s), "out": out}
-
-    rotary_args = (model.rotary_seq_len, head_dim)
+    rotary_args = (model.rotary_seq_len, model.config.n_embd // model.config.n_head)
     ref = Reference(
         seq_len=seq_len, vocab_size=vocab, config_kwargs=config_kwargs,
         config_fields={f.name: f.default for f in ref_gpt.GPTConfig.__dataclass_fields__.values()},
@@ -228,7 +156,8 @@ def build_reference(seq_len: int = 512, data_loaded=None) -> Reference:
         rotary_args=rotary_args, rotary=(model.cos.clone(), model.sin.clone()),
         rotary_exact=rotary_exact(*rotary_args),
         norm_cases=norm_cases, rotary_cases=rotary_cases, acts=acts, shared_kv_cases=shared_kv,
-        logits=logits, loss=float(loss), loss_none=loss_none, grads=grads, grad_scale=grad_scale, optimizers=optimizers, flops=flops,
+        logits=logits, loss=float(loss), loss_none=loss_none, grads=grads,
+        grad_scale={n: float(g.abs().max()) for n, g in grads.items()}, optimizers=optimizers, flops=flops,
         prompt=prompt, greedy=greedy, greedy_logits=torch.stack(greedy_logits),
         ln_vocab=math.log(vocab),
     )
@@ -236,6 +165,100 @@ def build_reference(seq_len: int = 512, data_loaded=None) -> Reference:
     return ref
 
 
-def fresh_copy(module):
-    """A private copy of a reference module, so learner code can't change what later checks use."""
-    return copy.deepcopy(module)
+def _shared_model(config):
+    """The reference model with the weights every check shares, and the init statistics on the way: the
+    reference's init_weights, then the rule alone (_init_weights everywhere, no zeros)."""
+    torch.manual_seed(SEED)
+    model = ref_gpt.GPT(config)
+    model.init_weights()
+    init_final = {n: {"std": float(p.float().std()), "zero": bool((p == 0).all())} for n, p in model.named_parameters()}
+    torch.manual_seed(SEED + 1)
+    model.apply(model._init_weights)
+    init_rule_std = {n: float(p.float().std()) for n, p in model.named_parameters()}
+    # the shared weights: the init rule everywhere, and a bigger lm_head so the softcap has work to do
+    with torch.no_grad():
+        model.lm_head.weight.mul_(5.0)
+    model.eval()
+    return model, init_final, init_rule_std
+
+
+def _block_activations(model, inputs, targets):
+    """One block's inputs and outputs (and its attention's and MLP's), captured on the real batch; the loss."""
+    acts = {}
+    block = model.transformer.h[ISOLATED_LAYER]
+    hooks = []
+    for name, module in (("block", block), ("attn", block.attn), ("mlp", block.mlp)):
+        hooks.append(module.register_forward_pre_hook(partial(_keep_input, acts, f"{name}_in")))
+        hooks.append(module.register_forward_hook(partial(_keep_output, acts, f"{name}_out")))
+    with torch.no_grad():
+        loss = model(inputs, targets)
+    for h in hooks:
+        h.remove()
+    return acts, loss
+
+
+def _keep_input(acts, key, module, args):
+    acts[key] = args[0].detach().clone()
+
+
+def _keep_output(acts, key, module, args, output):
+    acts[key] = output.detach().clone()
+
+
+def _gradients_and_logits(model, inputs, targets):
+    """Gradients of the mean loss over the LOGITS_T prefix (the whole-model check runs on that prefix), and
+    the logits and per-token losses there."""
+    model(inputs[:, :LOGITS_T], targets[:, :LOGITS_T]).backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        logits = model(inputs[:, :LOGITS_T]).detach().clone()
+        loss_none = model(inputs[:, :LOGITS_T], targets[:, :LOGITS_T], loss_reduction="none").detach().clone().view(-1)
+    return grads, logits, loss_none
+
+
+def _greedy_decoding(model, inputs):
+    """GEN_TOKENS greedy tokens from the batch's first PROMPT_LEN tokens, without a cache, with their logits."""
+    prompt = inputs[0, :PROMPT_LEN].tolist()
+    ids = inputs[:, :PROMPT_LEN].clone()
+    greedy, greedy_logits = [], []
+    with torch.no_grad():
+        for _ in range(GEN_TOKENS):
+            last = model(ids)[:, -1, :]
+            nxt = int(last.argmax(-1))
+            greedy.append(nxt)
+            greedy_logits.append(last[0].clone())
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    return prompt, greedy, greedy_logits
+
+
+def _function_cases(model, gen):
+    """norm and apply_rotary_emb on random inputs, with the reference's outputs."""
+    head_dim = model.config.n_embd // model.config.n_head
+    norm_cases = []
+    for shape, scale, shift in (((2, 16, 2, head_dim), 3.0, 0.5), ((1, 8, model.config.n_embd), 1.0, -0.25)):
+        x = torch.randn(shape, generator=gen) * scale + shift
+        norm_cases.append((x, ref_gpt.norm(x)))
+    rotary_cases = []
+    x = torch.randn(2, 16, 2, head_dim, generator=gen)
+    cos, sin = model.cos[:, 100:116], model.sin[:, 100:116]
+    rotary_cases.append((x, cos.clone(), sin.clone(), ref_gpt.apply_rotary_emb(x, cos, sin)))
+    cos64, sin64 = model._precompute_rotary_embeddings(32, 64)
+    x = torch.randn(1, 32, 4, 64, generator=gen)
+    rotary_cases.append((x, cos64, sin64, ref_gpt.apply_rotary_emb(x, cos64, sin64)))
+    return norm_cases, rotary_cases
+
+
+def _shared_kv_cases(model, config_kwargs, gen):
+    """Attention with shared key/value heads (GQA, MQA), on its own: module, input, rotary tables, output."""
+    shared_kv = {}
+    for name, kw in SHARED_KV_CONFIGS.items():
+        cfg = ref_gpt.GPTConfig(**{**config_kwargs, **kw})
+        torch.manual_seed(SEED + 3)
+        attn = ref_gpt.CausalSelfAttention(cfg, 0).eval()
+        xs = torch.randn(1, 32, cfg.n_embd, generator=gen)
+        c, s = model._precompute_rotary_embeddings(32, cfg.n_embd // cfg.n_head)
+        with torch.no_grad():
+            out = attn(xs, (c, s), None)
+        shared_kv[name] = {"config": kw, "module": attn, "x": xs, "cos_sin": (c, s), "out": out}
+    return shared_kv

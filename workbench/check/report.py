@@ -12,10 +12,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from workbench.check.result import CheckResult, Component, Status, lead_component
 from workbench.course.phases import PHASES
 
-STATUS_STYLE = {"pass": ("✓", "green"), "mismatch": ("✗", "bold red"), "error": ("!", "bold red"),
-                "todo": ("·", "yellow"), "skipped": ("-", "dim")}
+STATUS_STYLE = {Status.PASS: ("✓", "green"), Status.MISMATCH: ("✗", "bold red"), Status.ERROR: ("!", "bold red"),
+                Status.TODO: ("·", "yellow"), Status.SKIPPED: ("-", "dim")}
 PHASE_TITLE = {p.number: p.title for p in PHASES}
 
 
@@ -52,28 +53,52 @@ def collapse_repeated_blocks(rows: list) -> list:
     return out
 
 
-def print_report(result: dict, console: Console | None = None, max_shapes: int = 60) -> None:
+def print_report(result: CheckResult, console: Console | None = None, max_shapes: int = 60) -> None:
     console = console or Console()
-    name = os.path.basename(result.get("file", "?"))
-    comps = result.get("components") or []
+    print_header(console, result)
+    print_next_step(console, result)
+    console.print(components_table(result.get("components") or []))
+    shapes = collapse_repeated_blocks(result.get("shapes") or [])
+    if shapes:
+        console.print(shapes_table(shapes, max_shapes))
+        bad = result.get("first_nonfinite")
+        if bad:
+            console.print(Text(f"first NaN/inf: {bad['name']} ({bad['type']})", style="bold red"))
+    losses = result.get("losses") or []
+    if losses:
+        line = " → ".join(f"{x:.3f}" for x in losses[:12]) + (" → …" if len(losses) > 12 else "")
+        console.print(Text("loss (one batch, before and after each step): ", style="bold") + Text(line))
+    tail = (result.get("stdout_tail") or "").rstrip()
+    if tail:
+        lines = tail.splitlines()
+        shown = "\n".join(lines[-20:])
+        more = f" (last 20 of {len(lines)} kept lines)" if len(lines) > 20 else ""
+        console.print(Panel(Text(shown), title=f"your prints{more}", title_align="left", border_style="dim"))
+
+
+def print_header(console: Console, result: CheckResult) -> None:
+    """OK / NOT OK, the file, the stage reached, the count of each status, the time and the model's config."""
     counts = {}
-    for c in comps:
+    for c in result.get("components") or []:
         counts[c["status"]] = counts.get(c["status"], 0) + 1
     summary = " · ".join(f"{n} {s}" for s, n in counts.items())
     took = (result.get("timings") or {}).get("total_s")
     cfg = result.get("config") or {}
     head = Text()
     head.append("OK " if result.get("ok") else "NOT OK ", style="bold green" if result.get("ok") else "bold red")
-    head.append(f"{name}", style="bold")
+    head.append(os.path.basename(result.get("file", "?")), style="bold")
     head.append(f"  stage: {result.get('stage')}  ·  {summary}")
     if took is not None:
         head.append(f"  ·  {took:.2f} s", style="dim")
     console.print(head)
     if cfg:
         console.print(Text(f"depth-{cfg.get('n_layer')} GPT: n_embd {cfg.get('n_embd')}, n_head {cfg.get('n_head')}, "
-                           f"n_kv_head {cfg.get('n_kv_head')}, vocab {cfg.get('vocab_size')}, seq {cfg.get('sequence_len')}",
-                           style="dim"))
+                           f"n_kv_head {cfg.get('n_kv_head')}, vocab {cfg.get('vocab_size')}, "
+                           f"seq {cfg.get('sequence_len')}", style="dim"))
 
+
+def print_next_step(console: Console, result: CheckResult) -> None:
+    """The error, the next TODO, and (when there is no error) the first component to fix."""
     error, todo = result.get("error"), result.get("next_todo")
     if error:
         body = Text(error.get("message", ""), style="bold")
@@ -93,13 +118,15 @@ def print_report(result: dict, console: Console | None = None, max_shapes: int =
         if todo.get("lesson"):
             body.append(f"\nlesson: lessons/{todo['lesson']}", style="cyan")
         console.print(Panel(body, title="next TODO", title_align="left", border_style="yellow"))
-    lead = next((c for c in comps if c["status"] in ("mismatch", "error")), None)
+    lead = lead_component(result.get("components") or [])
     if lead and not error:
         body = Text(lead["detail"], style="bold")
         if lead.get("lesson"):
             body.append(f"\nlesson: lessons/{lead['lesson']}", style="cyan")
         console.print(Panel(body, title=f"first to fix: {lead['qualname']}", title_align="left", border_style="red"))
 
+
+def components_table(comps: list[Component]) -> Table:
     table = Table(title="components (in data-flow order)", title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("", width=1)
     table.add_column("component", no_wrap=True)
@@ -108,42 +135,28 @@ def print_report(result: dict, console: Console | None = None, max_shapes: int =
     table.add_column("reason")
     for c in comps:
         icon, style = STATUS_STYLE.get(c["status"], ("?", ""))
-        table.add_row(Text(icon, style=style), c["qualname"], str(c.get("phase") or ""), Text(c["status"], style=style),
-                      escape(c.get("detail") or ""))
-    console.print(table)
+        table.add_row(Text(icon, style=style), c["qualname"], str(c.get("phase") or ""),
+                      Text(c["status"], style=style), escape(c.get("detail") or ""))
+    return table
 
-    shapes = collapse_repeated_blocks(result.get("shapes") or [])
-    if shapes:
-        t = Table(title="forward pass of your model on the first batch (blocks after the first collapsed)",
-                  title_justify="left", show_edge=False, pad_edge=False)
-        t.add_column("module / function", no_wrap=True)
-        for col in ("inputs", "output", "dtype", ""):
-            t.add_column(col)
-        for row in shapes[:max_shapes]:
-            label = Text("  " * min(row.get("depth", 0), 6) + row["name"])
-            if row.get("kind") == "function":
-                label.append("()", style="bold")
-                label.append(f"  in {row.get('caller')}", style="dim")
-            else:
-                label.append(f"  {row.get('type')}", style="dim")
-            inputs = row.get("inputs")
-            inputs = ", ".join(_shape(x) for x in inputs) if isinstance(inputs, list) else _shape(inputs)
-            t.add_row(label, inputs, _shape(row.get("output")), row.get("dtype") or "",
-                      Text("NaN/inf", style="bold red") if row.get("nonfinite") else "")
-        if len(shapes) > max_shapes:
-            t.add_row(f"… {len(shapes) - max_shapes} more (see --json)", "", "", "", "")
-        console.print(t)
-        bad = result.get("first_nonfinite")
-        if bad:
-            console.print(Text(f"first NaN/inf: {bad['name']} ({bad['type']})", style="bold red"))
 
-    losses = result.get("losses") or []
-    if losses:
-        line = " → ".join(f"{x:.3f}" for x in losses[:12]) + (" → …" if len(losses) > 12 else "")
-        console.print(Text("loss (one batch, before and after each step): ", style="bold") + Text(line))
-    tail = (result.get("stdout_tail") or "").rstrip()
-    if tail:
-        lines = tail.splitlines()
-        shown = "\n".join(lines[-20:])
-        more = f" (last 20 of {len(lines)} kept lines)" if len(lines) > 20 else ""
-        console.print(Panel(Text(shown), title=f"your prints{more}", title_align="left", border_style="dim"))
+def shapes_table(shapes: list[dict], max_shapes: int) -> Table:
+    t = Table(title="forward pass of your model on the first batch (blocks after the first collapsed)",
+              title_justify="left", show_edge=False, pad_edge=False)
+    t.add_column("module / function", no_wrap=True)
+    for col in ("inputs", "output", "dtype", ""):
+        t.add_column(col)
+    for row in shapes[:max_shapes]:
+        label = Text("  " * min(row.get("depth", 0), 6) + row["name"])
+        if row.get("kind") == "function":
+            label.append("()", style="bold")
+            label.append(f"  in {row.get('caller')}", style="dim")
+        else:
+            label.append(f"  {row.get('type')}", style="dim")
+        inputs = row.get("inputs")
+        inputs = ", ".join(_shape(x) for x in inputs) if isinstance(inputs, list) else _shape(inputs)
+        t.add_row(label, inputs, _shape(row.get("output")), row.get("dtype") or "",
+                  Text("NaN/inf", style="bold red") if row.get("nonfinite") else "")
+    if len(shapes) > max_shapes:
+        t.add_row(f"… {len(shapes) - max_shapes} more (see --json)", "", "", "", "")
+    return t

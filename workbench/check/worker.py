@@ -441,17 +441,16 @@ class Worker:
             fault_text = ""
         child_s = time.perf_counter() - run.received
         from workbench.check.judge import build_result
+        from workbench.check.result import failed_result
         try:
             result = build_result(self.ref, run.path, run.events, steps=run.steps, status=run.status,
                                   kill_reason=run.kill_reason, timeout=run.timeout, fault_text=fault_text,
                                   output=bytes(run.out_tail), output_bytes=run.out_bytes, output_lines=run.out_lines,
                                   memory_limit=run.memory_budget)
         except Exception as e:
-            result = {"file": run.path, "ok": False, "stage": "import", "next_todo": None, "components": [],
-                      "shapes": [], "losses": [], "stdout_tail": "", "timings": {},
-                      "error": {"type": "WorkbenchError", "message": f"the workbench failed to read the check's "
-                                f"results ({type(e).__name__}: {e}); this is a workbench bug", "file": None,
-                                "line": None, "traceback": traceback.format_exc()}}
+            result = failed_result(run.path, f"the workbench failed to read the check's results "
+                                             f"({type(e).__name__}: {e}); this is a workbench bug",
+                                   traceback.format_exc())
         total = time.perf_counter() - run.received
         result.setdefault("timings", {}).update(total_s=round(total, 4), child_s=round(child_s, 4),
                                                 judge_s=round(total - child_s, 4), warm=True)

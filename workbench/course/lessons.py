@@ -69,11 +69,6 @@ def list_lessons(directory: Path | None = None) -> list[Lesson]:
     return [load_lesson(p) for p in sorted(directory.glob("*.md")) if LESSON_NAME.match(p.name)]
 
 
-def lesson_teaching(lessons: list[Lesson], qualname: str) -> Lesson | None:
-    """The lesson whose front matter says it teaches `qualname`."""
-    return next((lesson for lesson in lessons if qualname in lesson.teaches), None)
-
-
 def heading_for(table_of_contents: list[tuple[int, str, str | None]], qualname: str) -> str | None:
     """The block id of the heading that names `qualname` (e.g. "## `CausalSelfAttention.forward`")."""
     exact = [bid for _, title, bid in table_of_contents if title.strip().strip("`") == qualname]

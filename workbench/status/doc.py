@@ -36,9 +36,6 @@ MILESTONES: tuple[str, ...] = (
     "Matches reference", "Generation works", "Full pipeline",
 )
 
-# the stages of a `check` run, in order (see workbench/check/command.py)
-CHECK_STAGES = ("import", "construct", "init", "forward", "backward", "optimize", "train", "generate", "done")
-
 _HEADING = re.compile(r"^\ufeff? {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _CHECKBOX = re.compile(r"^(\s*(?:[-*+]|\d+[.)])\s+\[)([ xX])(\].*)$")
@@ -615,58 +612,6 @@ class StatusDoc:
         rows = [_as_row(r) for r in rows]
         if rows:
             self.edit(lambda lines: _apply_table(lines, rows))
-
-    def apply_check(self, report: dict) -> Changes:
-        """Bring the doc in line with one `check --json` report: ticks, milestones and the comparison table.
-
-        A component that passes ticks its item; one that is `mismatch`, `error` or `todo` clears a workbench tick
-        of its item (several components may share a qualname: all must pass). `skipped` changes nothing.
-        `stage` is where the run stopped ("done" when it finished); milestones before it are reached. A report
-        that stopped at "import" (a syntax error while the learner types) changes nothing: that is a file being
-        edited, not a component that regressed.
-        """
-        if report.get("stage") == "import":
-            return Changes()
-        status_by_name: dict[str, list[str]] = {}
-        rows = []
-        for comp in report.get("components") or []:
-            name = comp.get("qualname")
-            if not name:
-                continue
-            status_by_name.setdefault(name, []).append(comp.get("status"))
-            diff = comp.get("max_abs_diff")
-            rows.append([f"`{name}`", comp.get("detail") or "",
-                         f"max |Δ| {diff:.2g}" if isinstance(diff, (int, float)) else "", comp.get("status") or ""])
-        passing = {n for n, st in status_by_name.items() if all(s == "pass" for s in st)}
-        failing = {n for n, st in status_by_name.items() if any(s in ("mismatch", "error", "todo") for s in st)}
-        changes = self.tick(passing, failing)
-
-        stage = report.get("stage") if report.get("stage") in CHECK_STAGES else None
-        reached, unreached = set(), set()
-        if stage is not None:
-            done_upto = CHECK_STAGES.index("done") + 1 if report.get("ok") else CHECK_STAGES.index(stage)
-            for milestone, needs in (("model_builds", "construct"), ("forward_runs", "forward"),
-                                     ("backward_runs", "backward"), ("training_step_completes", "optimize")):
-                (reached if CHECK_STAGES.index(needs) < done_upto else unreached).add(milestone)
-            losses = report.get("losses") or []
-            if len(losses) >= 2:
-                (reached if losses[-1] < losses[0] else unreached).add("loss_decreases")
-            statuses = [s for st in status_by_name.values() for s in st]
-            if statuses:
-                all_pass = all(s in ("pass", "skipped") for s in statuses) and "pass" in statuses
-                (reached if all_pass and report.get("ok") else unreached).add("matches_reference")
-            gen = status_by_name.get("GPT.generate", [])
-            if any(s in ("mismatch", "error", "todo") for s in gen) or stage == "generate":
-                unreached.add("generation_works")
-            elif stage == "done" and gen and all(s == "pass" for s in gen):
-                reached.add("generation_works")
-        milestone_changes = self.set_milestones(reached, unreached)
-        if rows:
-            self.update_comparison_table(rows)
-        changes.ticked |= milestone_changes.ticked
-        changes.unticked |= milestone_changes.unticked
-        changes.kept |= milestone_changes.kept
-        return changes
 
     # -- writing ----------------------------------------------------------------------------------------------
 

@@ -26,10 +26,13 @@ from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
 from nanochat.fsutil import atomic_write
+from workbench.check.result import Status
 from workbench.course.phases import ALL_METHODS, LESSON_FOR
 from workbench.course.workspace import STATUS_NAME, learner_file_in
-from workbench.tui.checklist import load_checklist, tick_passed
-from workbench.tui.messages import CheckCrashed, CheckFinished, CheckStarted, FilesChanged, WatcherReady
+from workbench.status.rules import tick_passed
+from workbench.tui.checklist import load_checklist
+from workbench.tui.messages import (CheckCrashed, CheckFinished, CheckStarted, FilesChanged, WarmupProgress,
+                                    WatcherReady)
 from workbench.tui.screens.companion import CompanionScreen
 from workbench.tui.screens.modals.confirm import ConfirmScreen
 from workbench.tui.screens.modals.init_workspace import InitWorkspaceScreen
@@ -93,6 +96,8 @@ class WorkbenchApp(App):
         self.probe_timeout = probe_timeout
         self.session: Session | None = None
         self.runner = runner
+        if runner is not None:  # a shared runner reports its warm-up to the app using it now
+            runner.on_progress = self._warmup_changed
         self._saved_at: float | None = None  # when the save that started the current check was seen
         self._shown_errors: set[str] = set()  # workbench problems already reported (not repeated every save)
         self.hint_levels: dict[str, int] = {}  # rungs of the hint ladder revealed, per method
@@ -175,14 +180,15 @@ class WorkbenchApp(App):
             self.post_message(WatcherReady(watcher.polling, "watching: polling every 0.1 s" if watcher.polling
                                            else "watching: native file events"))
         elif not watcher.polling:
-            self.post_message(WatcherReady(True, "watching: polling (no file events arrived within 1 s)"))
+            self.post_message(WatcherReady(True, "watching: polling (no file events arrived within 1 s)",
+                                           fell_back=True))
             self.watch_workspace(force_polling=True)
         else:
             self.post_message(WatcherReady(True, "watching failed: press r to re-run by hand"))
 
     def on_watcher_ready(self, message: WatcherReady) -> None:
         self.watch_mode = message.detail
-        if message.polling and "no file events" in message.detail:
+        if message.fell_back:
             self.notify("File events do not arrive in this directory (WSL /mnt, network drive?): polling instead.",
                         title="Watching by polling", severity="warning")
 
@@ -199,8 +205,15 @@ class WorkbenchApp(App):
         """The core runner: a warm worker process (torch and the reference loaded once), started on first use."""
         if self.runner is None:
             from workbench.check.client import Runner
-            self.runner = Runner()
+            self.runner = Runner(on_progress=self._warmup_changed)
         return self.runner
+
+    def _warmup_changed(self, progress: dict | None) -> None:
+        """The runner's warm-up stages (called from its reader thread): shown by the next-step panel's bar."""
+        self.post_message(WarmupProgress(progress))
+
+    def on_warmup_progress(self, message: WarmupProgress) -> None:
+        self.warmup = message.progress
 
     @work(exclusive=True, group="check", exit_on_error=False)
     async def run_check(self, reason: str) -> None:
@@ -219,10 +232,9 @@ class WorkbenchApp(App):
             return
         from workbench.check.client import CheckCancelled, RunnerError
         runner = self._get_runner()
-        follow = None
         if not runner.warm:
             self.check_detail = "warming up the checker (loads torch and the reference once)"
-            follow = asyncio.create_task(self._follow_warmup(runner))
+            self.warmup = runner.warmup_progress
         try:
             result = await runner.run(self.learner_path)
         except CheckCancelled:
@@ -233,18 +245,7 @@ class WorkbenchApp(App):
             return
         finally:
             self.check_detail = ""
-            if follow is not None:
-                follow.cancel()
-                self.warmup = None
         self.post_message(CheckFinished(result, source, time.perf_counter() - started))
-
-    async def _follow_warmup(self, runner) -> None:
-        """Mirror the worker's warm-up stages into `warmup` (the next-step panel shows them as a progress bar)."""
-        while not runner.warm:
-            if runner.warmup_progress != self.warmup:
-                self.warmup = runner.warmup_progress
-            await asyncio.sleep(0.1)
-        self.warmup = None
 
     def on_check_started(self, message: CheckStarted) -> None:
         self.checking = True
@@ -256,16 +257,22 @@ class WorkbenchApp(App):
         self.last_finished, self.last_seconds = self.report.finished_at, message.seconds
         self.summary = _summary(message.result, regressions)
         self.write_ticks(message.result)
-        error = self.session.save()
+        self.save_session(self.session.state())
+
+    @work(thread=True, exclusive=True, group="session-save", exit_on_error=False)
+    def save_session(self, state: str) -> None:
+        """Write the session's history off the UI thread (an fsync can take a while on a slow disk)."""
+        error = self.session.save(state)
         if error:
-            self.notify_once(error + " — check the folder's permissions.", title="History not saved")
+            self.call_from_thread(self.notify_once, error + " — check the folder's permissions.",
+                                  title="History not saved")
 
     def _announce_new_passes(self, result: dict, source: str | None) -> None:
         """A method that starts passing is announced and shown beside the reference's version of it."""
         if self.report is None:
             return
-        now = {c.get("qualname") for c in result.get("components") or [] if c.get("status") == "pass"}
-        new = [q for q in ALL_METHODS if q in now and self.report.status_of(q) != "pass"]
+        now = {c.get("qualname") for c in result.get("components") or [] if c.get("status") == Status.PASS}
+        new = [q for q in ALL_METHODS if q in now and self.report.status_of(q) != Status.PASS]
         if new:
             self.last_passed = new[-1]
             if source is not None:
@@ -381,15 +388,7 @@ class WorkbenchApp(App):
         self.switch_mode("lessons")
 
     def current_method(self) -> str | None:
-        if self.report is None:
-            return None
-        if self.report.regressions:
-            return self.report.regressions[0].qualname
-        todo = self.report.result.get("next_todo")
-        if todo:
-            return todo.get("qualname")
-        bad = next((c for c in self.report.components if c.get("status") in ("mismatch", "error")), None)
-        return bad.get("qualname") if bad else None
+        return self.report.current_method() if self.report is not None else None
 
     def notes_for(self, lesson) -> tuple[dict[str, str], str]:
         """The answers and notes already saved for a lesson (pending, unsaved edits included)."""
@@ -511,7 +510,7 @@ def _write_notes(status_path: Path, pending: dict) -> str | None:
 
 def _summary(result: dict, regressions) -> str:
     comps = result.get("components") or []
-    passed = sum(1 for c in comps if c.get("status") == "pass")
+    passed = sum(1 for c in comps if c.get("status") == Status.PASS)
     head = f"{passed}/{len(comps)} pass" if comps else result.get("stage", "")
     if regressions:
         head += f" · {len(regressions)} regressed"

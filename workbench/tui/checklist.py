@@ -26,23 +26,6 @@ def load_checklist(status_path: Path) -> tuple[ChecklistData, str | None]:
     return ChecklistData(phases, milestones), None
 
 
-def tick_passed(status_path: Path, result: dict) -> str | None:
-    """Tick what passed (and clear the workbench's own ticks of what regressed); None, or what went wrong."""
-    try:
-        doc = StatusDoc.load(status_path)
-        before = doc.text
-        doc.apply_check(result)
-        if doc.text != before:  # nothing to tick: leave the file (and its watchers) alone
-            doc.save()
-    except StatusDocError as e:
-        return str(e)
-    except PermissionError as e:
-        return f"no permission to write {status_path} ({e.strerror}): ticks are shown here but not saved"
-    except OSError as e:
-        return f"cannot write {status_path}: {e.strerror or e}"
-    return None
-
-
 def _plain_checklist() -> ChecklistData:
     return ChecklistData([ChecklistPhase(f"{p.number} {p.title}", [(m, False) for m in p.methods]) for p in PHASES])
 

@@ -11,6 +11,7 @@ class WatcherReady(Message):
 
     polling: bool
     detail: str
+    fell_back: bool = False  # native events were tried and did not arrive: polling took over
 
 
 @dataclass
@@ -63,3 +64,10 @@ class ChatEvent(Message):
     kind: str
     text: str = ""
     data: dict = field(default_factory=dict)
+
+
+@dataclass
+class WarmupProgress(Message):
+    """The checker's warm-up reached a stage ({"done", "total", "stage"}), or finished (None)."""
+
+    progress: dict | None

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nanochat.fsutil import atomic_write
+from workbench.check.result import FAILING, CheckResult, Component, Status, current_method
 
 HISTORY_LEN = 40  # saves kept for the loss history
-FAILING = ("mismatch", "error")  # a component that passed before and now has one of these has regressed
 
 
 @dataclass
@@ -30,15 +30,19 @@ class Regression:
 class Report:
     """One check result as the TUI shows it: the runner's dict plus what the session worked out around it."""
 
-    result: dict
+    result: CheckResult
     source: str | None  # the learner file's text the check ran on
     seconds: float  # wall time from the save being seen to the result
     finished_at: float
     regressions: list[Regression] = field(default_factory=list)
 
     @property
-    def components(self) -> list[dict]:
+    def components(self) -> list[Component]:
         return self.result.get("components") or []
+
+    def current_method(self) -> str | None:
+        """The method the learner is on: a regression, the next TODO, or the first component to fix."""
+        return current_method(self.result, self.regressions)
 
     def status_of(self, qualname: str) -> str | None:
         for comp in self.components:
@@ -81,7 +85,7 @@ class Session:
                 pass
         return session
 
-    def record(self, result: dict, source: str | None) -> list[Regression]:
+    def record(self, result: CheckResult, source: str | None) -> list[Regression]:
         """Take in one check result and the file text it was run on; return the regressions it shows."""
         losses = [float(x) for x in (result.get("losses") or [])]
         self.history.append(SaveRecord(time.time(), bool(result.get("ok")), str(result.get("stage", "")), losses))
@@ -90,10 +94,10 @@ class Session:
         sha = _sha(source) if source is not None else None
         for comp in result.get("components") or []:
             name, status = comp.get("qualname", ""), comp.get("status", "")
-            if status == "pass" and sha is not None:
+            if status == Status.PASS and sha is not None:
                 self.last_pass[name] = sha
                 self.sources[sha] = source
-            elif status in FAILING and name in self.last_pass:
+            elif status in FAILING and name in self.last_pass:  # it passed before: a regression
                 before = self.sources.get(self.last_pass[name], "")
                 regressions.append(Regression(name, status, comp.get("detail", ""), _diff(before, source or "")))
         self.sources = {k: v for k, v in self.sources.items() if k in set(self.last_pass.values())}
@@ -108,18 +112,19 @@ class Session:
         runs = [r.losses for r in self.history[:-1] if r.losses]
         return runs[-n:]
 
-    def save(self) -> str | None:
-        """Write the state atomically; returns None, or what went wrong (a read-only workspace is not fatal)."""
+    def state(self) -> str:
+        """The state as the JSON text save() writes (taken on the UI thread, written from another)."""
+        return json.dumps({"history": [r.__dict__ for r in self.history], "last_pass": self.last_pass,
+                           "sources": self.sources})
+
+    def save(self, state: str | None = None) -> str | None:
+        """Write `state` (default: the state now) atomically; returns None, or what went wrong (a read-only
+        workspace is not fatal)."""
         if self.state_path is None:
             return None
-        data = {
-            "history": [r.__dict__ for r in self.history],
-            "last_pass": self.last_pass,
-            "sources": self.sources,
-        }
         try:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.state_path, json.dumps(data))
+            atomic_write(self.state_path, self.state() if state is None else state)
         except OSError as e:
             return f"could not save the TUI's history to {self.state_path}: {e.strerror or e}"
         return None

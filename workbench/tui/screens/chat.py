@@ -105,17 +105,17 @@ class ChatScreen(WorkbenchScreen):
     @on(Select.Changed, "#chat-checkpoint")
     def _checkpoint_chosen(self, event: Select.Changed) -> None:
         if isinstance(event.value, str) and event.value.count(":") == 2:
-            source, tag, step = str(event.value).split(":")
-            self.start_model(source, tag, int(step))
+            phase, tag, step = str(event.value).split(":")
+            self.start_model(phase, tag, int(step))
 
     @work(exclusive=True, group="chat-model", exit_on_error=False)
-    async def start_model(self, source: str, tag: str, step: int) -> None:
+    async def start_model(self, phase: str, tag: str, step: int) -> None:
         await self._stop_process()
         self.ready = False
         self.query_one("#chat-input", Input).disabled = True
-        self.notify(f"Loading {source} {tag} step {step}…", timeout=3)
+        self.notify(f"Loading {phase} {tag} step {step}…", timeout=3)
         self.process = process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workbench.tui.services.chat_worker", "--source", source, "--tag", tag,
+            sys.executable, "-m", "workbench.tui.services.chat_worker", "--phase", phase, "--tag", tag,
             "--step", str(step),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:

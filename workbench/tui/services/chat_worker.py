@@ -1,7 +1,7 @@
 """The chat screen's model process: loads a checkpoint and streams generated text as JSON lines.
 
 The TUI never imports torch; it starts
-`python -m workbench.tui.services.chat_worker --source sft --tag d4 --step 100` and talks to it over
+`python -m workbench.tui.services.chat_worker --phase sft --tag d4 --step 100` and talks to it over
 stdin/stdout, one JSON object per line.
 
 Requests (stdin):
@@ -11,7 +11,7 @@ Requests (stdin):
         base checkpoints: the last user message is a prompt to continue (a base model has never seen a chat).
     {"cmd": "stop"}      end the current generation early
 Events (stdout):
-    {"event": "ready", "source", "tag", "step", "model_source", "device", "mode": "chat"|"completion"}
+    {"event": "ready", "phase", "tag", "step", "model_source", "device", "mode": "chat"|"completion"}
     {"event": "token", "text"}            sampled text (decoded incrementally, never half a UTF-8 character)
     {"event": "tool", "text"}             a calculator expression the model wrote (<|python_start|>…<|python_end|>)
     {"event": "tool_output", "text"}      the calculator's answer, forced into the stream by the engine
@@ -111,7 +111,8 @@ def generate(engine, tokenizer, mode: str, request: dict, stop: threading.Event)
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default="sft", choices=["base", "mid", "sft", "rl"])
+    parser.add_argument("-i", "--phase", default="sft", choices=["base", "mid", "sft", "rl"],
+                        help="the checkpoint's training phase (default: sft)")
     parser.add_argument("--tag", default=None, help="model tag (checkpoint folder); default: the largest")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step; default: the last")
     parser.add_argument("--device", default=None, help="cpu | cuda | mps; default: autodetect")
@@ -122,13 +123,13 @@ def main(argv=None) -> int:
         from nanochat.common import autodetect_device_type
         from nanochat.engine import Engine
         device = autodetect_device_type(args.device)
-        model, tokenizer, meta = load_model(args.source, device, "eval", model_tag=args.tag, step=args.step)
+        model, tokenizer, meta = load_model(args.phase, device, "eval", model_tag=args.tag, step=args.step)
     except Exception as e:  # CheckpointError, ModelSourceError, a learner file that no longer imports
-        emit("error", message=f"could not load the {args.source} checkpoint: {e}")
+        emit("error", message=f"could not load the {args.phase} checkpoint: {e}")
         return 1
-    mode = "completion" if args.source == "base" else "chat"
+    mode = "completion" if args.phase == "base" else "chat"
     engine = Engine(model, tokenizer)
-    emit("ready", source=args.source, tag=args.tag, step=meta.get("step"), device=str(device), mode=mode,
+    emit("ready", phase=args.phase, tag=args.tag, step=meta.get("step"), device=str(device), mode=mode,
          model_source=str(meta.get("model_source", "reference")))
 
     requests: queue.Queue[dict] = queue.Queue()

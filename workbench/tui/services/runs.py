@@ -27,11 +27,14 @@ def train_command(model: str, steps: int, tag: str, gpus: int = 0) -> list[str]:
     return [sys.executable, "-m", "nanochat.scripts.base_train", *args]
 
 
+NVIDIA_GPUS_DIR = "/proc/driver/nvidia/gpus"  # the driver's entry per GPU (Linux)
+
+
 def count_gpus() -> int:
     """NVIDIA GPUs this process may use, without importing torch: the driver's /proc entries (Linux), limited
     by CUDA_VISIBLE_DEVICES when it is set. 0 elsewhere (macOS, no driver): runs then use one process."""
     try:
-        present = len(os.listdir("/proc/driver/nvidia/gpus"))
+        present = len(os.listdir(NVIDIA_GPUS_DIR))
     except OSError:
         return 0
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -10,14 +10,15 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from workbench.check.result import Status
 from workbench.tui.session import Report
 
 MARKS = {  # live status -> (mark, style)
-    "pass": ("✔", "green"),
-    "mismatch": ("✘", "bold red"),
-    "error": ("✘", "bold red"),
-    "todo": ("○", "dim"),
-    "skipped": ("○", "dim"),
+    Status.PASS: ("✔", "green"),
+    Status.MISMATCH: ("✘", "bold red"),
+    Status.ERROR: ("✘", "bold red"),
+    Status.TODO: ("○", "dim"),
+    Status.SKIPPED: ("○", "dim"),
 }
 
 
@@ -52,9 +53,9 @@ class Checklist(Static):
                 status = self.report.status_of(name) if self.report else None
                 if name == todo:
                     mark, style = "→", "bold yellow"
-                elif status in MARKS and status != "todo":
+                elif status in MARKS and status != Status.TODO:
                     mark, style = MARKS[status]
-                    if status == "pass" and not ticked:
+                    if status == Status.PASS and not ticked:
                         style = "green"
                 elif ticked:
                     mark, style = "✔", "cyan"  # ticked in the file, nothing live says otherwise

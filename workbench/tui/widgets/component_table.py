@@ -4,9 +4,11 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
+from workbench.check.result import Status
 from workbench.tui.session import Report
 
-STATUS_STYLE = {"pass": "green", "mismatch": "bold red", "error": "bold red", "todo": "yellow", "skipped": "dim"}
+STATUS_STYLE = {Status.PASS: "green", Status.MISMATCH: "bold red", Status.ERROR: "bold red", Status.TODO: "yellow",
+                Status.SKIPPED: "dim"}
 
 
 class ComponentTable(DataTable):

@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import ProgressBar, Static
 
+from workbench.check.result import lead_component
 from workbench.course.phases import LESSON_FOR, PHASES, phase_of
 from workbench.tui.session import Report
 
@@ -77,10 +78,7 @@ def render_report(report: Report | None) -> RenderableType:
     elif todo:
         parts.extend(_render_todo(todo, report.source))
     else:
-        # the runner names the first component, in data-flow order, whose output diverges ("lead")
-        lead = result.get("lead")
-        mismatch = next((c for c in report.components if c.get("qualname") == lead), None) or \
-            next((c for c in report.components if c.get("status") in ("mismatch", "error")), None)
+        mismatch = lead_component(report.components)  # the first, in data-flow order, whose output diverges
         if mismatch is not None:
             parts.extend(_render_mismatch(mismatch))
         elif result.get("ok"):
