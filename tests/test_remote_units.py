@@ -14,7 +14,7 @@ from workbench.cli import main
 from workbench.remote import jobs, slurm
 from workbench.remote.records import RunRecord, RunState, load_record, load_records, save_record
 from workbench.remote.service import plan_launch
-from workbench.remote.targets import TargetError, TargetKind, load_targets, save_targets, target_from_dict
+from workbench.remote.targets import TargetError, load_targets, save_targets, target_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

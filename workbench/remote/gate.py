@@ -13,7 +13,9 @@ For every model, from the base stage's arguments (preset + overrides) and the re
 A failed item refuses the launch unless --force. torch is imported only when the gate runs.
 """
 
+import contextlib
 import enum
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,13 +101,15 @@ def check_learner(model: Path, report: GateReport) -> None:
     delta = abs(losses[0] - expected)
     ok = delta <= INIT_LOSS_TOLERANCE * expected
     report.add("loss at init", Status.PASS if ok else Status.FAIL,
-               f"{losses[0]:.3f} vs ln({vocab}) = {expected:.3f} (|Δ| {delta:.3f}, allowed {INIT_LOSS_TOLERANCE * expected:.3f})"
+               f"{losses[0]:.3f} vs ln({vocab}) = {expected:.3f} "
+               f"(|Δ| {delta:.3f}, allowed {INIT_LOSS_TOLERANCE * expected:.3f})"
                + ("" if ok else " — look at init_weights: the output layer should start at zero"))
     target = OVERFIT_FACTOR * losses[0]
     ok = min(losses) < target
     report.add("overfit one batch", Status.PASS if ok else Status.FAIL,
                f"loss {losses[0]:.3f} → {losses[-1]:.3f} in {len(losses) - 1} steps (needs < {target:.3f})"
-               + ("" if ok else " — the model does not learn: check backward, setup_optimizers and the learning rates"))
+               + ("" if ok else " — the model does not learn: check backward, setup_optimizers and the "
+                                "learning rates"))
 
 
 def _count(n: float) -> str:
@@ -135,10 +139,13 @@ def estimate_run(plan, report: GateReport) -> None:
     from nanochat.gpt import GPT, GPTConfig
     from nanochat.scripts import base_train
     target: Target = plan.target
+    errors = io.StringIO()
     try:
-        args = base_train.parse_args(_base_args(plan))
+        with contextlib.redirect_stderr(errors):
+            args = base_train.parse_args(_base_args(plan))
     except SystemExit:
-        report.add("estimate", Status.FAIL, f"base_train rejects the arguments {' '.join(_base_args(plan))}")
+        why = (errors.getvalue().strip().splitlines() or ["?"])[-1]
+        report.add("arguments", Status.FAIL, f"base_train would stop at once: {why}")
         return
     vocab = _vocab_size(plan)
     config = GPTConfig(**base_train.model_config_kwargs(args.depth, args.max_seq_len, vocab))

@@ -135,7 +135,8 @@ def run(args) -> int:
     try:
         record = asyncio.run(launch(plan, progress=lambda m: print(m, file=sys.stderr, flush=True)))
         if not args.wait:
-            print(f"{record.id}\nfollow it: nanochat-workbench runs; cancel: nanochat-workbench runs --cancel {record.id}")
+            print(f"{record.id}\nfollow it: nanochat-workbench runs --wait {record.id}; "
+                  f"cancel: nanochat-workbench runs --cancel {record.id}")
             return 0
         record = asyncio.run(follow(target, record))
     except RemoteError as e:

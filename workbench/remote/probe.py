@@ -109,27 +109,28 @@ class Finding:
 def findings(probe: TargetProbe, target: Target) -> list[Finding]:
     """Every observation about the target, good or bad, in the order a launch needs them."""
     if not probe.setup_ok:
-        return [Finding(False, f"setup line failed: {target.setup!r}: {probe.setup_output.splitlines()[-1:] or ''}",
-                        ErrorKind.SETUP_FAILED)]
-    out = [Finding(probe.workdir is not None, f"workdir {probe.workdir or target.workdir}"
-                   + ("" if probe.workdir else " could not be created"), None if probe.workdir else ErrorKind.COMMAND_FAILED)]
+        last = (probe.setup_output.splitlines() or ["no output"])[-1]
+        return [Finding(False, f"the setup line {target.setup!r} failed: {last}", ErrorKind.SETUP_FAILED)]
+    if probe.workdir is None:
+        return [Finding(False, f"workdir {target.workdir} could not be created", ErrorKind.COMMAND_FAILED)]
+    out = [Finding(True, f"workdir {probe.workdir}")]
     if probe.python is None:
         out.append(Finding(False, "no python on the target after `setup` (install Python ≥ 3.10 or fix `setup`)",
                            ErrorKind.MISSING_PYTHON))
-    else:
+    elif probe.torch is None:
         out.append(Finding(True, f"python {probe.python_version} ({probe.python})"))
-        if probe.torch:
-            gpus = ", ".join(sorted(set(probe.gpu_names))) or "no CUDA GPUs"
-            out.append(Finding(True, f"torch {probe.torch}; {probe.cuda_count} GPU(s) visible here: {gpus}"))
-        else:
-            out.append(Finding(False, f"torch is not importable by {probe.python} ({probe.torch_error}); "
-                                      f"pip install torch there, or make `setup` activate an environment that has it",
-                               ErrorKind.MISSING_TORCH))
+        out.append(Finding(False, f"torch is not importable by {probe.python} ({probe.torch_error}); pip install "
+                                  f"torch there, or make `setup` activate an environment that has it",
+                           ErrorKind.MISSING_TORCH))
+    else:
+        gpus = ", ".join(sorted(set(probe.gpu_names))) or "no CUDA GPUs"
+        out.append(Finding(True, f"python {probe.python_version} ({probe.python})"))
+        out.append(Finding(True, f"torch {probe.torch}; {probe.cuda_count} GPU(s) visible here: {gpus}"))
     if probe.free_bytes is not None:
-        free_gb = probe.free_bytes / 1024**3
-        out.append(Finding(probe.free_bytes >= MIN_FREE_BYTES, f"{free_gb:.1f} GB free in the workdir"
-                           + ("" if probe.free_bytes >= MIN_FREE_BYTES else f" (need ≥ {MIN_FREE_BYTES / 1024**3:.0f} GB)"),
-                           None if probe.free_bytes >= MIN_FREE_BYTES else ErrorKind.DISK_FULL))
+        enough = probe.free_bytes >= MIN_FREE_BYTES
+        need = "" if enough else f" (need ≥ {MIN_FREE_BYTES / 1024**3:.0f} GB)"
+        out.append(Finding(enough, f"{probe.free_bytes / 1024**3:.1f} GB free in the workdir{need}",
+                           None if enough else ErrorKind.DISK_FULL))
     if target.kind is TargetKind.SLURM:
         out.append(Finding(probe.sbatch is not None, f"sbatch: {probe.sbatch or 'not found on the login node'}",
                            None if probe.sbatch else ErrorKind.NO_TOOL))

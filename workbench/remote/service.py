@@ -120,8 +120,9 @@ def install_script(plan: LaunchPlan) -> str:
 }} || exit 97
 {modules}cd {code} || exit 1
 export PYTHONPATH={code}
-stale=$(find rustbpe/src rustbpe/Cargo.toml -newer "$(ls rustbpe/_rustbpe*.so 2>/dev/null | head -n 1)" 2>/dev/null | head -n 1)
-if [ -z "$(ls rustbpe/_rustbpe*.so 2>/dev/null)" ]; then stale=yes; fi
+built=$(ls rustbpe/_rustbpe*.so 2>/dev/null | head -n 1)
+stale=yes
+[ -n "$built" ] && stale=$(find rustbpe/src rustbpe/Cargo.toml -newer "$built" 2>/dev/null | head -n 1)
 if [ -z "$stale" ] && {py} -c {shlex.quote(IMPORT_CHECK)} 2>/dev/null; then echo "WB_READY"; exit 0; fi
 echo "WB_INSTALLING"
 {py} -m pip install -q -e . 2>&1 | tail -n 20

@@ -116,11 +116,13 @@ def target_from_dict(name: str, data: dict) -> Target:
         raise TargetError(f"targets.{name} must be a table")
     unknown = sorted(set(data) - set(_TYPES) - {"name"})
     if unknown:
-        raise TargetError(f"targets.{name}: unknown key {unknown[0]!r} (known: {', '.join(k for k in _TYPES if k != 'name')})")
+        known = ", ".join(k for k in _TYPES if k != "name")
+        raise TargetError(f"targets.{name}: unknown key {unknown[0]!r} (known: {known})")
     try:
         kind = TargetKind(data.get("kind", ""))
     except ValueError:
-        raise TargetError(f"targets.{name}.kind must be \"ssh\", \"slurm\" or \"local\", got {data.get('kind')!r}") from None
+        raise TargetError(f"targets.{name}.kind must be \"ssh\", \"slurm\" or \"local\", "
+                          f"got {data.get('kind')!r}") from None
     values = {k: _check_value(name, k, v) for k, v in data.items() if k not in ("kind", "name")}
     if kind is TargetKind.SSH and not values.get("host"):
         raise TargetError(f"targets.{name}.host is required for an ssh target")

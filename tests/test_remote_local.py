@@ -1,0 +1,74 @@
+"""Target problems and failed jobs, on a `local` target (the same scripts as over ssh, run by bash here): a python
+without torch, no python at all, a setup line that fails, and a job that fails with its last log lines."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON_DIR = os.path.dirname(sys.executable)
+
+
+def wb(home: Path, *args, timeout=600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config"), "XDG_STATE_HOME": str(home / "state"),
+           "NANOCHAT_BASE_DIR": str(home / "local-base")}
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=REPO)
+
+
+def add_local(home: Path, name: str, setup: str) -> None:
+    result = wb(home, "targets", "add", name, "--kind", "local", "--workdir", str(home / name), "--setup", setup)
+    assert result.returncode == 0, result.stderr
+
+
+def tools_only(folder: Path, python: str | None) -> Path:
+    """A PATH folder with the shell tools the probe uses and, optionally, one python."""
+    folder.mkdir()
+    for tool in ("mkdir", "uname", "df", "awk", "tail", "rm", "head"):
+        (folder / tool).symlink_to(shutil.which(tool))
+    if python:
+        (folder / "python").symlink_to(python)
+    return folder
+
+
+def test_python_without_torch(tmp_path):
+    bare = shutil.which("python3", path="/usr/bin") or pytest.skip("no system python3 in /usr/bin")
+    if subprocess.run([bare, "-c", "import torch"], capture_output=True).returncode == 0:
+        pytest.skip("the system python has torch")
+    add_local(tmp_path, "notorch", f"export PATH={tools_only(tmp_path / 'bin', bare)}")
+    result = wb(tmp_path, "targets", "test", "notorch")
+    assert result.returncode == 1
+    assert "✗ torch is not importable by" in result.stdout and "ModuleNotFoundError" in result.stdout
+
+
+def test_no_python_and_failing_setup(tmp_path):
+    add_local(tmp_path, "nopython", f"export PATH={tools_only(tmp_path / 'bin', None)}")
+    result = wb(tmp_path, "targets", "test", "nopython")
+    assert result.returncode == 1 and "✗ no python on the target after `setup`" in result.stdout
+    add_local(tmp_path, "badsetup", "source /no/such/venv/bin/activate")
+    result = wb(tmp_path, "targets", "test", "badsetup")
+    assert result.returncode == 1
+    assert "✗ the setup line 'source /no/such/venv/bin/activate' failed:" in result.stdout
+    assert "No such file or directory" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_job_says_so_with_its_last_log_lines(tmp_path):
+    add_local(tmp_path, "here", f"export PATH={PYTHON_DIR}:$PATH")
+    launch = ["launch", "--target", "here", "--stage", "base", "--preset", "cpu", "--wait", "--", "--no-such-flag"]
+    result = wb(tmp_path, *launch)
+    assert result.returncode == 1 and "usage:" not in result.stderr
+    assert "✗ arguments: base_train would stop at once: python -m nanochat.scripts.base_train: error: " \
+           "unrecognized arguments: --no-such-flag" in result.stderr
+    assert "refused: the readiness gate failed (arguments)" in result.stderr
+    result = wb(tmp_path, "launch", "--force", *launch[1:])
+    assert result.returncode == 1
+    assert "failed in stage base with exit code 2; last log lines:" in result.stderr
+    assert "unrecognized arguments: --no-such-flag" in result.stderr
+    runs = json.loads(wb(tmp_path, "runs", "--json").stdout)
+    assert runs[0]["state"] == "failed" and runs[0]["exit_code"] == 2 and runs[0]["stage"] == "base"
