@@ -72,3 +72,33 @@ def test_a_failed_job_says_so_with_its_last_log_lines(tmp_path):
     assert "unrecognized arguments: --no-such-flag" in result.stderr
     runs = json.loads(wb(tmp_path, "runs", "--json").stdout)
     assert runs[0]["state"] == "failed" and runs[0]["exit_code"] == 2 and runs[0]["stage"] == "base"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs (needs the privilege to mount; skipped without it)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root, or not allowed in this container)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_full_disk_is_named(tmp_path, tiny_disk):
+    import asyncio
+
+    from workbench.remote.ssh import ErrorKind, RemoteError, rsync
+    from workbench.remote.targets import target_from_dict
+    result = wb(tmp_path, "targets", "add", "tiny", "--kind", "local", "--workdir", str(tiny_disk / "w"),
+                "--setup", f"export PATH={PYTHON_DIR}:$PATH")
+    assert result.returncode == 0
+    result = wb(tmp_path, "targets", "test", "tiny")
+    assert result.returncode == 1 and "✗ 0.0 GB free in the workdir (need ≥ 2 GB)" in result.stdout
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 * 2**20))
+    target = target_from_dict("tiny", {"kind": "local", "workdir": str(tiny_disk)})
+    with pytest.raises(RemoteError) as e:
+        asyncio.run(rsync(target, [str(big)], f"{tiny_disk}/"))
+    assert e.value.kind is ErrorKind.DISK_FULL
+    assert str(e.value).startswith(f"disk full on tiny ({tiny_disk}/): ") and "No space left on device" in str(e.value)

@@ -81,9 +81,8 @@ def ssh_failure(target: Target, stderr: str) -> RemoteError:
     where = f"{destination(target)} (port {target.port})"
     if any(s in stderr for s in ("Permission denied", "Too many authentication failures", "Authentication failed",
                                  "Host key verification failed", "no matching host key")):
-        return RemoteError(ErrorKind.AUTH, f"cannot log in to {where}: {line} — check user, identity_file and "
-                                           f"your ssh agent (try: ssh {shlex.join(ssh_options(target)[:4])} "
-                                           f"{destination(target)})")
+        return RemoteError(ErrorKind.AUTH, f"cannot log in to {where}: {line} — check the target's user and "
+                                           f"identity_file, your ssh agent and ~/.ssh/config")
     return RemoteError(ErrorKind.UNREACHABLE, f"cannot reach {where}: {line}")
 
 
@@ -134,9 +133,11 @@ async def rsync(target: Target, sources: list[str], dest: str, *, pull: bool = F
     result = await _exec(argv, None, timeout)
     if result.returncode == 0:
         return result
-    if "No space left on device" in result.stderr or "Disk quota exceeded" in result.stderr:
+    full = [line.strip() for line in result.stderr.splitlines()
+            if "No space left on device" in line or "Disk quota exceeded" in line]
+    if full:
         side = "this machine" if pull else f"{target.name} ({dest})"
-        raise RemoteError(ErrorKind.DISK_FULL, f"disk full on {side}: {_last_line(result.stderr)}")
+        raise RemoteError(ErrorKind.DISK_FULL, f"disk full on {side}: {full[0]}")
     if result.returncode == 255 or (result.returncode == 12 and "ssh" in result.stderr and not target.runs_here):
         raise ssh_failure(target, result.stderr)
     raise RemoteError(ErrorKind.COMMAND_FAILED, f"rsync failed (exit {result.returncode}): {_last_line(result.stderr)}")
