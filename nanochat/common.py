@@ -9,11 +9,19 @@ torch is imported inside the functions that need it, so the argparse helpers loa
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import math
 import os
 import random
+import traceback
 
 DEVICE_TYPES = ("cuda", "mps", "cpu")
+DIST_TIMEOUT_ENV = "NANOCHAT_DIST_TIMEOUT"
+DEFAULT_DIST_TIMEOUT_S = 900.0
+# how gloo words a collective that timed out or lost its peer (torch gives these errors no type of their own)
+GLOO_FAILURES = ("third_party/gloo/", "Timed out waiting", "pair closure", "Connection closed by peer",
+                 "Connection reset by peer")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -140,13 +148,25 @@ def compute_init(device_type: str | None = None, seed: int = 42):
     else:
         device = torch.device(device_type)
     if ddp and not dist.is_initialized():
-        backend = "nccl" if device_type == "cuda" else "gloo"
+        timeout = datetime.timedelta(seconds=dist_timeout_seconds())
         if device_type == "cuda":
-            dist.init_process_group(backend=backend, device_id=device)
+            dist.init_process_group(backend="nccl", device_id=device, timeout=timeout)
         else:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend="gloo", timeout=timeout)
         dist.barrier()
     return ddp, rank, local_rank, world_size, device
+
+
+def dist_timeout_seconds() -> float:
+    """How long a collective (all_reduce, barrier, ...) waits for the other ranks: $NANOCHAT_DIST_TIMEOUT
+    seconds, default 15 minutes (longer than any rank-0-only work: saving a checkpoint, printing samples)."""
+    text = os.environ.get(DIST_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_DIST_TIMEOUT_S
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError as e:
+        raise SystemExit(f"error: ${DIST_TIMEOUT_ENV}: {e}") from None
 
 
 def compute_cleanup() -> None:
@@ -157,3 +177,42 @@ def compute_cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group_exit():
+    """Wrap a script's run. On success, leave the process group as `compute_cleanup` does. On failure, leave it
+    at once (a barrier could wait forever for a rank that is gone), and turn a collective that failed or timed
+    out (a rank stopped, hung or died) into one line naming this rank, instead of a traceback per rank."""
+    import torch.distributed as dist
+
+    try:
+        yield
+    except BaseException as e:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        dist.destroy_process_group()
+        if _from_a_collective(e):
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            raise SystemExit(
+                f"error: rank {rank} of {world_size} stopped waiting for the other ranks ({first_line}); one of "
+                f"them is stuck (stopped, hung, swapping) or died, see its output. A collective waits at most "
+                f"{dist_timeout_seconds():g}s (${DIST_TIMEOUT_ENV} sets it)") from None
+        raise
+    compute_cleanup()
+
+
+def _from_a_collective(exc: BaseException) -> bool:
+    """True for an error raised by torch.distributed's collectives. NCCL's have a type (DistError); gloo's are
+    plain RuntimeErrors, raised from distributed_c10d or from an async handle's wait() anywhere, so for those
+    gloo's own wording is the only mark torch gives (GLOO_FAILURES)."""
+    import torch.distributed as dist
+
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    return any(words in str(exc) for words in GLOO_FAILURES) or any(
+        frame.filename.endswith(os.path.join("torch", "distributed", "distributed_c10d.py"))
+        for frame in traceback.extract_tb(exc.__traceback__))

@@ -17,7 +17,7 @@ import torch
 
 from nanochat import dataset, model_source as model_sources
 from nanochat.checkpoint_manager import PHASES, CheckpointError, load_model
-from nanochat.common import autodetect_device_type, compute_cleanup, compute_dtype, compute_init, print0
+from nanochat.common import autodetect_device_type, compute_dtype, compute_init, print0, process_group_exit
 from nanochat.dataloader import tokenizing_distributed_data_loader
 from nanochat.engine import Engine
 from nanochat.loss_eval import evaluate_bpb
@@ -114,12 +114,11 @@ def evaluate(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        evaluate(args)
-    except (CheckpointError, ModelSourceError, dataset.DataError) as e:
-        raise SystemExit(f"error: {e}") from None
-    finally:
-        compute_cleanup()
+    with process_group_exit():
+        try:
+            evaluate(args)
+        except (CheckpointError, ModelSourceError, dataset.DataError) as e:
+            raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":
