@@ -280,7 +280,8 @@ def test_an_edit_saved_while_the_temp_file_is_written_is_kept(tmp_path):
     assert len(calls) == 2  # the first attempt was thrown away and redone on the new text
     assert after.endswith("\nA line I typed just now.\n")
     assert "- [x] `GPT.forward`" in after
-    assert not [p for p in os.listdir(tmp_path) if p != "STATUS.md"], "temp files left behind"
+    assert sorted(os.listdir(tmp_path)) == [".STATUS.md.bak", "STATUS.md"], "temp files left behind"
+    assert (tmp_path / ".STATUS.md.bak").read_text(encoding="utf-8").endswith("\nA line I typed just now.\n")
 
 
 def test_mode_is_preserved_and_symlinks_are_followed(tmp_path):

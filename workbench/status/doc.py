@@ -10,9 +10,19 @@ line-level change on the original text, never a re-render:
   the comparison table) appends it at the end of the file instead of dropping the entry;
 - line endings (LF or CRLF), a BOM, odd bytes and a missing final newline all survive unchanged.
 
-Writes are staged as operations and applied by `save()`: into a temp file in the same directory, then
-`os.replace` (mode preserved). If the file changed on disk since it was read, the operations are re-applied to
-the new content, so an edit the learner saved in the meantime is kept.
+Writes are staged as operations and applied by `save()`, which never loses a byte the learner saved, even while
+their editor saves at the same moment (in place: truncate, then write; or by rename):
+- the file is read only once it has stopped changing; one that is empty, or only the beginning of the last copy
+  known whole (what a save in place caught between truncate and write looks like), must stay unchanged for a
+  longer spell before it is trusted, and an empty STATUS.md is never written;
+- the operations are merged into what is on disk now (a three-way merge whose base is the text they were
+  staged on); the file is compared with what was merged into just before the replace, and the result is
+  swapped in (renameat2 RENAME_EXCHANGE, mode kept), which hands back the file that was there at that
+  instant: when that is not the one merged into (the learner saved in between, or their editor is still
+  writing into it), it is swapped straight back and the merge starts again from what is there;
+- the learner's last version that the workbench replaced is kept in `.STATUS.md.bak`, beside it;
+- a read-only STATUS.md is left alone (a clear error); temp files of an interrupted write are removed at the
+  next load.
 
 Regression policy: a tick made by the workbench carries a `<!-- wb -->` marker at the end of its line (Markdown
 renderers hide it). `tick(..., untick=...)` and `set_milestones(..., unreached=...)` clear only ticks that carry
@@ -20,13 +30,16 @@ the marker; a box the learner ticked by hand is never unticked. A learner who un
 gets it ticked again at the next passing check.
 """
 
+import errno
 import hashlib
 import os
 import re
+import stat
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from nanochat.fsutil import atomic_write
+from nanochat.fsutil import FileRefused, atomic_exchange, exchange, read_regular_file, remove_stale_temps
 from workbench.course.phases import ALL_METHODS, phase_of
 
 MARK = "<!-- wb -->"
@@ -477,6 +490,7 @@ def _as_row(row) -> list[str]:
 
 @dataclass(frozen=True)
 class _Fingerprint:
+    inode: int
     mtime_ns: int
     size: int
     sha256: str
@@ -485,20 +499,20 @@ class _Fingerprint:
 class StatusDoc:
     """The learner's STATUS.md: read it, stage edits, `save()` them atomically without losing concurrent edits."""
 
-    def __init__(self, path: str, raw: bytes, fingerprint: _Fingerprint):
+    def __init__(self, path: str, raw: bytes):
         self.path = path
+        self._raw = raw  # the text on disk the staged edits were made on: the base of the merge in save()
         self._original = raw.decode("utf-8", errors="surrogateescape")
         self._lines = _split_lines(self._original)
-        self._fingerprint = fingerprint
         self._ops: list = []
         self._parsed_cache: tuple[int, _Parsed] | None = None
-        self._before_replace = None  # test hook: called with the temp path just before os.replace
+        self._before_replace = None  # test hook: called with the temp path just before the swap
 
     @classmethod
     def load(cls, path) -> "StatusDoc":
         real = os.path.realpath(os.fspath(path))  # a symlinked STATUS.md is edited where it really lives
-        raw, fingerprint = _read(real)
-        return cls(real, raw, fingerprint)
+        remove_stale_temps(real, STALE_TEMP_S)
+        return cls(real, _read(real)[0])
 
     # -- reading ----------------------------------------------------------------------------------------------
 
@@ -618,37 +632,30 @@ class StatusDoc:
     def save(self) -> bool:
         """Write the staged edits. Returns False when there was nothing to write.
 
-        If STATUS.md changed on disk since it was read (or last saved), the edits are re-applied to what is
-        there now. The write is a temp file in the same directory + os.replace, keeping the file's mode.
+        The edits are merged into what is on disk now (see the module docstring for how nothing the learner
+        saves meanwhile is lost). Raises StatusDocError when STATUS.md is read-only, empty, missing, still
+        being written after SETTLE_MAX_S, or changed so that an edit no longer fits (then nothing is written).
         """
         if not self._ops:
             return False
-        for _ in range(10):
-            raw, fingerprint = _read(self.path)
-            if fingerprint != self._fingerprint:
-                self._rebase(raw, fingerprint)
+        _check_writable(self.path)
+        for _ in range(ATTEMPTS):
+            theirs = _read_settled(self.path, _good.get(self.path, b""), _own_write.get(self.path))
+            _good[self.path] = theirs
+            if theirs != self._raw:
+                self._rebase(theirs)  # the merge: the edits, re-applied to what the learner saved since
             data = self.text.encode("utf-8", errors="surrogateescape")
-            if not atomic_write(self.path, data, before_replace=self._unchanged_since_read):
-                continue  # an edit saved while we wrote the temp file: rebase once more
-            self._original = data.decode("utf-8", errors="surrogateescape")
-            self._lines = _split_lines(self._original)
-            self._fingerprint = _fingerprint(self.path, data)
-            self._ops = []
-            return True
+            if _swap_in(self.path, data, theirs, self._before_replace):
+                self._rebase(data)
+                self._ops = []
+                return True
         raise StatusDocError(f"{self.path} kept changing while the workbench tried to update it; try again")
-
-    def _unchanged_since_read(self, tmp: str) -> bool:
-        """The last look before the rename: False when the file changed since it was read (or last saved)."""
-        if self._before_replace is not None:
-            self._before_replace(tmp)
-        return _read(self.path)[1] == self._fingerprint
 
     def reload(self) -> None:
         """Re-read the file from disk, keeping the staged edits (applied to the new text)."""
-        raw, fingerprint = _read(self.path)
-        self._rebase(raw, fingerprint)
+        self._rebase(_read(self.path)[0])
 
-    def _rebase(self, raw: bytes, fingerprint: _Fingerprint) -> None:
+    def _rebase(self, raw: bytes) -> None:
         original = raw.decode("utf-8", errors="surrogateescape")
         lines = _split_lines(original)
         for op in self._ops:
@@ -657,22 +664,127 @@ class StatusDoc:
             except KeyError as e:  # e.g. the learner deleted the question an answer was for, meanwhile
                 raise StatusDocError(f"{self.path} changed on disk and a staged edit no longer fits: {e.args[0]}; "
                                      f"nothing was written") from None
-        self._original, self._fingerprint, self._lines = original, fingerprint, lines
+        self._raw, self._original, self._lines = raw, original, lines
 
 
-def _fingerprint(path: str, data: bytes) -> _Fingerprint:
-    st = os.stat(path)
-    return _Fingerprint(st.st_mtime_ns, st.st_size, hashlib.sha256(data).hexdigest())
+# ---------------------------------------------------------------------------------------------------------------
+# the file itself: read only when whole, replaced only by a swap that hands back what it replaced
+
+MAX_BYTES = 8 << 20  # a STATUS.md bigger than this is refused (a learner's notes are kilobytes)
+QUIET_S = 0.05  # a file written more recently than this may be in the middle of a save: wait
+SHRINK_QUIET_S = 1.0  # an empty file, or a cut-off copy of the last one known whole, must stay unchanged this long
+SETTLE_MAX_S = 10.0  # the longest a save waits for the file to settle
+ATTEMPTS = 10
+STALE_TEMP_S = 300.0  # temp files beside STATUS.md older than this were left by a writer that was killed
+
+_good: dict[str, bytes] = {}  # path -> the last copy this process read settled, or wrote
+_own_write: dict[str, bytes] = {}  # path -> sha256 of what this process last wrote there
+
+
+def backup_path(path) -> str:
+    """Where the learner's last version that the workbench replaced is kept: `.STATUS.md.bak` beside it."""
+    folder, name = os.path.split(os.fspath(path))
+    return os.path.join(folder, f".{name}.bak")
+
+
+def _check_writable(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise StatusDocError(f"{path} does not exist (create one with `nanochat-workbench init`)") from None
+    if not stat.S_IMODE(st.st_mode) & 0o222 or not os.access(path, os.W_OK):
+        raise StatusDocError(f"{path} is read-only, so the workbench leaves it as it is (make it writable to have "
+                             f"ticks and notes saved)")
+
+
+def _read_settled(path: str, good: bytes, own: bytes | None, allow_empty: bool = False) -> bytes:
+    """`path`'s bytes once it is not in the middle of a save: unchanged for QUIET_S, or for SHRINK_QUIET_S when it
+    looks cut off (empty, or a strict beginning of `good`, the last copy known whole: what a save in place shows
+    between its truncate and its last write). A copy whose sha256 is `own` (the workbench's own last write) is
+    whole by definition. Raises StatusDocError when it is empty (unless `allow_empty`), or
+    still changing and cut off after SETTLE_MAX_S."""
+    deadline = time.monotonic() + SETTLE_MAX_S
+    raw, fp = _read(path)
+    stable_since = time.monotonic()
+    while True:
+        short = not raw or (len(raw) < len(good) and good.startswith(raw))
+        quiet = SHRINK_QUIET_S if short else QUIET_S
+        if time.time() - fp.mtime_ns / 1e9 >= quiet or time.monotonic() - stable_since >= quiet:
+            break
+        if hashlib.sha256(raw).digest() == own:
+            break
+        if time.monotonic() > deadline:
+            if short:
+                raise StatusDocError(f"{path} looks cut short and keeps changing (an editor still saving it?); "
+                                     f"nothing was written")
+            break
+        time.sleep(0.02)
+        again, fp_again = _read(path)
+        if fp_again != fp:
+            raw, fp, stable_since = again, fp_again, time.monotonic()
+    if not raw and not allow_empty:
+        raise StatusDocError(f"{path} is empty; the workbench does not write into an empty STATUS.md (the last "
+                             f"version it replaced is in {backup_path(path)})")
+    return raw
+
+
+def _swap_in(path: str, data: bytes, expected: bytes, before_swap) -> bool:
+    """Put `data` at `path` if what is there is `expected`; False when it is not (the learner saved just then).
+
+    The file is compared just before the swap, and what the swap hands back is compared again: a save that
+    landed in between (or an editor that opened the file to save in place and is still writing into it) is put
+    straight back at `path`, so the learner's file stays where it belongs and the caller merges again. What was
+    replaced becomes `.STATUS.md.bak` unless it was this process's own last write."""
+    def unchanged(tmp):
+        if before_swap is not None:
+            before_swap(tmp)
+        return _read(path)[0] == expected
+    replaced = atomic_exchange(path, data, before_swap=unchanged)
+    if replaced is None:
+        return False
+    try:
+        swapped_out = read_regular_file(replaced, MAX_BYTES)
+    except OSError:
+        swapped_out = None
+    if swapped_out != expected:
+        _swap_back(path, replaced, data)
+        return False
+    if hashlib.sha256(swapped_out).digest() == _own_write.get(path) or not swapped_out:
+        os.unlink(replaced)
+    else:
+        os.replace(replaced, backup_path(path))
+    _own_write[path], _good[path] = hashlib.sha256(data).digest(), data
+    return True
+
+
+def _swap_back(path: str, replaced: str, data: bytes) -> None:
+    """Undo a swap: the learner's file goes back to `path`. If they saved once more in between, the file that
+    comes back is theirs too: it is kept as the backup (the caller's next read sees the newer one)."""
+    try:
+        exchange(replaced, path)
+    except OSError as e:
+        if e.errno != errno.ENOTSUP:
+            raise
+        os.replace(replaced, path)  # no swapping here: `replaced` is a hard link of the learner's file
+        return
+    try:
+        ours = read_regular_file(replaced, MAX_BYTES) == data
+    except OSError:
+        ours = False
+    if ours:
+        os.unlink(replaced)
+    else:
+        os.replace(replaced, backup_path(path))
 
 
 def _read(path: str) -> tuple[bytes, _Fingerprint]:
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_regular_file(path, MAX_BYTES)
+        st = os.stat(path)
     except FileNotFoundError:
         raise StatusDocError(f"{path} does not exist (create one with `nanochat-workbench init`)") from None
-    except IsADirectoryError:
-        raise StatusDocError(f"{path} is a directory, not a STATUS.md file") from None
+    except FileRefused as e:
+        raise StatusDocError(str(e).replace("is a folder", "is a directory")) from None
     except OSError as e:
         raise StatusDocError(f"cannot read {path}: {e.strerror}") from None
-    return raw, _fingerprint(path, raw)
+    return raw, _Fingerprint(st.st_ino, st.st_mtime_ns, st.st_size, hashlib.sha256(raw).hexdigest())
