@@ -13,7 +13,7 @@ import platform
 import secrets
 import shlex
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -57,7 +57,6 @@ class LaunchPlan:
     model: Path | None = None          # the learner's file, copied into the run folder
     workdir: str = ""                  # as configured until the target is probed, then absolute
     python: str = "python"
-    notes: list[str] = field(default_factory=list)
 
     def spec(self) -> JobSpec:
         return JobSpec(self.run_id, self.target, JobPaths(self.workdir), self.stages, self.python)
