@@ -547,3 +547,12 @@ def test_page_streams_an_answer_and_stops_it(server, browser, caplog):
 
     find(By.ID, "new").click()
     assert not browser.find_elements(By.CSS_SELECTOR, ".msg")
+
+
+def test_bench_web_prints_its_figures(server, capsys):
+    from nanochat.scripts import bench_web
+
+    assert bench_web.main(["--url", server.url, "--streams", "3", "--sequential", "1", "--max-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    for figure in ("time to first token", "tok/s per worker", "3 concurrent streams", "throughput"):
+        assert figure in out
