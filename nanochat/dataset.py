@@ -196,6 +196,7 @@ def _looks_offline(error: BaseException) -> bool:
 
 
 def _is_valid_parquet(path: Path) -> bool:
+    """a readable parquet file"""  # completes "the downloaded file is not ..."
     try:
         pq.ParquetFile(path).metadata  # reads and checks the footer
         return True
@@ -244,40 +245,40 @@ def download_single_file(
     chunk_bytes: int = 1 << 20,
 ) -> tuple[Path, bool]:
     """Download shard `index` into the data dir. Returns (path, downloaded): downloaded is False if it was there.
-
-    Retries up to `attempts` times, sleeping backoff_s, 2*backoff_s, 4*backoff_s, ... (plus jitter) in between;
-    each retry resumes the `.part` file. Raises DownloadError (with `.offline` set when the host is unreachable).
-    """
+    See `download_url` for the retries and the `.part` file."""
     if not 0 <= index <= MAX_SHARD:
         raise ValueError(f"shard index {index} is out of range 0..{MAX_SHARD}")
     data_dir = Path(data_dir) if data_dir else get_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
-    name = index_to_filename(index)
-    final, part = data_dir / name, data_dir / (name + ".part")
+    final = data_dir / index_to_filename(index)
+    downloaded = download_url(f"{get_base_url(base_url)}/{final.name}", final, attempts=attempts, backoff_s=backoff_s,
+                              timeout_s=timeout_s, chunk_bytes=chunk_bytes)
+    return final, downloaded
+
+
+def download_url(url: str, final: Path, validate=_is_valid_parquet, attempts: int = 5, backoff_s: float = 2.0,
+                 timeout_s: float = 60.0, chunk_bytes: int = 1 << 20) -> bool:
+    """Download `url` to `final` through `final`.part: False if `final` was already there, True once downloaded.
+
+    `validate(part)` must accept the whole file before it is renamed into place (default: a readable parquet
+    file); its docstring, if any, names what it checks in the error ("a readable parquet file"). Retries up to `attempts` times, sleeping backoff_s, 2*backoff_s, 4*backoff_s, ... (plus jitter) in
+    between; each retry resumes the `.part` file with an HTTP Range request. Raises DownloadError (with
+    `.offline` set when the host cannot be reached at all).
+    """
+    final = Path(final)
+    part = final.with_name(final.name + ".part")
     if final.exists():
-        return final, False
-    url = f"{get_base_url(base_url)}/{name}"
+        return False
+    final.parent.mkdir(parents=True, exist_ok=True)
     last_error, offline = "", False
     for attempt in range(1, attempts + 1):
         try:
-            _stream_to_part(url, part, timeout_s, chunk_bytes)
-            if not _is_valid_parquet(part):
-                part.unlink(missing_ok=True)
-                raise _Retry("the downloaded file is not a readable parquet file; starting over")
-            os.replace(part, final)
-            return final, True
+            _attempt(url, part, final, validate, timeout_s, chunk_bytes)
+            return True
         except urllib.error.HTTPError as e:
-            if e.code == 416 and part.exists():  # nothing left to send: the .part may already be complete
-                if _is_valid_parquet(part):
-                    os.replace(part, final)
-                    return final, True
-                part.unlink()
-                last_error = "HTTP 416 on a damaged partial file; starting over"
-            elif e.code in (400, 401, 403, 404, 410):
-                raise DownloadError(f"{name}: {url} answered HTTP {e.code} {e.reason}") from None
-            else:
-                last_error = f"HTTP {e.code} {e.reason}"
-            offline = False
+            if e.code in (400, 401, 403, 404, 410):
+                raise DownloadError(f"{final.name}: {url} answered HTTP {e.code} {e.reason}") from None
+            last_error, offline = f"HTTP {e.code} {e.reason}", False
         except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, OSError, _Retry) as e:
             last_error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             offline = _looks_offline(e) and not isinstance(e, _Retry)
@@ -288,10 +289,28 @@ def download_single_file(
         host = url.split("/")[2] if "://" in url else url
         raise DownloadError(f"could not reach {host} ({last_error}). {OFFLINE_HINT}", offline=True)
     kept = f"; {part.stat().st_size:,} bytes kept in {part} for the next try" if part.exists() else ""
-    raise DownloadError(f"{name}: failed after {attempts} attempts ({last_error}){kept}")
+    raise DownloadError(f"{final.name}: failed after {attempts} attempts ({last_error}){kept}")
 
 
-def _probe(url: str, timeout_s: float = 15.0) -> str | None:
+def _attempt(url: str, part: Path, final: Path, validate, timeout_s: float, chunk_bytes: int) -> None:
+    """One try: stream into `part`, validate it, rename it to `final`. Raises _Retry or a network error."""
+    try:
+        _stream_to_part(url, part, timeout_s, chunk_bytes)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not part.exists():
+            raise
+        # 416: nothing left to send, so the .part may already be complete
+        if not validate(part):
+            part.unlink()
+            raise _Retry("HTTP 416 on a damaged partial file; starting over") from None
+    else:
+        if not validate(part):
+            part.unlink(missing_ok=True)
+            raise _Retry(f"the downloaded file is not {validate.__doc__ or 'valid'}; starting over")
+    os.replace(part, final)
+
+
+def probe(url: str, timeout_s: float = 15.0) -> str | None:
     """None if the host answers at all (any HTTP status), else why it cannot be reached."""
     try:
         request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "nanochat-workbench"})
@@ -331,7 +350,7 @@ def main(argv=None) -> int:
     if not todo:
         return 0
     base_url = get_base_url(args.base_url)
-    unreachable = _probe(f"{base_url}/{index_to_filename(todo[0])}")
+    unreachable = probe(f"{base_url}/{index_to_filename(todo[0])}")
     if unreachable:
         host = base_url.split("/")[2] if "://" in base_url else base_url
         print(f"could not reach {host} ({unreachable}).\n{OFFLINE_HINT}", file=sys.stderr)
