@@ -20,6 +20,9 @@ COMMANDS = [
     ("targets", "workbench.remote.targets_command", "add, list, test or remove the GPU boxes and clusters runs go to"),
     ("launch", "workbench.remote.launch_command", "check readiness, then train on a target (ssh, SLURM or local)"),
     ("runs", "workbench.remote.runs_command", "list launched and local runs with their state; cancel, log, wait, pull"),
+    ("attention", "workbench.instruments.attention", "show where each attention head looks, for a prompt"),
+    ("profile", "workbench.instruments.profile", "time one training step, module by module: ms, memory, FLOPs"),
+    ("compare", "workbench.instruments.compare", "train your model and the reference side by side; fill STATUS.md"),
     ("serve", "workbench.serve", "chat with a checkpoint in the browser (the newest chat model unless -i says)"),
 ]
 
