@@ -664,6 +664,21 @@ def print_summary(run, loop):
            f"-p \"The capital of France is\"")
 
 
+def log_report(run, loop):
+    """This run's section of the run report (nanochat.report; rank 0)."""
+    from nanochat import report
+
+    plan = run.plan
+    tokens = loop.step * run.args.total_batch_size
+    tok_per_sec = tokens / loop.elapsed if loop.elapsed > 0 else None  # elapsed counts resumed steps' time too
+    mfu = plan.flops_per_token * tok_per_sec / (plan.peak_flops * run.compute.world_size) \
+        if plan.peak_flops and tok_per_sec else None
+    report.log_section("base", "Base model training", {
+        "depth": run.args.depth, "parameters": plan.num_params, "steps": loop.step, "tokens": tokens,
+        "tok_per_sec": tok_per_sec, "mfu": mfu, "train_time_s": loop.elapsed, "min_val_bpb": loop.min_val_bpb,
+        "model_source": model_sources.canonical(run.args.model)})
+
+
 def train(args):
     compute = setup_compute(args.device_type, args.compile)
     data_source = check_data(args.data)
@@ -705,6 +720,7 @@ def train(args):
               model_tag, checkpoint_dir, metrics_path, wandb_run)
     training_loop(run, loop, loader, batch)
     print_summary(run, loop)
+    log_report(run, loop)
     if wandb_run:
         wandb_run.finish()
 
