@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,22 +92,26 @@ def test_queue_scancel_and_finish_through_sbatch(home, cluster):
     second = subprocess.Popen([sys.executable, "-m", "workbench", "launch", "--target", "cluster", "--stage", "base",
                                "--preset", "cpu", "--wait", *TINY_RUN], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=wb_env(home, cluster), cwd=REPO)
+    lines: list[str] = []  # what `launch --wait` prints, as it prints it
+    reader = threading.Thread(target=lambda: lines.extend(second.stderr), daemon=True)
+    reader.start()
     try:
-        queued = wait_until(lambda: [r for r in runs(home, cluster).values()
-                                     if r["id"] != first_id and r["state"] == "queued"], 180, "the second to queue")
-        second_id = queued[0]["id"]
+        # it waits in the queue behind the first, saying why (squeue's reason)
+        wait_until(lambda: any("queued (SLURM: Resources)" in line for line in lines), 180, "the second to queue")
+        second_id = next(r["id"] for r in runs(home, cluster).values() if r["id"] != first_id)
         squeue = subprocess.run(["squeue", "-h", "-o", "%i %T"], env=cluster.env(), capture_output=True, text=True)
-        assert f"{queued[0]['job_id']} PENDING" in squeue.stdout
+        assert f"{runs(home, cluster)[second_id]['job_id']} PENDING" in squeue.stdout
 
         cancel = wb(home, cluster, "runs", "--cancel", first_id)
         assert cancel.returncode == 0 and "cancelled" in cancel.stdout, cancel.stdout + cancel.stderr
-
-        out, err = second.communicate(timeout=600)
+        second.wait(timeout=600)
+        reader.join(timeout=10)
     finally:
         if second.poll() is None:
             second.kill()
+    err = "".join(lines)
     assert second.returncode == 0, err[-3000:]
-    assert f"[{second_id}] queued" in err and f"[{second_id}] running" in err and f"[{second_id}] done" in err
+    assert f"[{second_id}] running" in err and f"[{second_id}] done" in err
     states = runs(home, cluster)
     assert states[first_id]["state"] == "cancelled" and states[second_id]["state"] == "done"
     local = home / "local-base" / "base_checkpoints" / "d4"

@@ -68,7 +68,7 @@ def _format_metrics(m: dict) -> str | None:
         if m.get("tok_per_sec"):
             parts.append(f"{m['tok_per_sec']:,.0f} tok/s")
         if m.get("mfu") is not None:
-            parts.append(f"MFU {m['mfu']:.1f}%")
+            parts.append(f"MFU {m['mfu']:.1%}")
         if m.get("eta_s") is not None:
             parts.append(f"ETA {m['eta_s']:.0f}s")
         return " | ".join(parts)
@@ -84,10 +84,12 @@ class _Printer:
         self.seen = None
 
     def __call__(self, record: RunRecord, metrics: list[dict]) -> None:
-        if (record.state, record.stage) != self.seen:
-            self.seen = (record.state, record.stage)
-            print(f"[{record.id}] {record.state.value}" + (f" (stage {record.stage})" if record.stage else ""),
-                  file=sys.stderr, flush=True)
+        if (record.state, record.stage, record.queue_reason) != self.seen:
+            self.seen = (record.state, record.stage, record.queue_reason)
+            detail = (f"SLURM: {record.queue_reason}" if record.state is RunState.QUEUED and record.queue_reason
+                      else f"stage {record.stage}" if record.stage else "")
+            print(f"[{record.id}] {record.state.value}" + (f" ({detail})" if detail else ""), file=sys.stderr,
+                  flush=True)
         for m in metrics:
             line = _format_metrics(m)
             if line:

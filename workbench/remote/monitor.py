@@ -74,6 +74,8 @@ async def refresh(target: Target, record: RunRecord) -> RunRecord:
         slurm_state = slurm.parse_state(result.stdout) if record.job_id else None
         record.stage = out.get("WB_STAGE") or record.stage
         record.state = _decide(record, out, slurm_state)
+        reason = out.get("SREASON", "")
+        record.queue_reason = reason if record.state is RunState.QUEUED and reason not in ("", "None") else None
     if record.state.finished:
         record.ended = record.ended or time.time()
         if record.state is RunState.FAILED and not record.message:

@@ -40,6 +40,7 @@ class RunRecord:
     state: RunState = RunState.QUEUED
     stage: str | None = None       # the stage running now (or the last one that ran)
     job_id: str | None = None      # SLURM
+    queue_reason: str | None = None  # SLURM, while queued: squeue's reason (Resources, Priority, ...)
     pid: int | None = None         # ssh/local: the detached job's process group
     model: str = "reference"       # or the learner file's name
     ended: float | None = None

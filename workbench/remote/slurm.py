@@ -49,11 +49,13 @@ def parse_submit(returncode: int, stdout: str, stderr: str) -> str:
 
 
 def status_command(job_id: str) -> str:
-    """One shell line printing the job's state as squeue, scontrol and sacct know it, each behind a marker."""
+    """One shell line printing the job's state as squeue, scontrol and sacct know it, and squeue's reason for a
+    pending job, each behind a marker."""
     j = shlex.quote(job_id)
     return (f"echo SQUEUE $(squeue -h -j {j} -o %T 2>/dev/null); "
             f"echo SCONTROL $(scontrol show job {j} -o 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -n 1); "
-            f"echo SACCT $(sacct -n -X -P -j {j} -o State 2>/dev/null | head -n 1)")
+            f"echo SACCT $(sacct -n -X -P -j {j} -o State 2>/dev/null | head -n 1); "
+            f"echo SREASON $(squeue -h -j {j} -o %r 2>/dev/null)")
 
 
 def parse_state(text: str) -> RunState | None:
@@ -69,10 +71,6 @@ def parse_state(text: str) -> RunState | None:
         if word in _STATES:
             return _STATES[word]
     return None
-
-
-def pending_reason_command(job_id: str) -> str:
-    return f"squeue -h -j {shlex.quote(job_id)} -o %r 2>/dev/null"
 
 
 def cancel_command(job_id: str) -> str:
