@@ -147,7 +147,8 @@ def evaluate_task(name, model, tokenizer, engine, args, rank, world_size, device
     if task.eval_type == EvalType.CATEGORICAL:
         outcomes = run_categorical(model, tokenizer, task, indices, args.batch_size, device)
     else:
-        outcomes = run_generative(engine, tokenizer, task, indices, args)
+        with autocast(device):  # on cuda the embedding is bf16: every forward needs the autocast
+            outcomes = run_generative(engine, tokenizer, task, indices, args)
     return {"passed": sum(any(o) for o in outcomes), "total": len(outcomes), "seconds": time.time() - start}
 
 
