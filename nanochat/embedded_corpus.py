@@ -2,26 +2,26 @@
 
 A learner's first run must work with no network, so when no FineWeb-Edu shards have been downloaded the
 tokenizer and the data loader read this corpus instead. It is built, deterministically, from text that ships
-with CPython itself plus the project's own lessons:
+with CPython itself, plus any folder of Markdown the caller passes in (`extra_dir`; nanochat never looks for
+one by itself, the workbench passes its lessons):
 
 - `pydoc_data.topics`: the language reference and library topics that `help()` prints (one document per topic).
 - docstrings of the standard library's modules, classes and functions, read from the `.py` source files with
   `ast` (nothing is imported or executed); one document per module, each docstring under a `name(signature)`
   heading the way pydoc shows it.
 - the longer comment blocks of the same source files (eight words or more), one document per module.
-- `lessons/*.md` of this project, YAML front matter removed, when the lessons folder is present (editable
-  install).
+- `extra_dir/*.md`, YAML front matter removed, one document per file, when a caller gives `extra_dir`.
 
 The standard library's `test/`, `idlelib/`, `lib2to3/`, `turtledemo/` and `site-packages/` are skipped.
 
 Licenses: CPython's documentation, docstrings and comments are under the PSF License Agreement (Python Software
-Foundation License, a permissive, GPL-compatible license that allows copying and redistribution); the lessons are
-this project's own (MIT, like the project).
+Foundation License, a permissive, GPL-compatible license that allows copying and redistribution); an extra
+folder is the caller's (the project's lessons are MIT, like the project).
 
-Size (CPython 3.11.7 on Linux, with the 18 lesson files as first written): 3.46 MB of text in 1,014 documents:
-pydoc topics 0.47 MB / 78, docstrings 1.96 MB / 504, comments 0.86 MB / 414, lessons 0.17 MB / 18.
-`python -m nanochat.embedded_corpus` prints the figures for your installation. With the 4096-token embedded
-tokenizer (3.5 bytes per token) the train split is about 0.92 M tokens: some 225 optimizer steps of 8 x 512
+Size (CPython 3.11.7 on Linux): 3.29 MB of text in 996 documents: pydoc topics 0.47 MB / 78, docstrings
+1.96 MB / 504, comments 0.86 MB / 414 (the project's 18 lessons as an extra folder add 0.17 MB).
+`python -m nanochat.embedded_corpus [EXTRA_DIR]` prints the figures for your installation. With the 4096-token
+embedded tokenizer (3.5 bytes per token) the train split is about 0.87 M tokens: some 210 optimizer steps of 8 x 512
 tokens before the first repeat. That is plenty for the depth-4 step and a tiny end-to-end CPU run, and far too
 little for a good model (that is what the shards are for).
 
@@ -52,13 +52,12 @@ VAL_EVERY = 20  # every 20th document (after the fixed shuffle) is validation
 SHUFFLE_SEED = 1337
 MIN_COMMENT_WORDS = 8
 SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "dist-packages", "__pycache__"}
-LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
 
 
 @dataclass(frozen=True)
 class Document:
-    source: str  # "pydoc_topics" | "stdlib_docstrings" | "stdlib_comments" | "lessons"
-    name: str  # topic, module or lesson name: used for the stable order and for `describe()`
+    source: str  # "pydoc_topics" | "stdlib_docstrings" | "stdlib_comments" | "extra"
+    name: str  # topic, module or file name: used for the stable order and for `describe()`
     text: str
 
 
@@ -89,8 +88,8 @@ def _module_name(path: Path) -> str:
     return ".".join(parts) or "__init__"
 
 
-def _lesson_files() -> list[Path]:
-    return sorted(LESSONS_DIR.glob("*.md")) if LESSONS_DIR.is_dir() else []
+def _extra_files(extra_dir) -> list[Path]:
+    return sorted(Path(extra_dir).glob("*.md")) if extra_dir is not None and Path(extra_dir).is_dir() else []
 
 
 def _pydoc_topics() -> list[Document]:
@@ -174,7 +173,7 @@ def strip_front_matter(text: str) -> str:
     return text
 
 
-def _lesson_documents(files: list[Path]) -> list[Document]:
+def _extra_documents(files: list[Path]) -> list[Document]:
     docs = []
     for path in files:
         try:
@@ -182,13 +181,13 @@ def _lesson_documents(files: list[Path]) -> list[Document]:
         except (OSError, UnicodeDecodeError):
             continue
         if text:
-            docs.append(Document("lessons", path.stem, text))
+            docs.append(Document("extra", path.stem, text))
     return docs
 
 
-def build() -> list[Document]:
+def build(extra_dir=None) -> list[Document]:
     """Read every source (slow: parses the stdlib) and return the documents in the fixed order."""
-    docs = _pydoc_topics() + _stdlib_documents(_stdlib_files()) + _lesson_documents(_lesson_files())
+    docs = _pydoc_topics() + _stdlib_documents(_stdlib_files()) + _extra_documents(_extra_files(extra_dir))
     docs.sort(key=lambda d: (d.source, d.name))
     seen = set()  # a few modules share identical comment blocks or docstrings: keep each text once
     docs = [d for d in docs if not (d.text in seen or seen.add(d.text))]
@@ -200,7 +199,7 @@ def build() -> list[Document]:
 # the cache and the public API
 
 
-def _fingerprint() -> str:
+def _fingerprint(extra_dir) -> str:
     h = hashlib.sha256(f"v{CORPUS_VERSION}|{sys.version}|{_stdlib_dir()}".encode())
     try:
         import pydoc_data.topics as topics_module
@@ -208,7 +207,7 @@ def _fingerprint() -> str:
         inputs = [Path(topics_module.__file__)]
     except ImportError:
         inputs = []
-    for path in inputs + _stdlib_files() + _lesson_files():
+    for path in inputs + _stdlib_files() + _extra_files(extra_dir):
         st = path.stat()
         h.update(f"|{path}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
@@ -220,17 +219,18 @@ def _cache_dir() -> Path:
     return Path(get_base_dir()) / "embedded_corpus"
 
 
-def _load_or_build() -> list[Document]:
-    path = _cache_dir() / f"corpus-{_fingerprint()}.json"
+def _load_or_build(extra_dir) -> list[Document]:
+    inputs = "corpus-" + hashlib.sha256(str(extra_dir).encode()).hexdigest()[:8]  # one cache per extra_dir
+    path = _cache_dir() / f"{inputs}-{_fingerprint(extra_dir)}.json"
     try:
         with open(path, encoding="utf-8") as f:
             return [Document(**d) for d in json.load(f)["documents"]]
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or damaged cache: rebuild it
-    docs = build()
+    docs = build(extra_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob("corpus-*.json"):  # caches of older inputs
+        for stale in path.parent.glob(f"{inputs}-*.json"):  # caches of older versions of the same inputs
             if stale != path:
                 stale.unlink(missing_ok=True)
         # atomic: a reader sees the old file or the complete new one
@@ -240,43 +240,43 @@ def _load_or_build() -> list[Document]:
     return docs
 
 
-_DOCS: list[Document] | None = None
+_DOCS: dict[str | None, list[Document]] = {}  # per extra_dir
 
 
-def records() -> list[Document]:
+def records(extra_dir=None) -> list[Document]:
     """All documents with their source and name, in the fixed order (cached in memory and on disk)."""
-    global _DOCS
-    if _DOCS is None:
-        docs = _load_or_build()
+    key = None if extra_dir is None else str(Path(extra_dir).resolve())
+    if key not in _DOCS:
+        docs = _load_or_build(key)
         if not docs:
             raise RuntimeError(
                 "the embedded corpus is empty: this Python installation ships neither pydoc_data nor the "
                 f"standard library's .py sources (looked in {_stdlib_dir()}). Download shards instead: "
                 "python -m nanochat.dataset -n 8"
             )
-        _DOCS = docs
-    return _DOCS
+        _DOCS[key] = docs
+    return _DOCS[key]
 
 
-def documents() -> list[str]:
+def documents(extra_dir=None) -> list[str]:
     """Every document of the corpus as a string, in the fixed order."""
-    return [d.text for d in records()]
+    return [d.text for d in records(extra_dir)]
 
 
-def split(name: str) -> list[str]:
+def split(name: str, extra_dir=None) -> list[str]:
     """The "train" or "val" documents: every VAL_EVERY-th document (index 0, 20, 40, ...) is validation."""
     if name not in ("train", "val"):
         raise ValueError(f"unknown split {name!r}: choose 'train' or 'val'")
-    docs = documents()
+    docs = documents(extra_dir)
     if name == "val":
         return docs[::VAL_EVERY]
     return [d for i, d in enumerate(docs) if i % VAL_EVERY != 0]
 
 
-def describe() -> dict:
+def describe(extra_dir=None) -> dict:
     """Size per source: {source: {"documents": n, "mb": megabytes of UTF-8}} plus a "total" entry."""
     stats: dict[str, dict] = {}
-    for d in records():
+    for d in records(extra_dir):
         s = stats.setdefault(d.source, {"documents": 0, "mb": 0.0})
         s["documents"] += 1
         s["mb"] += len(d.text.encode("utf-8")) / 1e6
@@ -286,8 +286,10 @@ def describe() -> dict:
 
 
 if __name__ == "__main__":
-    stats = describe()
+    extra = sys.argv[1] if len(sys.argv) > 1 else None
+    stats = describe(extra)
     print(f"embedded corpus for Python {sys.version.split()[0]} (stdlib at {_stdlib_dir()})")
     for source, s in stats.items():
         print(f"  {source:<18} {s['documents']:>6} documents  {s['mb']:7.2f} MB")
-    print(f"  split: {len(split('train'))} train / {len(split('val'))} val documents (every {VAL_EVERY}th is val)")
+    print(f"  split: {len(split('train', extra))} train / {len(split('val', extra))} val documents "
+          f"(every {VAL_EVERY}th is val)")

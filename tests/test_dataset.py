@@ -315,39 +315,42 @@ def test_embedded_corpus_is_real_and_split():
         embedded_corpus.split("dev")
 
 
-def test_embedded_corpus_build_is_deterministic_and_includes_lessons(tmp_path, monkeypatch):
-    """Built twice from the same files, the corpus is identical; lessons come in without their front matter.
+def test_embedded_corpus_build_is_deterministic_and_adds_only_the_extra_folder_given(tmp_path, monkeypatch):
+    """Built twice from the same files, the corpus is identical; an extra folder's Markdown comes in without its
+    front matter, and only when the caller passes it (nanochat never looks for the lessons by itself).
 
-    (On a subset of the standard library, and with lessons of our own, so the test is quick and does not depend
-    on the lessons folder as it is being edited.)"""
-    lessons = tmp_path / "lessons"
-    lessons.mkdir()
-    (lessons / "01-one.md").write_text("---\ntitle: One\nteaches: [norm]\n---\n# One\n\nLesson one body.")
-    (lessons / "02-two.md").write_text("# Two\n\nNo front matter here.")
-    monkeypatch.setattr(embedded_corpus, "LESSONS_DIR", lessons)
+    (On a subset of the standard library, so the test is quick.)"""
+    extra = tmp_path / "lessons"
+    extra.mkdir()
+    (extra / "01-one.md").write_text("---\ntitle: One\nteaches: [norm]\n---\n# One\n\nLesson one body.")
+    (extra / "02-two.md").write_text("# Two\n\nNo front matter here.")
     subset = [f for f in embedded_corpus._stdlib_files() if f.parent == embedded_corpus._stdlib_dir()][:40]
     monkeypatch.setattr(embedded_corpus, "_stdlib_files", lambda: subset)
-    first, second = embedded_corpus.build(), embedded_corpus.build()
+    first, second = embedded_corpus.build(extra), embedded_corpus.build(extra)
     assert first == second and len(first) > 40
-    lesson_texts = sorted(d.text for d in first if d.source == "lessons")
-    assert lesson_texts == ["# One\n\nLesson one body.", "# Two\n\nNo front matter here."]
-    assert {d.source for d in first} == {"pydoc_topics", "stdlib_docstrings", "stdlib_comments", "lessons"}
+    extra_texts = sorted(d.text for d in first if d.source == "extra")
+    assert extra_texts == ["# One\n\nLesson one body.", "# Two\n\nNo front matter here."]
+    assert {d.source for d in first} == {"pydoc_topics", "stdlib_docstrings", "stdlib_comments", "extra"}
+    monkeypatch.chdir(tmp_path)  # a lessons/ folder right here is not picked up unasked
+    assert {d.source for d in embedded_corpus.build()} == {"pydoc_topics", "stdlib_docstrings", "stdlib_comments"}
 
 
 def test_embedded_corpus_cache_file_is_used(tmp_path, monkeypatch):
     monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path))
-    monkeypatch.setattr(embedded_corpus, "_DOCS", None)
+    monkeypatch.setattr(embedded_corpus, "_DOCS", {})
     builds = []
-    fake = [embedded_corpus.Document("pydoc_topics", "t", "some text"), embedded_corpus.Document("lessons", "l", "more")]
-    monkeypatch.setattr(embedded_corpus, "build", lambda: builds.append(1) or fake)
+    fake = [embedded_corpus.Document("pydoc_topics", "t", "some text"), embedded_corpus.Document("extra", "l", "more")]
+    monkeypatch.setattr(embedded_corpus, "build", lambda extra_dir=None: builds.append(extra_dir) or fake)
     assert embedded_corpus.documents() == ["some text", "more"] and len(builds) == 1
     cache_files = list((tmp_path / "embedded_corpus").glob("corpus-*.json"))
     assert len(cache_files) == 1
-    monkeypatch.setattr(embedded_corpus, "_DOCS", None)
+    monkeypatch.setattr(embedded_corpus, "_DOCS", {})
     assert embedded_corpus.documents() == ["some text", "more"] and len(builds) == 1  # read back, not rebuilt
     cache_files[0].write_text("{damaged")
-    monkeypatch.setattr(embedded_corpus, "_DOCS", None)
+    monkeypatch.setattr(embedded_corpus, "_DOCS", {})
     assert embedded_corpus.documents() == ["some text", "more"] and len(builds) == 2  # a damaged cache is rebuilt
+    embedded_corpus.documents(tmp_path)  # another extra folder: its own build and cache file, the first one kept
+    assert builds[-1] == str(tmp_path.resolve()) and len(list((tmp_path / "embedded_corpus").glob("*.json"))) == 2
 
 
 def test_front_matter_is_stripped():

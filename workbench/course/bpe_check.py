@@ -49,8 +49,9 @@ def sample_text(chars: int, text_file: str | None = None) -> str:
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"--text {text_file} cannot be read as UTF-8 text: {e}")
     else:
-        from nanochat.embedded_corpus import LESSONS_DIR, strip_front_matter
-        text = "\n\n".join(strip_front_matter(p.read_text(encoding="utf-8")) for p in sorted(LESSONS_DIR.glob("*.md")))
+        from nanochat.embedded_corpus import strip_front_matter
+        from workbench.course.lessons import lessons_dir
+        text = "\n\n".join(strip_front_matter(p.read_text(encoding="utf-8")) for p in sorted(lessons_dir().glob("*.md")))
     if not text.strip():
         raise UsageError("the training text is empty")
     return text[:chars]
