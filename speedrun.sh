@@ -20,8 +20,8 @@ export NANOCHAT_BASE_DIR="${NANOCHAT_BASE_DIR:-$HOME/.cache/nanochat}"
 mkdir -p "$NANOCHAT_BASE_DIR"
 PY="${PYTHON:-python3}"
 
-# install: always on a GPU node; for the cpu preset only when the package is not importable yet
-if [ "$PRESET" != cpu ] || ! "$PY" -c "import nanochat.presets, rustbpe" 2>/dev/null; then
+# install, unless this checkout is installed already (pip install -e . builds rustbpe; FORCE_INSTALL=1 rebuilds)
+if [ "${FORCE_INSTALL:-0}" = 1 ] || ! "$PY" -c "import nanochat.presets, rustbpe" 2>/dev/null; then
     command -v cargo >/dev/null || { echo "speedrun: a Rust toolchain is needed to build rustbpe (https://rustup.rs)"; exit 1; }
     "$PY" -m pip install -e .
 fi

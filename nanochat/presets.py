@@ -76,6 +76,28 @@ PRESETS = {
                        summary="nanochat's speedrun: ~561M parameters, 11.2B tokens; 8xH100, about 4 hours"),
     "d12": _gpu_preset("d12", depth=12, shards=80,
                        summary="a smaller full run: ~185M parameters at 20 tokens per parameter; 8 GPUs, ~1 hour"),
+    "gpu": Preset(
+        name="gpu", nproc=1,
+        summary="a few minutes on one GPU, offline (embedded corpus, generated and packaged task data), depth 12: "
+                "measures throughput and MFU of every stage",
+        stages={
+            "tokenizer": ("--corpus", "embedded"),
+            "tok_eval": ("--max-chars", "200000"),
+            "base": ("--depth=12", "--max_seq_len=2048", "--device_batch_size=32", "--total_batch_size=65536",
+                     "--num_iterations=200", "--data=embedded", "--eval_every=100", "--eval_tokens=262144",
+                     "--sample_every=-1", "--save_every=-1"),
+            "base_loss": ("--data=embedded", "--split_tokens=262144"),
+            "base_chat_eval": ("-i", "base", "-a", "all", "-n", "32", "--max-new-tokens", "96"),
+            "mid": ("--data=offline", "--max_seq_len=2048", "--device_batch_size=32", "--total_batch_size=65536",
+                    "--num_iterations=100", "--eval_every=50", "--eval_tokens=262144"),
+            "mid_eval": ("-i", "mid", "-a", "all", "-n", "32", "--max-new-tokens", "96"),
+            "sft": ("--data=offline", "--device_batch_size=16", "--examples_per_step=32", "--num_iterations=100",
+                    "--eval_every=50", "--eval_steps=16", "--chat_eval_tasks=SpellingBee", "--chat_eval_problems=16"),
+            "sft_eval": ("-i", "sft", "-a", "all", "-n", "32", "--max-new-tokens", "96"),
+            "rl": ("--data=offline", "--num_iterations=10", "--examples_per_step=4", "--num_samples=8",
+                   "--device_batch_size=16", "--max_new_tokens=96", "--eval_every=5", "--eval_examples=16"),
+            "rl_eval": ("-i", "rl", "-a", "all", "-n", "32", "--max-new-tokens", "96"),
+        }),
     "cpu": Preset(
         name="cpu", nproc=1,
         summary="every stage on a laptop CPU, offline (embedded corpus, generated and packaged task data), "

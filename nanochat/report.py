@@ -190,6 +190,40 @@ def eval_results(phase) -> tuple[dict, dict]:
     return results, skipped
 
 
+def metrics_summary(phase) -> dict:
+    """A training phase's figures from its newest metrics.jsonl (for a stage that logged no section of its own):
+    steps, tokens, training time, mean tok/s and MFU without the first step (warm-up, compilation), val bpb."""
+    from nanochat.checkpoint_manager import checkpoints_dir
+
+    paths = glob.glob(os.path.join(checkpoints_dir(phase), "*", "metrics.jsonl"))
+    if not paths:
+        return {}
+    path = max(paths, key=os.path.getmtime)
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    steps = [r for r in records if isinstance(r, dict) and "loss" in r]
+    if not steps:
+        return {}
+    timed = steps[1:] or steps
+    summary = {"metrics": path, "steps": len(steps), "final loss": steps[-1]["loss"],
+               "training time s": steps[-1].get("elapsed_s")}
+    if "total_tokens" in steps[-1]:
+        summary["tokens"] = steps[-1]["total_tokens"]
+    for key in ("tok_per_sec", "mfu"):
+        values = [r[key] for r in timed if isinstance(r.get(key), (int, float))]
+        if values:
+            summary[f"mean {key} (after step 0)"] = sum(values) / len(values)
+    bpb = [r["val_bpb"] for r in records if isinstance(r, dict) and isinstance(r.get("val_bpb"), (int, float))]
+    if bpb:
+        summary["last val bpb"], summary["min val bpb"] = bpb[-1], min(bpb)
+    return summary
+
+
 def summary_table() -> dict:
     """{metric: {phase: value or None}} for SUMMARY_METRICS x PHASES."""
     per_phase = {phase: eval_results(phase)[0] for phase in PHASES}
@@ -269,6 +303,8 @@ def render(gpu_hourly_usd: float = DEFAULT_GPU_HOURLY_USD) -> str:
         if isinstance(section, dict) and isinstance(section.get("items"), dict):
             lines += [f"## {section.get('title', stage)}", "", f"- written: {section.get('written_at', '?')}"]
             lines += _bullets(section["items"]) + [""]
+        elif stage in PHASES and (figures := metrics_summary(stage)):
+            lines += [f"## {stage} training (from its metrics.jsonl)", ""] + _bullets(figures) + [""]
     lines += ["## Summary", ""] + summary_markdown(summary_table()) + [""]
     for phase in PHASES:
         for reason in eval_results(phase)[1].values():

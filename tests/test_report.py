@@ -71,3 +71,20 @@ def test_unknown_stage_is_refused(base_dir):
     result = subprocess.run([sys.executable, "-m", "nanochat.report", "time", "bogus", "3"], capture_output=True,
                             text=True)
     assert result.returncode == 2 and "STAGE one of" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_training_stage_without_a_section_is_summarised_from_its_metrics(base_dir):
+    folder = base_dir / "base_checkpoints" / "d4"
+    folder.mkdir(parents=True)
+    records = [{"step": 0, "val_bpb": 2.0},
+               {"step": 0, "loss": 5.0, "tok_per_sec": 100.0, "mfu": 0.1, "total_tokens": 10, "elapsed_s": 3.0},
+               {"step": 1, "loss": 4.0, "tok_per_sec": 200.0, "mfu": 0.3, "total_tokens": 20, "elapsed_s": 6.0},
+               {"step": 2, "loss": 3.0, "tok_per_sec": 400.0, "mfu": 0.5, "total_tokens": 30, "elapsed_s": 9.0},
+               {"step": 3, "val_bpb": 1.5}]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    summary = report.metrics_summary("base")
+    assert summary["steps"] == 3 and summary["tokens"] == 30 and summary["final loss"] == 3.0
+    assert summary["mean tok_per_sec (after step 0)"] == 300.0  # step 0 pays for warm-up and compilation
+    assert summary["mean mfu (after step 0)"] == pytest.approx(0.4)
+    assert summary["last val bpb"] == 1.5 and summary["min val bpb"] == 1.5
+    assert "## base training (from its metrics.jsonl)" in report.render()

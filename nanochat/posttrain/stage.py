@@ -242,12 +242,19 @@ def log_train_step(stage, loop, num_iterations, loss, dt, extra):
     debiased = loop.smooth_loss / (1 - beta ** done)
     recent = loop.step_times[1:] if len(loop.step_times) > 1 else loop.step_times  # step 0 pays for warm-up
     eta = sum(recent) / len(recent) * (num_iterations - done)
-    fields = " | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in extra.items()
-                        if v is not None)
+    fields = " | ".join(f"{k} {_format_field(k, v)}" for k, v in extra.items() if v is not None)
     print0(f"step {loop.step:05d}/{num_iterations:05d} ({100 * done / num_iterations:.1f}%) | loss {loss:.6f} "
            f"(smooth {debiased:.4f}) | {fields} | dt {dt * 1000:.1f}ms | eta {format_duration(eta)}", flush=True)
     log_record(stage, {"step": loop.step, "loss": loss, "loss_smooth": debiased, **extra, "dt_ms": dt * 1000,
                        "eta_s": eta, "elapsed_s": loop.elapsed})
+
+
+def _format_field(key, value):
+    if key == "mfu":
+        return f"{100 * value:.2f}%"
+    if key == "tok_per_sec" or isinstance(value, int):
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def run_loop(stage, loop, num_iterations, train_step, evaluate=None, eval_every=-1):

@@ -31,8 +31,8 @@ from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args
                                       next_commands, open_stage, report_items, restore_loop, run_loop, stage_parser,
                                       run_main)
 from nanochat.tokenizer import get_token_bytes
-from nanochat.training import (Timer, accumulate_gradients, lr_multiplier, mean_over_ranks, muon_momentum,
-                               optimizer_step)
+from nanochat.training import (Timer, accumulate_gradients, flops_per_token, lr_multiplier, mean_over_ranks,
+                               muon_momentum, optimizer_step, peak_flops_per_device)
 
 HORIZON_SAMPLE = 2000  # conversations rendered to estimate the tokens of one pass
 
@@ -109,6 +109,8 @@ class MidRun:
     batch: tuple  # the prefetched (inputs, targets, position) the next step trains on first
     val_task: object
     token_bytes: object
+    flops_per_token: float
+    peak_flops: float | None  # per device; None off the GPUs whose peak is known (MFU is then not reported)
 
 
 def train_step(run, loop):
@@ -123,8 +125,10 @@ def train_step(run, loop):
         loss = mean_over_ranks(loss, compute)
     if not math.isfinite(loss):
         raise SystemExit(f"error: the training loss became {loss} at step {loop.step}; lower the learning rates")
+    tok_per_sec = args.total_batch_size / timer.seconds
+    mfu = run.flops_per_token * tok_per_sec / (run.peak_flops * compute.world_size) if run.peak_flops else None
     log_train_step(stage, loop, run.num_iterations, loss, timer.seconds,
-                   {"lr_mult": lrm, "tok_per_sec": args.total_batch_size / timer.seconds,
+                   {"lr_mult": lrm, "tok_per_sec": tok_per_sec, "mfu": mfu,
                     "total_tokens": (loop.step + 1) * args.total_batch_size})
 
 
@@ -165,7 +169,8 @@ def train(args):
     start = PackPosition(**loop.data_state) if loop.data_state else PackPosition()
     loader = packed_loader(render, start, B, T, compute.device)
     run = MidRun(stage, accum_steps, num_iterations, eval_steps, loader, next(loader), val_task,
-                 get_token_bytes(device=compute.device))
+                 get_token_bytes(device=compute.device), flops_per_token(stage.orig_model, stage.config),
+                 peak_flops_per_device(compute.device_type, None))
     finished = run_loop(stage, loop, num_iterations, functools.partial(train_step, run),
                         functools.partial(evaluate, run), args.eval_every)
     if not finished:
@@ -175,7 +180,9 @@ def train(args):
     report.log_section("mid", "Mid-training", {
         **report_items(stage, loop, num_iterations, tokens=loop.step * args.total_batch_size),
         "data": f"{args.data} mixture ({len(train_task):,} conversations)",
-        "batch": f"{args.total_batch_size:,} tokens ({B} x {T} x {compute.world_size} x {accum_steps})"})
+        "batch": f"{args.total_batch_size:,} tokens ({B} x {T} x {compute.world_size} x {accum_steps})",
+        "MFU": (run.flops_per_token * loop.step * args.total_batch_size / loop.elapsed
+                / (run.peak_flops * compute.world_size)) if run.peak_flops and loop.elapsed > 0 else None})
     print0(f"done: {loop.step} steps"
            + (f", min val bpb {loop.best['min_val_bpb']:.4f}" if "min_val_bpb" in loop.best else ""))
     print0(f"next: {next_commands(stage)}")
