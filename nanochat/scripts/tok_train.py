@@ -11,6 +11,7 @@ folder every 20th file (the last file when there are fewer than 20; the last 5% 
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import shutil
@@ -142,41 +143,52 @@ def bytes_per_token(tokenizer, texts) -> tuple[float, int, int]:
     return (n_bytes / n_tokens if n_tokens else float("nan")), n_bytes, n_tokens
 
 
-def main(argv=None) -> int:
-    from nanochat.tokenizer import EMBEDDED_VOCAB_SIZE, SPECIAL_TOKENS, RustBPETokenizer
+def parse_args(argv=None):
+    from nanochat.common import positive_int
+    from nanochat.tokenizer import EMBEDDED_VOCAB_SIZE, SPECIAL_TOKENS
 
     parser = argparse.ArgumentParser(prog="python -m nanochat.scripts.tok_train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="auto",
                         help="'auto' (default: shards if downloaded, else embedded), 'shards', 'embedded', "
                              "or a text file / a folder of .txt/.md/.rst files")
-    parser.add_argument("--vocab-size", type=int, default=None,
+    parser.add_argument("--vocab-size", type=positive_int, default=None,
                         help=f"tokens incl. the {len(SPECIAL_TOKENS)} special ones (default: {SHARDS_VOCAB} for "
                              f"shards, {EMBEDDED_VOCAB_SIZE} for embedded, sized to the corpus for a path)")
-    parser.add_argument("--max-chars", type=int, default=None,
+    parser.add_argument("--max-chars", type=positive_int, default=None,
                         help=f"stop reading after this many characters (default: {SHARDS_MAX_CHARS:,} for shards, "
                              "everything otherwise)")
-    parser.add_argument("--doc-cap", type=int, default=None,
+    parser.add_argument("--doc-cap", type=positive_int, default=None,
                         help=f"keep at most this many characters per document (default: {SHARDS_DOC_CAP:,} for "
                              "shards, no cap otherwise)")
     parser.add_argument("--output", default=None, help="output directory (default $NANOCHAT_BASE_DIR/tokenizer)")
     args = parser.parse_args(argv)
+    n = len(SPECIAL_TOKENS)
+    if args.vocab_size is not None and args.vocab_size < 256 + n:
+        parser.error(f"--vocab-size must be at least {256 + n} (256 bytes + {n} special tokens)")
+    if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
+        parser.error(f"--output {args.output} is a file, not a directory")
+    return args
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    try:
-        if args.vocab_size is not None and args.vocab_size < 256 + len(SPECIAL_TOKENS):
-            n = len(SPECIAL_TOKENS)
-            raise UserError(f"--vocab-size must be at least {256 + n} (256 bytes + {n} special tokens)")
-        for flag in ("max_chars", "doc_cap"):
-            if getattr(args, flag) is not None and getattr(args, flag) < 1:
-                raise UserError(f"--{flag.replace('_', '-')} must be positive")
-        description, train_docs, held_out, corpus_bytes, kind = corpus_plan(args.corpus)
-    except UserError as e:
-        console.print(f"[red]error:[/red] {e}")
-        return 2
+@dataclasses.dataclass
+class Plan:
+    """What to train on and how much of it."""
+    description: str
+    train_docs: object  # () -> iterator of documents
+    held_out: list
+    kind: str  # "shards" | "embedded" | "path"
+    corpus_bytes: int | None
+    vocab_size: int
+    doc_cap: int | None
+    max_chars: int | None
+    out: Path
 
+
+def make_plan(args, console) -> Plan:
+    """The corpus (raises UserError), its defaults for vocab/doc cap/max chars, and the output directory."""
+    from nanochat.tokenizer import EMBEDDED_VOCAB_SIZE
+
+    description, train_docs, held_out, corpus_bytes, kind = corpus_plan(args.corpus)
     default_vocab = {"shards": SHARDS_VOCAB, "embedded": EMBEDDED_VOCAB_SIZE}.get(kind)
     vocab_size = args.vocab_size or default_vocab or suggested_vocab_size(corpus_bytes)
     doc_cap = args.doc_cap if args.doc_cap is not None else (SHARDS_DOC_CAP if kind == "shards" else None)
@@ -189,72 +201,89 @@ def main(argv=None) -> int:
             f"(about {suggested_vocab_size(corpus_bytes):,} would suit it): late merges will be rare words seen a "
             "handful of times, and training may stop early when no pair is left"
         )
-    out = Path(args.output) if args.output else None
-    if out is None:
+    if args.output:
+        out = Path(args.output)
+    else:
         from nanochat.common import get_base_dir
 
         out = Path(get_base_dir()) / "tokenizer"
-    if out.exists() and not out.is_dir():
-        console.print(f"[red]error:[/red] --output {out} is a file, not a directory")
-        return 2
-    limits = f", docs capped at {doc_cap:,} chars" if doc_cap else ""
-    limits += f", at most {max_chars:,} chars" if max_chars else ""
-    print(f"training a {vocab_size:,}-token tokenizer on {description}{limits}")
+    return Plan(description, train_docs, held_out, kind, corpus_bytes, vocab_size, doc_cap, max_chars, out)
 
-    num_merges = vocab_size - 256 - len(SPECIAL_TOKENS)
+
+def train_with_progress(plan: Plan, console):
+    """Train, showing characters read and then merges done. Returns (tokenizer, {"chars", "docs"}, seconds)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from nanochat.tokenizer import SPECIAL_TOKENS, RustBPETokenizer
+
+    num_merges = plan.vocab_size - 256 - len(SPECIAL_TOKENS)
     stats = {"chars": 0, "docs": 0}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     t0 = time.time()
+    with Progress(*columns, console=console, transient=False) as progress:
+        reading = progress.add_task("reading chars", total=plan.max_chars if plan.kind == "shards" else plan.corpus_bytes)
+        merging = progress.add_task("merges", total=num_merges, start=False)
+        merging_started = []
+
+        def on_progress(done, total):  # rustbpe: merges done so far, of total (lowered if pairs run out)
+            if not merging_started:  # the first call: all text has been read and counted
+                merging_started.append(True)
+                progress.update(reading, total=stats["chars"], completed=stats["chars"])
+                progress.start_task(merging)
+            progress.update(merging, completed=done, total=total)
+
+        docs = capped(plan.train_docs(), plan.doc_cap, plan.max_chars, stats, lambda n: progress.advance(reading, n))
+        tokenizer = RustBPETokenizer.train_from_iterator(docs, plan.vocab_size, progress=on_progress)
+    return tokenizer, stats, time.time() - t0
+
+
+def save_and_report(tokenizer, plan: Plan, stats, seconds, console) -> int:
+    tokenizer.metadata = {
+        "trained_on": plan.description,
+        "documents": stats["docs"],
+        "characters": stats["chars"],
+        "doc_cap": plan.doc_cap,
+        "train_seconds": round(seconds, 3),
+    }
+    if tokenizer.get_vocab_size() < plan.vocab_size:
+        console.print(f"[yellow]note:[/yellow] the corpus ran out of pairs to merge: the vocabulary has "
+                      f"{tokenizer.get_vocab_size():,} tokens, not {plan.vocab_size:,}")
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            reading = progress.add_task("reading chars", total=max_chars if kind == "shards" else corpus_bytes)
-            merging = progress.add_task("merges", total=num_merges, start=False)
+        replaced = save_replacing(tokenizer, plan.out)
+    except OSError as e:
+        console.print(f"[red]error:[/red] could not save the tokenizer to {plan.out}: {e.strerror or e}")
+        return 2
+    bpt, n_bytes, n_tokens = bytes_per_token(tokenizer, plan.held_out)
+    print(f"trained on {stats['chars']:,} characters in {stats['docs']:,} documents in {seconds:.2f} s")
+    print(f"compression on held-out text: {bpt:.3f} bytes/token ({n_bytes:,} bytes -> {n_tokens:,} tokens)")
+    note = " (replacing the previous tokenizer: models trained with that one no longer match)" if replaced else ""
+    print(f"saved to {plan.out}{note}")
+    return 0
 
-            def on_doc(n):
-                progress.advance(reading, n)
 
-            merging_started = []
+def main(argv=None) -> int:
+    from rich.console import Console
 
-            def on_progress(done, total):  # rustbpe: merges done so far, of total (lowered if pairs run out)
-                if not merging_started:  # the first call: all text has been read and counted
-                    merging_started.append(True)
-                    progress.update(reading, total=stats["chars"], completed=stats["chars"])
-                    progress.start_task(merging)
-                progress.update(merging, completed=done, total=total)
+    from nanochat.dataset import DataError
 
-            docs = capped(train_docs(), doc_cap, max_chars, stats, on_doc)
-            tokenizer = RustBPETokenizer.train_from_iterator(docs, vocab_size, progress=on_progress)
-    except UserError as e:  # raised from inside the document iterator (an unreadable file)
+    args = parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        plan = make_plan(args, console)
+        limits = f", docs capped at {plan.doc_cap:,} chars" if plan.doc_cap else ""
+        limits += f", at most {plan.max_chars:,} chars" if plan.max_chars else ""
+        print(f"training a {plan.vocab_size:,}-token tokenizer on {plan.description}{limits}")
+        tokenizer, stats, seconds = train_with_progress(plan, console)
+    except (UserError, DataError) as e:  # also from inside the document iterator (an unreadable file or shard)
         console.print(f"[red]error:[/red] {e}")
         return 2
     except KeyboardInterrupt:
         console.print("interrupted: nothing was saved")
         return 130
-    seconds = time.time() - t0
     if stats["chars"] == 0:
         console.print("[red]error:[/red] the corpus is empty: nothing to train on")
         return 2
-    tokenizer.metadata = {
-        "trained_on": description,
-        "documents": stats["docs"],
-        "characters": stats["chars"],
-        "doc_cap": doc_cap,
-        "train_seconds": round(seconds, 3),
-    }
-    if tokenizer.get_vocab_size() < vocab_size:
-        console.print(f"[yellow]note:[/yellow] the corpus ran out of pairs to merge: the vocabulary has "
-                      f"{tokenizer.get_vocab_size():,} tokens, not {vocab_size:,}")
-    try:
-        replaced = save_replacing(tokenizer, out)
-    except OSError as e:
-        console.print(f"[red]error:[/red] could not save the tokenizer to {out}: {e.strerror or e}")
-        return 2
-    bpt, n_bytes, n_tokens = bytes_per_token(tokenizer, held_out)
-    print(f"trained on {stats['chars']:,} characters in {stats['docs']:,} documents in {seconds:.2f} s")
-    print(f"compression on held-out text: {bpt:.3f} bytes/token ({n_bytes:,} bytes -> {n_tokens:,} tokens)")
-    note = " (replacing the previous tokenizer: models trained with that one no longer match)" if replaced else ""
-    print(f"saved to {out}{note}")
-    return 0
+    return save_and_report(tokenizer, plan, stats, seconds, console)
 
 
 if __name__ == "__main__":
