@@ -289,16 +289,22 @@ def next_commands(stage):
             f"-p \"What is 2+2?\"")
 
 
-def report_items(stage, loop, num_iterations, tokens=None):
+def steady_throughput(loop, tokens_per_step):
+    """Tokens per second over this process's steps after its first (which pays for warm-up and compilation)."""
+    times = loop.step_times[1:] or loop.step_times
+    return tokens_per_step * len(times) / sum(times) if times and sum(times) > 0 else None
+
+
+def report_items(stage, loop, num_iterations, tokens_per_step=None):
     """The common part of a stage's report section."""
     items = {"model": model_sources.describe(stage.model_source), "tag": stage.model_tag,
              "started from": f"{stage.parent.get('phase')} step {stage.parent.get('step')}",
              "device": f"{stage.compute.device} x {stage.compute.world_size}",
              "steps": f"{loop.step} of {num_iterations}", "training time s": round(loop.elapsed, 1)}
-    if tokens is not None:
-        items["tokens"] = tokens
-        items["tokens per second"] = round(tokens / loop.elapsed) if loop.elapsed > 0 else None
-    items.update({k: v for k, v in loop.best.items()})
+    if tokens_per_step is not None:
+        items["tokens"] = loop.step * tokens_per_step
+        items["tokens per second (after step 0)"] = steady_throughput(loop, tokens_per_step)
+    items.update(loop.best)
     return items
 
 

@@ -28,8 +28,8 @@ from nanochat.loss_eval import evaluate_bpb
 from nanochat.posttrain import mixtures
 from nanochat.posttrain.batches import PackPosition, packed_batch
 from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args, log_record, log_train_step,
-                                      next_commands, open_stage, report_items, restore_loop, run_loop, stage_parser,
-                                      run_main)
+                                      next_commands, open_stage, report_items, restore_loop, run_loop, run_main,
+                                      stage_parser, steady_throughput)
 from nanochat.tokenizer import get_token_bytes
 from nanochat.training import (Timer, accumulate_gradients, flops_per_token, lr_multiplier, mean_over_ranks,
                                muon_momentum, optimizer_step, peak_flops_per_device)
@@ -126,10 +126,16 @@ def train_step(run, loop):
     if not math.isfinite(loss):
         raise SystemExit(f"error: the training loss became {loss} at step {loop.step}; lower the learning rates")
     tok_per_sec = args.total_batch_size / timer.seconds
-    mfu = run.flops_per_token * tok_per_sec / (run.peak_flops * compute.world_size) if run.peak_flops else None
     log_train_step(stage, loop, run.num_iterations, loss, timer.seconds,
-                   {"lr_mult": lrm, "tok_per_sec": tok_per_sec, "mfu": mfu,
+                   {"lr_mult": lrm, "tok_per_sec": tok_per_sec, "mfu": mfu(run, tok_per_sec),
                     "total_tokens": (loop.step + 1) * args.total_batch_size})
+
+
+def mfu(run, tok_per_sec):
+    """Model FLOPs utilisation: the FLOPs done per second over the devices' peak (None where it is unknown)."""
+    if not run.peak_flops or not tok_per_sec:
+        return None
+    return run.flops_per_token * tok_per_sec / (run.peak_flops * run.stage.compute.world_size)
 
 
 def evaluate(run, loop):
@@ -178,11 +184,10 @@ def train(args):
     from nanochat import report
 
     report.log_section("mid", "Mid-training", {
-        **report_items(stage, loop, num_iterations, tokens=loop.step * args.total_batch_size),
+        **report_items(stage, loop, num_iterations, tokens_per_step=args.total_batch_size),
         "data": f"{args.data} mixture ({len(train_task):,} conversations)",
         "batch": f"{args.total_batch_size:,} tokens ({B} x {T} x {compute.world_size} x {accum_steps})",
-        "MFU": (run.flops_per_token * loop.step * args.total_batch_size / loop.elapsed
-                / (run.peak_flops * compute.world_size)) if run.peak_flops and loop.elapsed > 0 else None})
+        "MFU (after step 0)": mfu(run, steady_throughput(loop, args.total_batch_size))})
     print0(f"done: {loop.step} steps"
            + (f", min val bpb {loop.best['min_val_bpb']:.4f}" if "min_val_bpb" in loop.best else ""))
     print0(f"next: {next_commands(stage)}")
