@@ -148,9 +148,13 @@ def lead_component(components: list[Component]) -> Component | None:
 
 
 def current_method(result: CheckResult | None, regressions=()) -> str | None:
-    """The method the learner is on: a regression first, then the next TODO, then the first failing component."""
+    """The method the learner is on: the one an error of the learner's code is in, then a regression, then the
+    next TODO, then the first failing component."""
     if not result:
         return None
+    error_in = (result.get("error") or {}).get("qualname")
+    if error_in:
+        return error_in
     if regressions:
         return regressions[0].qualname
     todo = result.get("next_todo")

@@ -22,12 +22,12 @@ from workbench.tui.widgets.top_bar import TopBar
 
 class CompanionScreen(WorkbenchScreen):
     BINDINGS = [
-        Binding("c", "show_tab('tab-components')", "Components", show=False),
-        Binding("s", "show_tab('tab-shapes')", "Shapes", show=False),
-        Binding("p", "show_tab('tab-prints')", "Prints", show=False),
-        Binding("b", "show_tab('tab-compare')", "Side by side", show=False),
-        Binding("R", "app.reset_method", "Reset method", show=False),
-        Binding("u", "app.undo_reset", "Undo reset", show=False),
+        Binding("c", "show_tab('tab-components')", "Components"),
+        Binding("s", "show_tab('tab-shapes')", "Shapes"),
+        Binding("p", "show_tab('tab-prints')", "Prints"),
+        Binding("b", "show_tab('tab-compare')", "Side by side"),
+        Binding("R", "app.reset_method", "Reset method"),
+        Binding("u", "app.undo_reset", "Undo reset"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -82,3 +82,5 @@ class CompanionScreen(WorkbenchScreen):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+        if tab == "tab-components":  # ↑↓ then walk the rows, each one's full reason shown below the table
+            self.query_one(ComponentTable).focus_rows()

@@ -1,8 +1,9 @@
 """The "next step" panel: what the learner should look at now, most urgent first.
 
 Order: regressions (something that passed before now fails, with the diff since it last passed), then an error
-in the learner's code (snippet around the line, traceback trimmed to the learner's frames), then the next TODO
-(qualname, message, file:line, phase, lesson), then the first mismatching component, then "all checks pass".
+in the learner's code (snippet around the line, traceback trimmed to the learner's frames), then the first component
+to fix (a method written but wrong) beside the next TODO (qualname, message, file:line, phase, lesson) — the learner
+decides which to do first — then "all checks pass".
 """
 
 import re
@@ -15,7 +16,7 @@ from textual.containers import VerticalScroll
 from textual.reactive import reactive
 from textual.widgets import ProgressBar, Static
 
-from workbench.check.result import lead_component
+from workbench.check.result import Status, lead_component
 from workbench.course.phases import LESSON_FOR, PHASES, phase_of
 from workbench.tui.session import Report
 
@@ -73,14 +74,19 @@ def render_report(report: Report | None) -> RenderableType:
             parts.append(Text("The file is unchanged since it passed: a dependency it calls has changed.", style="dim"))
         parts.append(Text(""))
     error, todo = result.get("error"), result.get("next_todo")
+    lead = lead_component(report.components)  # the first, in data-flow order, whose output diverges
+    if lead is not None and lead.get("qualname") in {r.qualname for r in report.regressions}:
+        lead = None  # already shown above, with its diff
     if error:
         parts.extend(_render_error(error, report.source))
     elif todo:
+        if lead is not None:  # a method written but wrong, beside the next one to write: the learner picks
+            parts.extend(_render_mismatch(lead, heading="FIRST TO FIX  "))
+            parts.append(Text(""))
         parts.extend(_render_todo(todo, report.source))
     else:
-        mismatch = lead_component(report.components)  # the first, in data-flow order, whose output diverges
-        if mismatch is not None:
-            parts.extend(_render_mismatch(mismatch))
+        if lead is not None:
+            parts.extend(_render_mismatch(lead))
         elif result.get("ok"):
             losses = result.get("losses") or []
             line = Text.assemble(("✔ All checks pass", "bold green"))
@@ -134,10 +140,11 @@ def _render_error(error: dict, source: str | None) -> list[RenderableType]:
     return out
 
 
-def _render_mismatch(comp: dict) -> list[RenderableType]:
+def _render_mismatch(comp: dict, heading: str = "") -> list[RenderableType]:
     qualname = comp.get("qualname", "?")
+    label = heading or ("ERROR  " if comp.get("status") == Status.ERROR else "MISMATCH  ")
     out: list[RenderableType] = [
-        Text.assemble(("MISMATCH  ", "bold white on dark_orange3"), (qualname, "bold"),
+        Text.assemble((label, "bold white on dark_orange3"), (qualname, "bold"),
                       (f"   phase {comp.get('phase') or phase_of(qualname)}", "dim")),
         Text(comp.get("detail", "")),
     ]
@@ -145,7 +152,8 @@ def _render_mismatch(comp: dict) -> list[RenderableType]:
         out.append(Text(f"max |Δ| vs the reference: {comp['max_abs_diff']:.3g}", style="dim"))
     lesson = LESSON_FOR.get(qualname)
     if lesson:
-        out.append(Text.assemble(("lesson ", "dim"), (lesson, "cyan"), ("  (h for a hint)", "dim")))
+        hint = "" if heading else "  (h for a hint)"  # beside a TODO, h and l are for the TODO
+        out.append(Text.assemble(("lesson ", "dim"), (lesson, "cyan"), (hint, "dim")))
     return out
 
 

@@ -1,5 +1,5 @@
-"""The hint ladder for one method: each press of h reveals the next rung (shapes, formula, outline), and the
-reference's own code only after a confirmation."""
+"""The hint ladder for one method: opening it shows the first rung (shapes), each further h the next (formula,
+outline), and the reference's own code only after a confirmation."""
 
 from rich.syntax import Syntax
 from rich.text import Text
@@ -52,7 +52,7 @@ class HintScreen(ModalScreen):
     async def _show(self) -> None:
         body = self.query_one("#hint-body", VerticalScroll)
         await body.remove_children()
-        level = self.levels.get(self.qualname, 0)
+        level = self.levels[self.qualname] = max(1, self.levels.get(self.qualname, 0))  # h shows the first rung
         widgets = []
         for rung in range(level):
             widgets.append(Label(f"{rung + 1}. {RUNGS[rung]}", classes="rung-title"))
