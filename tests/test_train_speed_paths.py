@@ -1,0 +1,134 @@
+"""base_train's speed choices, as a user sees them: the loss curve of a seeded run is the one the plain code
+gave, torch.compile is chosen only where it pays and its time is printed apart from the steps, and short runs
+do not spend their time evaluating.
+
+REFERENCE_LOSSES are the losses of `seeded_losses` below with the optimizers as they were before the speed work
+(commit 7327014: fp32 Newton–Schulz one matrix at a time, unfused AdamW on CPU): a depth-2 model as base_train
+builds it, trained for 12 steps with base_train's own step (`accumulate_gradients`, `optimizer_step`, the lr and
+momentum schedules) on arithmetic-progression token rows, which it learns quickly (the loss falls from 5.5 to
+2.3), so a change in the update shows. The rows are generated, not read from the corpus, so the curve does not
+move when the corpus or the tokenizer does.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nanochat.gpt import GPT, GPTConfig
+from nanochat.scripts import base_train
+from nanochat.training import accumulate_gradients, lr_multiplier, muon_momentum, optimizer_step
+
+REFERENCE_LOSSES = [5.5451788902282715, 5.364292144775391, 4.863798141479492, 4.777738571166992, 3.913430690765381,
+                    3.881606340408325, 3.1912927627563477, 3.010450601577759, 2.796457529067993, 2.453763484954834,
+                    2.4126179218292236, 2.2873082160949707]
+# fused AdamW and batched (or bf16) Newton–Schulz round differently from the plain code: measured 2e-7 (fp32) and
+# 4e-4 (bf16) at most over these steps, while a real change of the update (scale, momentum, lr) moves it far more
+LOSS_TOLERANCE = 5e-3
+
+
+def progression_batches(steps, rows, seq, vocab, seed=0):
+    """Rows (start + stride * k) mod vocab with a random start and stride per row, as (inputs, targets, None)."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(steps):
+        start = torch.randint(0, vocab, (rows, 1), generator=g)
+        stride = torch.randint(1, 8, (rows, 1), generator=g)
+        tokens = (start + stride * torch.arange(seq + 1)) % vocab
+        batches.append((tokens[:, :-1], tokens[:, 1:], None))
+    return batches
+
+
+def seeded_losses(make_optimizers, steps=12):
+    torch.manual_seed(42)
+    model = GPT(GPTConfig(**base_train.model_config_kwargs(2, 64, 256)))
+    model.init_weights()
+    optimizers = make_optimizers(model)
+    batches = iter(progression_batches(steps + 1, 8, 64, 256))
+    batch, losses = next(batches), []
+    for step in range(steps):
+        loss, _, batch = accumulate_gradients(model, batches, batch, 1, torch.autocast("cpu", enabled=False))
+        optimizer_step(model, optimizers, optimizers[1], lr_multiplier(step, steps, 0.0, 0.2, 0.0),
+                       muon_momentum(step), 1.0)
+        losses.append(loss.item())
+    return losses
+
+
+def default_optimizers(model):
+    """What base_train steps with on this CPU for a short run (no compile)."""
+    compiled = base_train.choose_compile(None, "cpu", 1e9)
+    return base_train.fastest_optimizers(model.setup_optimizers(), "cpu", compiled)
+
+
+def cuda_precision_optimizers(model):
+    """The same, with Newton–Schulz in bfloat16 as on CUDA."""
+    adamw, muon = default_optimizers(model)
+    muon.ns_dtype = torch.bfloat16
+    return [adamw, muon]
+
+
+@pytest.mark.parametrize("make_optimizers", [default_optimizers, cuda_precision_optimizers], ids=["fp32", "bf16"])
+def test_the_loss_curve_is_todays(make_optimizers):
+    losses = seeded_losses(make_optimizers)
+    worst = max(abs(a - b) for a, b in zip(losses, REFERENCE_LOSSES))
+    assert worst < LOSS_TOLERANCE, (losses, REFERENCE_LOSSES)
+
+
+TINY_RUN = ["--depth=2", "--max_seq_len=64", "--device_batch_size=2", "--total_batch_size=128",
+            "--num_iterations=3", "--eval_every=-1", "--sample_every=-1", "--data=embedded"]
+
+
+def train_losses(tag, extra=()):
+    """Run base_train in this session's base dir (its embedded tokenizer is trained once); return the finished
+    process and the per-step losses from its metrics.jsonl."""
+    result = subprocess.run([sys.executable, "-m", "nanochat.scripts.base_train", *TINY_RUN, *extra,
+                             f"--model-tag={tag}"], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    metrics = os.path.join(os.environ["NANOCHAT_BASE_DIR"], "base_checkpoints", tag, "metrics.jsonl")
+    with open(metrics, encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return result, [r["loss"] for r in records if "loss" in r]
+
+
+@pytest.mark.slow
+def test_compile_time_is_printed_before_step_0_and_the_curve_is_unchanged():
+    eager, eager_losses = train_losses("speed_eager")
+    assert "| compile: False" in eager.stdout and "torch.compile:" not in eager.stdout  # short CPU run: eager
+    result, losses = train_losses("speed_compiled", ["--compile"])
+    assert "| compile: True" in result.stdout
+    m = re.search(r"^torch\.compile: (\d+\.\d)s compiling before step 0", result.stdout, re.M)
+    assert m and float(m.group(1)) > 0, result.stdout
+    assert m.start() < result.stdout.index("step 00000/")  # printed before the first step's line
+    assert max(abs(a - b) for a, b in zip(losses, eager_losses)) < LOSS_TOLERANCE
+
+
+def test_compile_is_chosen_where_it_pays():
+    assert base_train.choose_compile(None, "cuda", 1.0) is True
+    assert base_train.choose_compile(None, "cpu", base_train.COMPILE_MIN_FLOPS / 10) is False
+    assert base_train.choose_compile(None, "cpu", base_train.COMPILE_MIN_FLOPS * 2) is True
+    assert base_train.choose_compile(False, "cuda", 1e30) is False  # --no-compile wins
+    assert base_train.choose_compile(True, "cpu", 1.0) is True  # --compile wins
+    # the flag reaches the command line both ways
+    assert base_train.parse_args(["--no-compile"]).compile is False
+    assert base_train.parse_args([]).compile is None
+
+
+def test_evaluation_stays_a_small_part_of_a_short_run():
+    # a 30-step run of 4096-token steps, evaluated at the end only: a quarter of its tokens, not 20 batches
+    assert base_train.default_eval_tokens(4096, 30, 250) == 30 * 4096 // 4
+    # a long run keeps nanochat's 20 batches per evaluation
+    assert base_train.default_eval_tokens(4096, 100_000, 250) == 20 * 4096
+    assert base_train.default_eval_tokens(4096, 5, -1) == 5 * 4096 // 4
+    assert base_train.default_eval_tokens(64, 1, 250) == 16
+
+
+def test_base_train_uses_the_fast_optimizers():
+    model = GPT(GPTConfig(sequence_len=16, vocab_size=64, n_layer=1, n_head=1, n_kv_head=1, n_embd=32))
+    model.init_weights()
+    adamw, muon = base_train.fastest_optimizers(model.setup_optimizers(), "cpu", compiled=True)
+    assert isinstance(adamw, torch.optim.AdamW) and all(g["fused"] for g in adamw.param_groups)
+    assert muon.ns_compile is False and muon.ns_dtype == torch.float32  # on CPU: eager fp32 Newton–Schulz
