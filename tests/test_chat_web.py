@@ -164,7 +164,8 @@ def test_health_and_stats(server):
     assert h.status_code == 200
     body = h.json()
     assert body["status"] == "ok" and body["ready"] and body["model_loaded"]
-    assert (body["phase"], body["model_tag"], body["step"], body["mode"], body["workers"]) == ("sft", "d2", 3, "chat", 2)
+    described = (body["phase"], body["model_tag"], body["step"], body["mode"], body["workers"])
+    assert described == ("sft", "d2", 3, "chat", 2)
     before = server.stats()
     assert before["total_workers"] == 2 and before["queue_limit"] == 64
     assert [w["gpu_id"] for w in before["workers"]] == [0, 1]
@@ -511,7 +512,6 @@ def browser():
     driver.quit()
 
 
-@pytest.mark.slow
 def test_page_streams_an_answer_and_stops_it(server, browser, caplog):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

@@ -86,8 +86,8 @@ def report(one_by_one: list[Stream], together: list[Stream], wall: float, stats:
     print(f"{len(together)} concurrent streams:")
     print(f"  all done in          {wall:.2f} s, {tokens} tokens")
     print(f"  throughput           {tokens / wall:.1f} tok/s in all")
-    print(f"  time to first token  median {statistics.median(ttfts) * ms:.0f} ms, p95 {quantile(ttfts, 0.95) * ms:.0f} ms, "
-          f"max {max(ttfts) * ms:.0f} ms (includes waiting for a worker)")
+    print(f"  time to first token  median {statistics.median(ttfts) * ms:.0f} ms, "
+          f"p95 {quantile(ttfts, 0.95) * ms:.0f} ms, max {max(ttfts) * ms:.0f} ms (includes waiting for a worker)")
 
 
 def start_server(args) -> tuple[str, object]:

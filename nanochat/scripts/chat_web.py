@@ -56,14 +56,16 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-g", "--model-tag", "--model_tag", dest="model_tag", default=None,
                    help="checkpoint tag such as d4 (default: the deepest)")
     p.add_argument("-s", "--step", type=non_negative_int, default=None, help="checkpoint step (default: the latest)")
-    p.add_argument("-p", "--port", type=port_number, default=DEFAULT_PORT, help=f"TCP port; 0 picks a free one (default: {DEFAULT_PORT})")
+    p.add_argument("-p", "--port", type=port_number, default=DEFAULT_PORT,
+                   help=f"TCP port; 0 picks a free one (default: {DEFAULT_PORT})")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 exposes the server to the network (default: 127.0.0.1)")
     p.add_argument("-w", "--workers", type=positive_int, default=None,
                    help="generation workers: on a CPU this many (default 1), on GPUs at most this many (default: "
                         "one per GPU)")
     p.add_argument("--max-queue", "--max_queue", dest="max_queue", type=non_negative_int, default=DEFAULT_MAX_QUEUE,
-                   help=f"requests that may wait for a busy worker before new ones get 503 (default: {DEFAULT_MAX_QUEUE})")
+                   help=f"requests that may wait for a busy worker before new ones get 503 "
+                        f"(default: {DEFAULT_MAX_QUEUE})")
     p.add_argument("--device-type", "--device_type", dest="device_type", default="",
                    help="cuda|mps|cpu (default: autodetect, cuda > mps > cpu)")
 
