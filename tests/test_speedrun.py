@@ -73,3 +73,14 @@ def test_cpu_preset_runs_every_stage_with_a_learner_file(tmp_path):
     answer = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_cli", "-i", "sft", "-p", "What is 2+2?",
                              "-m", "16"], env=env, capture_output=True, text=True, timeout=300)
     assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr[-2000:]
+
+
+def test_every_preset_stage_parses_with_its_script():
+    """A renamed or removed flag in a script breaks its presets here, not hours into a GPU run."""
+    import importlib
+
+    for preset in presets.PRESETS.values():
+        for stage, args in preset.stages.items():
+            module = importlib.import_module(presets.STAGE_MODULES[stage])
+            if hasattr(module, "parse_args"):
+                module.parse_args(list(args))  # argparse exits (SystemExit 2) on an unknown flag or bad value
