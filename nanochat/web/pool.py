@@ -15,10 +15,14 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from nanochat.web.schema import Sampling
 from nanochat.web.stream import TextStream
+
+if TYPE_CHECKING:  # torch stays out of the app's import; the workers are built by nanochat/web/load.py
+    from nanochat.engine import Engine
+    from nanochat.tokenizer import RustBPETokenizer
 
 log = logging.getLogger("nanochat.web")
 
@@ -27,8 +31,8 @@ log = logging.getLogger("nanochat.web")
 class Worker:
     index: int  # the "gpu" number in the event stream
     device: str
-    engine: object  # nanochat.engine.Engine
-    tokenizer: object
+    engine: "Engine"
+    tokenizer: "RustBPETokenizer"
     autocast: Callable[[], AbstractContextManager]
     busy: bool = False
 
