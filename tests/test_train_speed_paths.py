@@ -112,6 +112,14 @@ def test_compile_is_chosen_where_it_pays():
     assert base_train.choose_compile(None, "cpu", base_train.COMPILE_MIN_FLOPS * 2) is True
     assert base_train.choose_compile(False, "cuda", 1e30) is False  # --no-compile wins
     assert base_train.choose_compile(True, "cpu", 1.0) is True  # --compile wins
+    # depth 4, seq 512, 4096-token steps with the default horizon (20 tokens per parameter): compiled on CPU too
+    with torch.device("meta"):
+        model = GPT(GPTConfig(**base_train.model_config_kwargs(4, 512, 4096)))
+    args = base_train.parse_args(["--depth=4", "--max_seq_len=512", "--total_batch_size=4096"])
+    steps, _ = base_train.horizon(args, sum(p.numel() for p in model.parameters()), model.estimate_flops())
+    assert base_train.choose_compile(None, "cpu", steps * 4096 * model.estimate_flops()) is True
+    # and a 100-step run of it is too short to repay the compile time
+    assert base_train.choose_compile(None, "cpu", 100 * 4096 * model.estimate_flops()) is False
     # the flag reaches the command line both ways
     assert base_train.parse_args(["--no-compile"]).compile is False
     assert base_train.parse_args([]).compile is None
@@ -132,3 +140,14 @@ def test_base_train_uses_the_fast_optimizers():
     adamw, muon = base_train.fastest_optimizers(model.setup_optimizers(), "cpu", compiled=True)
     assert isinstance(adamw, torch.optim.AdamW) and all(g["fused"] for g in adamw.param_groups)
     assert muon.ns_compile is False and muon.ns_dtype == torch.float32  # on CPU: eager fp32 Newton–Schulz
+
+
+def test_the_loader_pins_memory_only_for_cuda():
+    # on CPU a batch is used where it is made: no pinned staging copy (that needs CUDA), no asynchronous copy
+    from nanochat.dataloader import tokenizing_distributed_data_loader_with_state
+
+    x, y, _ = next(tokenizing_distributed_data_loader_with_state(2, 16, "train", device="cpu", source="embedded"))
+    assert x.device.type == "cpu" and not x.is_pinned() and not y.is_pinned()
+    if torch.cuda.is_available():
+        x, y, _ = next(tokenizing_distributed_data_loader_with_state(2, 16, "train", device="cuda", source="embedded"))
+        assert x.is_cuda and y.is_cuda
