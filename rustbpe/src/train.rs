@@ -90,6 +90,17 @@ impl PartialOrd for Entry {
     }
 }
 
+/// The merge loop's working set.
+struct State {
+    /// every word, `[len, count_lo, count_hi, ids...]` at a fixed offset (see HEADER)
+    arena: Vec<u32>,
+    /// the current total count of every pair that still occurs
+    pair_counts: PairMap<i64>,
+    /// occurrence lists: the words (arena offsets) where a pair was created; a heap entry points at one
+    lists: Vec<Vec<u32>>,
+    heap: BinaryHeap<Entry>,
+}
+
 /// Learn up to `num_merges` merges from `(chunk bytes, count)` pairs. Returns the merges in order:
 /// merge k is `(left, right)` and creates token `256 + k`. Fewer merges come back when no pair is
 /// left to merge. `progress(done)` is called every `progress_every` merges and may stop training by
@@ -100,7 +111,26 @@ pub fn learn_merges<E, B: AsRef<[u8]>, I: IntoIterator<Item = (B, i64)>>(
     progress_every: u32,
     mut progress: impl FnMut(u32) -> Result<(), E>,
 ) -> Result<Vec<(u32, u32)>, E> {
-    // ---- words: chunks of two or more bytes (single bytes have no pairs) ----
+    let mut state = build_state(chunks);
+    let mut merges: Vec<(u32, u32)> = Vec::with_capacity(num_merges as usize);
+    // pairs created in the current step: pair -> (count, words holding it)
+    let mut fresh: PairMap<(i64, Vec<u32>)> = PairMap::default();
+    while (merges.len() as u32) < num_merges {
+        let Some((pair, where_)) = pop_best(&mut state) else { break };
+        let new_id = 256 + merges.len() as u32;
+        merges.push(((pair >> 32) as u32, pair as u32));
+        apply_merge(&mut state, &mut fresh, pair, where_, new_id);
+        let done = merges.len() as u32;
+        if progress_every > 0 && done % progress_every == 0 {
+            progress(done)?;
+        }
+    }
+    Ok(merges)
+}
+
+/// Words (chunks of two or more bytes: single bytes have no pairs), most frequent first, laid out in
+/// the arena; every pair counted, with the list of words it occurs in, and pushed on the heap.
+fn build_state<B: AsRef<[u8]>, I: IntoIterator<Item = (B, i64)>>(chunks: I) -> State {
     let mut words: Vec<(i64, B)> = Vec::new();
     let mut total = 0usize;
     for (bytes, count) in chunks {
@@ -140,85 +170,94 @@ pub fn learn_merges<E, B: AsRef<[u8]>, I: IntoIterator<Item = (B, i64)>>(
     for (&k, &li) in where_index.iter() {
         heap.push(Entry::new(pair_counts[&k], k, li));
     }
-    drop(where_index);
+    State { arena, pair_counts, lists, heap }
+}
 
-    // ---- merge loop ----
-    let mut merges: Vec<(u32, u32)> = Vec::with_capacity(num_merges as usize);
-    // pairs created in the current step: pair -> (count, words holding it)
-    let mut fresh: PairMap<(i64, Vec<u32>)> = PairMap::default();
-    while (merges.len() as u32) < num_merges {
-        let Some(top) = heap.pop() else { break };
+/// The pair to merge next and its occurrence list: pops stale entries (pair gone: its list is freed;
+/// count fallen: pushed back with the current count) until one is up to date. None when no pair is left.
+#[inline(always)]
+fn pop_best(state: &mut State) -> Option<(u64, u32)> {
+    loop {
+        let top = state.heap.pop()?;
         let pair = top.pair();
-        let current = pair_counts.get(&pair).copied().unwrap_or(0);
+        let current = state.pair_counts.get(&pair).copied().unwrap_or(0);
         if current <= 0 {
-            lists[top.where_ as usize] = Vec::new();
-            continue;
-        }
-        if current != top.count() {
-            heap.push(Entry::new(current, pair, top.where_));
-            continue;
-        }
-
-        let (a, b) = ((pair >> 32) as u32, pair as u32);
-        let new_id = 256 + merges.len() as u32;
-        merges.push((a, b));
-        pair_counts.remove(&pair);
-
-        let list = std::mem::take(&mut lists[top.where_ as usize]);
-        for (li, &w) in list.iter().enumerate() {
-            if let Some(&ahead) = list.get(li + PREFETCH_AHEAD) {
-                prefetch(&arena[ahead as usize]);
-            }
-            let o = w as usize;
-            let n = arena[o] as usize;
-            let c = (arena[o + 1] as u64 | (arena[o + 2] as u64) << 32) as i64;
-            let ids = &mut arena[o + HEADER..o + HEADER + n];
-            let (mut read, mut write) = (0usize, 0usize);
-            let mut changed = false;
-            while read < n {
-                if read + 1 < n && ids[read] == a && ids[read + 1] == b {
-                    changed = true;
-                    if write > 0 {
-                        let x = ids[write - 1];
-                        // (x, a) goes, (x, new) comes. x == new_id when the previous token was
-                        // just merged here: that (new, a) pair was counted a moment ago.
-                        dec(&mut pair_counts, &mut fresh, new_id, key(x, a), c);
-                        inc(&mut fresh, key(x, new_id), c, w);
-                    }
-                    if read + 2 < n {
-                        let y = ids[read + 2];
-                        dec(&mut pair_counts, &mut fresh, new_id, key(b, y), c);
-                        inc(&mut fresh, key(new_id, y), c, w);
-                    }
-                    ids[write] = new_id;
-                    write += 1;
-                    read += 2;
-                } else {
-                    ids[write] = ids[read];
-                    write += 1;
-                    read += 1;
-                }
-            }
-            if changed {
-                arena[o] = write as u32;
-            }
-        }
-        drop(list);
-
-        for (k, (count, ws)) in fresh.drain() {
-            if count > 0 {
-                pair_counts.insert(k, count);
-                lists.push(ws);
-                heap.push(Entry::new(count, k, (lists.len() - 1) as u32));
-            }
-        }
-
-        let done = merges.len() as u32;
-        if progress_every > 0 && done % progress_every == 0 {
-            progress(done)?;
+            state.lists[top.where_ as usize] = Vec::new();
+        } else if current != top.count() {
+            state.heap.push(Entry::new(current, pair, top.where_));
+        } else {
+            state.pair_counts.remove(&pair);
+            return Some((pair, top.where_));
         }
     }
-    Ok(merges)
+}
+
+/// Merge `pair` into `new_id` in every word of its occurrence list, then publish the pairs the step
+/// created (with their words) to the counts and the heap.
+#[inline(always)]
+fn apply_merge(state: &mut State, fresh: &mut PairMap<(i64, Vec<u32>)>, pair: u64, where_: u32, new_id: u32) {
+    let list = std::mem::take(&mut state.lists[where_ as usize]);
+    for (li, &w) in list.iter().enumerate() {
+        if let Some(&ahead) = list.get(li + PREFETCH_AHEAD) {
+            prefetch(&state.arena[ahead as usize]);
+        }
+        merge_word(&mut state.arena, &mut state.pair_counts, fresh, w, pair, new_id);
+    }
+    drop(list);
+    for (k, (count, ws)) in fresh.drain() {
+        if count > 0 {
+            state.pair_counts.insert(k, count);
+            state.lists.push(ws);
+            state.heap.push(Entry::new(count, k, (state.lists.len() - 1) as u32));
+        }
+    }
+}
+
+/// Rewrite word `w` left to right with every (a, b) replaced by `new_id`, updating the counts of the
+/// neighbouring pairs: (x, a) and (b, y) lose the word's count, (x, new) and (new, y) gain it.
+#[inline(always)]
+fn merge_word(
+    arena: &mut [u32],
+    pair_counts: &mut PairMap<i64>,
+    fresh: &mut PairMap<(i64, Vec<u32>)>,
+    w: u32,
+    pair: u64,
+    new_id: u32,
+) {
+    let (a, b) = ((pair >> 32) as u32, pair as u32);
+    let o = w as usize;
+    let n = arena[o] as usize;
+    let c = (arena[o + 1] as u64 | (arena[o + 2] as u64) << 32) as i64;
+    let ids = &mut arena[o + HEADER..o + HEADER + n];
+    let (mut read, mut write) = (0usize, 0usize);
+    let mut changed = false;
+    while read < n {
+        if read + 1 < n && ids[read] == a && ids[read + 1] == b {
+            changed = true;
+            if write > 0 {
+                let x = ids[write - 1];
+                // (x, a) goes, (x, new) comes. x == new_id when the previous token was
+                // just merged here: that (new, a) pair was counted a moment ago.
+                dec(pair_counts, fresh, new_id, key(x, a), c);
+                inc(fresh, key(x, new_id), c, w);
+            }
+            if read + 2 < n {
+                let y = ids[read + 2];
+                dec(pair_counts, fresh, new_id, key(b, y), c);
+                inc(fresh, key(new_id, y), c, w);
+            }
+            ids[write] = new_id;
+            write += 1;
+            read += 2;
+        } else {
+            ids[write] = ids[read];
+            write += 1;
+            read += 1;
+        }
+    }
+    if changed {
+        arena[o] = write as u32;
+    }
 }
 
 /// How many words ahead of the one being merged to prefetch.
