@@ -18,9 +18,7 @@ import traceback
 
 import torch
 
-from nanochat.fsutil import read_regular_file
-
-MAX_SOURCE_BYTES = 4 << 20  # a model file is tens of kilobytes; bigger is not parsed
+from workbench.course.workspace import read_learner_file
 
 
 class SourceMap:
@@ -31,7 +29,7 @@ class SourceMap:
         self.spans: list[tuple[int, int, str]] = []  # (first line, last line, qualname), outer before inner
         self.nodes: dict[int, ast.AST] = {}  # first line -> function node
         try:  # only a regular file, size-capped: a FIFO or a device put in its place must not hang the worker
-            source = read_regular_file(self.path, MAX_SOURCE_BYTES).decode("utf-8", errors="replace")
+            source = read_learner_file(self.path, errors="replace")
             tree = ast.parse(source, filename=self.path)
             self._visit(tree.body, "")
         except (OSError, SyntaxError, ValueError, MemoryError, RecursionError):

@@ -11,11 +11,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanochat.fsutil import read_regular_file
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SKELETON_TEMPLATE = TEMPLATES / "learner_gpt.py"
 STATUS_TEMPLATE = TEMPLATES / "STATUS.md"
 DEFAULT_NAME = "learner_gpt.py"
 STATUS_NAME = "STATUS.md"
+MAX_LEARNER_BYTES = 4 << 20  # a model file is tens of kilobytes; a bigger one is not read
 
 # names that, as a file in the learner's directory, would shadow a package the stack imports when Python runs there
 _SHADOWED = {"torch", "nanochat", "workbench", "rustbpe", "numpy", "tiktoken", "pyarrow", "rich", "textual",
@@ -37,6 +40,12 @@ class Workspace:
     status_file: Path
 
 
+def read_learner_file(path, errors: str = "strict") -> str:
+    """The text of a learner's .py file, read only when it is a regular file of at most MAX_LEARNER_BYTES: a FIFO,
+    a device or a huge file in its place is refused at once (an OSError; FileRefused says why), never waited on."""
+    return read_regular_file(path, MAX_LEARNER_BYTES).decode("utf-8", errors)
+
+
 def learner_file_in(workspace: Path) -> Path:
     """`learner_gpt.py`, else the one .py file in the workspace that defines GPTConfig (init --name other.py)."""
     workspace = Path(workspace)
@@ -45,7 +54,7 @@ def learner_file_in(workspace: Path) -> Path:
         return default
     for path in sorted(workspace.glob("*.py")):
         try:
-            if "class GPTConfig" in path.read_text(encoding="utf-8", errors="replace"):
+            if "class GPTConfig" in read_learner_file(path, errors="replace"):
                 return path
         except OSError:
             continue

@@ -18,6 +18,7 @@ from textual.widgets import ProgressBar, Static
 
 from workbench.check.result import Status, lead_component
 from workbench.course.phases import LESSON_FOR, PHASES, phase_of
+from workbench.course.workspace import read_learner_file
 from workbench.tui.session import Report
 
 SNIPPET_CONTEXT = 4  # lines either side of the error line
@@ -165,8 +166,8 @@ def _snippet(file: str | None, line: int | None, source: str | None, start: int 
     code = source
     if code is None or not _is_learner_text(file, source):
         try:
-            code = Path(file).read_text(encoding="utf-8")
-        except OSError:
+            code = read_learner_file(file)
+        except (OSError, ValueError):
             return None
     lines = code.splitlines()
     start, end = start or max(1, line - SNIPPET_CONTEXT), min(len(lines), line + after)
