@@ -32,8 +32,8 @@ DEFAULT_PROMPT = "The cat sat on the mat. The cat sat on the"
 MAX_TOKENS = 64
 SEQ_LEN = 512  # the fresh model's sequence_len (as in the check)
 KIND_THRESHOLD = 0.5  # a head is of a kind when at least this much of its attention goes there on average
+PHASES = ("base", "mid", "sft", "rl")  # checkpoint_manager.PHASES, which can't be imported without torch
 SDPA_OPTIONS = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-PHASES = ("base", "mid", "sft", "rl")
 
 
 class HeadKind(str, Enum):
@@ -46,10 +46,11 @@ class HeadKind(str, Enum):
 def add_arguments(parser) -> None:
     parser.add_argument("--file", default=None, help="your GPT file (default: the reference nanochat/gpt.py); with "
                                                      "--checkpoint: the model code to load its weights into")
-    parser.add_argument("--checkpoint", choices=PHASES, default=None,
+    parser.add_argument("--checkpoint", "-i", "--phase", dest="checkpoint", choices=PHASES, default=None,
                         help="look at a trained checkpoint of this phase instead of a fresh model")
-    parser.add_argument("--model-tag", default=None, help="checkpoint tag (default: the deepest d<N>)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    parser.add_argument("--model-tag", "-g", dest="model_tag", default=None,
+                        help="checkpoint tag (default: the deepest d<N>)")
+    parser.add_argument("--step", "-s", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="the text to look at (<|bos|> is put first)")
     parser.add_argument("--layer", type=int, default=0, help="the layer of the heatmap (default 0)")
     parser.add_argument("--head", type=int, default=0, help="the head of the heatmap (default 0)")
@@ -250,16 +251,21 @@ def token_label(token: str, width: int | None = None) -> str:
 
 
 def render(console, data: dict, values: bool) -> None:
+    for part in renderables(data, values):
+        console.print(part)
+
+
+def renderables(data: dict, values: bool) -> list:
+    """The heatmap of the chosen head, its colour scale, and the grid of every head (for a console or the TUI)."""
     from rich.rule import Rule
-    console.print(Rule(f"[bold]attention: layer {data['layer']}, head {data['head']}"))
-    console.print(f"[dim]{data['model']}; {_sharing(data)}; weights @ v reproduces the attention output to "
-                  f"{data['reproduces_output']:.1e} ({', '.join(data['recorded_from'])})[/dim]")
-    console.print(heatmap(data, values))
     top = max(max(row) for row in data["weights"])
     legend = " ".join(f"[on {colour(top * i / 8, top)}]  [/]" for i in range(9))
-    console.print(f"0 {legend} {top:.2f}    row i: where position i looks (columns j ≤ i; · is the masked future)")
-    console.print(Rule("[bold]every head"))
-    console.print(overview(data))
+    return [Rule(f"[bold]attention: layer {data['layer']}, head {data['head']}"),
+            f"[dim]{data['model']}; {_sharing(data)}; weights @ v reproduces the attention output to "
+            f"{data['reproduces_output']:.1e} ({', '.join(data['recorded_from'])})[/dim]",
+            heatmap(data, values),
+            f"0 {legend} {top:.2f}    row i: where position i looks (columns j ≤ i; · is the masked future)",
+            Rule("[bold]every head"), overview(data)]
 
 
 def _sharing(data: dict) -> str:

@@ -12,7 +12,8 @@ per byte, tokens per second (the first step, which pays for warm-up, left out), 
 CORE metric when the DCLM eval bundle is present (a quick CORE: the first --core-items of each task).
 
 The figures go into the learner-vs-reference table of the STATUS.md beside FILE (workbench/status/doc.py: rows
-matched by their first cell, the learner's own rows and lines untouched); --no-status leaves it alone.
+matched by their first cell, the learner's own rows and lines untouched); --no-status leaves it alone. Both loss
+curves are kept in `.workbench/compare.json` beside FILE, where the TUI's Plot screen finds them.
 """
 
 import json
@@ -67,6 +68,7 @@ def run(args) -> int:
                                f"training the reference for {args.steps} steps…")
     if reference.kind != JobKind.OK:
         return report_failure(COMMAND, reference, args.json)
+    save_results(Path(path).parent, learner.data, reference.data)
     status_note = None if args.no_status else fill_status(status_path(args, path), learner.data, reference.data)
     if args.json:
         print(json.dumps({"learner": learner.data, "reference": reference.data, "status": status_note}))
@@ -163,6 +165,30 @@ def _core(model, tokenizer, device: str, request: dict) -> float | None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # STATUS.md and rendering (in the caller)
+
+
+def results_path(workspace: Path) -> Path:
+    """Where the last comparison's figures are kept for the TUI's Plot screen."""
+    return Path(workspace) / ".workbench" / "compare.json"
+
+
+def save_results(workspace: Path, learner: dict, reference: dict) -> None:
+    from nanochat.fsutil import atomic_write
+    path = results_path(workspace)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps({"learner": learner, "reference": reference}))
+    except OSError:
+        pass  # the figures are printed and in STATUS.md; only the plot misses them
+
+
+def load_results(workspace: Path) -> dict | None:
+    """The last comparison saved in `workspace` ({"learner", "reference"}), or None."""
+    try:
+        data = json.loads(results_path(workspace).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and {"learner", "reference"} <= data.keys() else None
 
 
 def status_path(args, learner_file: str) -> Path:

@@ -64,6 +64,7 @@ class WorkbenchApp(App):
         Binding("l", "open_lesson", "Lesson"),
         Binding("h", "hint", "Hint"),
         Binding("v", "compare", "Compare", show=False),
+        Binding("a", "attention", "Attention", show=False),
         Binding("e", "edit", "Edit file"),
         Binding("r", "rerun", "Re-run"),
         Binding("question_mark", "help", "Help", key_display="?"),
@@ -322,6 +323,10 @@ class WorkbenchApp(App):
     def action_hint(self) -> None:
         self.push_screen(_screen("modals.hints", "HintScreen", self.current_method() or "GPT.__init__",
                                  self.hint_levels))
+
+    def action_attention(self) -> None:
+        """Where each attention head of the learner's model looks, redrawn after every checked save."""
+        self.push_screen(_screen("modals.attention", "AttentionScreen", self.learner_path))
 
     def action_compare(self) -> None:
         """The learner's method beside the reference's: the one that passed last, else the current one."""

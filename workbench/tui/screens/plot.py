@@ -1,8 +1,10 @@
-"""The plot screen: a large loss plot of the latest check's training steps and of the saves before it."""
+"""The plot screen: a large loss plot of the latest check's training steps and of the saves before it, and the
+last `nanochat-workbench compare` (your model and the reference trained on the same batches)."""
 
 from textual.app import ComposeResult
 from textual.widgets import Footer
 
+from workbench.instruments.compare import load_results
 from workbench.tui.screens.base import WorkbenchScreen
 from workbench.tui.widgets.loss_plot import Curve, LossPlot
 from workbench.tui.widgets.run_state import RunState
@@ -25,6 +27,9 @@ class PlotScreen(WorkbenchScreen):
         self.query_one(TopBar).mode, self.query_one(TopBar).file = "plot", self.app.learner_path.name
         self.watch(self.app, "report", self._show)
 
+    def on_screen_resume(self) -> None:
+        self._show(self.app.report)  # a comparison may have finished meanwhile
+
     def _show(self, report) -> None:
         session = self.app.session
         curves = []
@@ -36,4 +41,9 @@ class PlotScreen(WorkbenchScreen):
             for age, losses in enumerate(reversed(previous), start=1):
                 curves.append(Curve(f"{age} save{'s' if age > 1 else ''} ago", list(range(1, len(losses) + 1)),
                                     losses))
+        compared = load_results(self.app.learner_path.parent)
+        for who, label in (("learner", "compare: your model"), ("reference", "compare: reference")):
+            losses = (compared or {}).get(who, {}).get("loss") or []
+            if losses:
+                curves.append(Curve(label, list(range(1, len(losses) + 1)), losses))
         self.query_one(LossPlot).curves = curves

@@ -31,6 +31,7 @@ reference model, and the companion tells you what to do next.
 | `l` | the lesson for the method you are on |
 | `h` | the hint ladder for that method: shapes, formula, outline, then (asks first) the reference's code |
 | `v` | your method beside the reference's, full screen (the companion's `b` tab shows it when a method passes) |
+| `a` | where each attention head of your model looks, redrawn after every save (↑↓ layer, ←→ head) |
 | `ctrl+p` | command palette: every action, and the themes |
 | `?` | this help |
 | `ctrl+q` | quit (notes are saved first) |
