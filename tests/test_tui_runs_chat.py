@@ -56,7 +56,7 @@ async def test_train_a_tiny_model_then_chat_with_it(workspace):
         await until(pilot, lambda: exits, timeout=500)
         assert exits[0].returncode == 0
         await pilot.pause(0.5)
-        assert runs._steps == [0, 1, 2] and len(runs._losses) == 3
+        assert app.train_run.steps == [0, 1, 2] and len(app.train_run.losses) == 3
         assert str(runs.query_one("#run-metrics").state) == "finished"
         log = "\n".join(runs.query_one("#run-log").lines)
         assert "saved step 3" in log

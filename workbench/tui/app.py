@@ -31,11 +31,13 @@ from workbench.course.phases import ALL_METHODS, LESSON_FOR
 from workbench.course.workspace import STATUS_NAME, learner_file_in
 from workbench.status.rules import tick_passed
 from workbench.tui.checklist import load_checklist
-from workbench.tui.messages import (CheckCrashed, CheckFinished, CheckStarted, FilesChanged, WarmupProgress,
-                                    WatcherReady)
+from workbench.tui.messages import (CheckCrashed, CheckFinished, CheckStarted, FilesChanged, RunExited, RunOutput,
+                                    WarmupProgress, WatcherReady)
 from workbench.tui.screens.companion import CompanionScreen
 from workbench.tui.screens.modals.confirm import ConfirmScreen
 from workbench.tui.screens.modals.init_workspace import InitWorkspaceScreen
+from workbench.tui.services.chat_model import ChatModel
+from workbench.tui.services.training import Run, RunService
 from workbench.tui.session import Report, Session
 from workbench.tui.watcher import WorkspaceWatcher
 
@@ -82,6 +84,8 @@ class WorkbenchApp(App):
     passed_method: var[tuple[str, str] | None] = var(None)  # (qualname, file text) of the latest newly passing method
     warmup: var[dict | None] = var(None)  # while the checker prepares (first run: corpus, tokenizer): its progress
     lesson_request: var[tuple[str | None, str | None] | None] = var(None, always_update=True)
+    train_run: var[Run | None] = var(None, always_update=True)  # the training run (RunService's), as it goes
+    checkpoints_version: var[int] = var(0)  # bumped when a run ends: screens listing checkpoints re-read them
 
     def __init__(self, workspace: Path, *, learner_file: Path | None = None, probe_timeout: float = 1.0,
                  run_checks: bool = True, runner=None):
@@ -107,6 +111,8 @@ class WorkbenchApp(App):
         self._notes_pending: dict = {}  # lesson name -> the last NoteEdited for it, not yet written
         self._notes_timer = None
         self.sub_title = str(self.learner_path.name)
+        self.runs = RunService(self)  # the services own the child processes; screens only display them
+        self.chat_model = ChatModel(self)
 
     # ---- start-up -------------------------------------------------------------------------------------------
 
@@ -144,10 +150,13 @@ class WorkbenchApp(App):
         self.watch_workspace(force_polling=None)
         self.run_check("start")
 
-    def on_unmount(self) -> None:
+    async def on_unmount(self) -> None:
         self.flush_notes()
         if self.runner is not None and self._owns_runner:
             self.runner.close()
+        # the services' processes end here: quitting cancels workers without waiting for their clean-up
+        await self.runs.stop()
+        await self.chat_model.close()
 
     def bind_run_state(self, widget) -> None:
         """Keep a screen's status bar in step with the app's run state."""
@@ -302,6 +311,23 @@ class WorkbenchApp(App):
         if event.state == WorkerState.ERROR:
             self.notify(f"{worker.error!r}\nThis is a bug in the workbench, not in your code. "
                         f"Press r to try again.", title=f"{worker.name} failed", severity="error", timeout=15)
+
+    # ---- training runs (workbench/tui/services/training.py) ----------------------------------------------------
+
+    def on_run_output(self, message: RunOutput) -> None:
+        run = self.runs.take(message)
+        if run is not None:
+            self.train_run = run
+
+    def on_run_exited(self, message: RunExited) -> None:
+        run = self.runs.take(message)
+        if run is None:
+            return
+        self.train_run = run
+        self.checkpoints_version += 1
+        if run.returncode != 0 and not run.interrupts:
+            self.notify(f"The training run {run.tag} failed: its last lines are in the Runs screen's log (4).",
+                        severity="error")
 
     # ---- STATUS.md --------------------------------------------------------------------------------------------
 

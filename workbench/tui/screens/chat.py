@@ -1,15 +1,11 @@
-"""The chat screen: pick a checkpoint, then talk to it with tokens streaming in as they are generated.
+"""The chat screen: pick a checkpoint of any phase (base, mid, sft, rl), then talk to it with tokens streaming in.
 
-The model runs in its own process (`python -m workbench.tui.services.chat_worker`, which imports torch and
-nanochat's Engine); this screen sends it JSON requests and turns the JSON events it streams back into the conversation.
-Base checkpoints have never seen a chat, so with them the prompt is continued as plain text.
+It only displays: the model process belongs to the app's ChatModel service (workbench/tui/services/chat_model.py),
+which posts the worker's events here as ChatEvents. Base checkpoints have never seen a chat, so with them the
+prompt is continued as plain text. Typing anywhere on this screen goes to the message box; esc leaves it.
 """
 
-import asyncio
-import json
-import sys
-
-from textual import on, work
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -17,48 +13,53 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from workbench.tui.messages import ChatEvent
 from workbench.tui.screens.base import WorkbenchScreen
-from workbench.tui.services.runs import base_dir, scan_runs
+from workbench.tui.services.runs import PHASES, base_dir, scan_runs
+from workbench.tui.services.training import RunBusy
 from workbench.tui.widgets.chat_turn import ChatTurn
 from workbench.tui.widgets.run_state import RunState
 from workbench.tui.widgets.top_bar import TopBar
 
-SOURCES = ("sft", "mid", "rl", "base")
 TINY_RUN_STEPS = 50
+CHAT_FIRST = ("sft", "rl", "mid", "base")  # the list's order: chat-tuned checkpoints first
 
 
 def checkpoint_options() -> list[tuple[str, str]]:
-    """(label, "source:tag:step") for the last step of every checkpoint folder, chat-tuned ones first."""
+    """(label, "phase:tag:step") for every saved step of every checkpoint folder, chat-tuned phases first and
+    the newest step of each folder first."""
     options = []
-    for source in SOURCES:
-        for run in scan_runs(base_dir(), source):
-            if not run.steps:
-                continue
-            model = "reference" if run.model_source == "reference" else "learner"
-            options.append((f"{source} · {run.tag} · step {run.steps[-1]} · {model}",
-                            f"{source}:{run.tag}:{run.steps[-1]}"))
+    for phase in sorted(PHASES, key=CHAT_FIRST.index):
+        for run in scan_runs(base_dir(), phase):
+            model = "reference" if run.model_source == "reference" else "yours"
+            for step in reversed(run.steps):
+                options.append((f"{phase} · {run.tag} · {step} · {model}", f"{phase}:{run.tag}:{step}"))
     return options
 
 
 class ChatScreen(WorkbenchScreen):
     BINDINGS = [
-        Binding("ctrl+x", "stop", "Stop", priority=True),
+        Binding("ctrl+x", "stop", "Stop reply", priority=True),
         Binding("ctrl+l", "clear", "Clear chat"),
         Binding("ctrl+t", "train_tiny", "Train a tiny model"),
-        Binding("ctrl+r", "rescan", "Rescan checkpoints", show=False),
+        Binding("ctrl+r", "rescan", "Rescan checkpoints"),
     ]
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.process: asyncio.subprocess.Process | None = None
-        self.ready = False
-        self.mode = "chat"
         self.generating = False
         self.reply: ChatTurn | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.app.chat_model.ready
+
+    @property
+    def mode(self) -> str:
+        return self.app.chat_model.mode
 
     def compose(self) -> ComposeResult:
         yield TopBar(id="top-bar")
         with Horizontal(id="chat-controls"):
-            yield Label("model")
+            yield Label("model", classes="wide-only")
             yield Select([], prompt="pick a checkpoint", id="chat-checkpoint", compact=True)
             yield Label("temp")
             yield Input("0.8", id="chat-temperature", type="number", compact=True)
@@ -67,87 +68,52 @@ class ChatScreen(WorkbenchScreen):
             yield Button("Stop ^x", id="chat-stop", disabled=True, compact=True)
         yield Static("", id="chat-empty")
         yield VerticalScroll(id="chat-log")
-        yield Input(placeholder="type a message, enter to send", id="chat-input", disabled=True)
+        yield Input(placeholder="type a message, enter to send", id="chat-input", disabled=True, select_on_focus=False)
         yield RunState(classes="run-state")
         yield Footer()
 
     def on_mount(self) -> None:
         self.app.bind_run_state(self.query_one(RunState))
         self.query_one(TopBar).mode, self.query_one(TopBar).file = "chat", self.app.learner_path.name
-        self.action_rescan()
+        self.watch(self.app, "checkpoints_version", lambda _: self.action_rescan())  # a run ended: list it
 
     def on_screen_resume(self) -> None:
-        if not self.ready:
-            self.action_rescan()
+        self.action_rescan()
 
     def action_rescan(self) -> None:
         options = checkpoint_options()
         select = self.query_one("#chat-checkpoint", Select)
         current = select.value
-        select.set_options(options)
+        with self.prevent(Select.Changed):
+            select.set_options(options)
         empty = self.query_one("#chat-empty", Static)
-        if options:
-            empty.display = False
-            values = [v for _, v in options]
-            if current in values:
+        empty.display = not options
+        if not options:
+            empty.update(f"No checkpoint yet in {base_dir()}.\n\nPress ctrl+t to train a tiny one here "
+                         f"({TINY_RUN_STEPS} steps at depth 4: your model once every check passes, else the "
+                         f"reference; it babbles, but it is yours), or start a run on the Runs screen (4). It "
+                         f"appears above when the run ends.")
+            return
+        values = [v for _, v in options]
+        if current in values:
+            with self.prevent(Select.Changed):
                 select.value = current
-            elif not self.ready:
-                select.value = values[0]
-        else:
-            empty.display = True
-            empty.update(f"No checkpoint yet in {base_dir()}.\n\n"
-                         f"Press ctrl+t to train a tiny one here ({TINY_RUN_STEPS} steps of the reference model at "
-                         f"depth 4; it babbles, but it is yours), or start a run of your own model on the Runs "
-                         f"screen (4). Then come back and pick it above.")
+        elif self.app.chat_model.checkpoint is None:
+            select.value = values[0]  # loads it
 
-    # ---- the model process -------------------------------------------------------------------------------------
+    # ---- the model -------------------------------------------------------------------------------------------
 
     @on(Select.Changed, "#chat-checkpoint")
     def _checkpoint_chosen(self, event: Select.Changed) -> None:
         if isinstance(event.value, str) and event.value.count(":") == 2:
             phase, tag, step = str(event.value).split(":")
-            self.start_model(phase, tag, int(step))
-
-    @work(exclusive=True, group="chat-model", exit_on_error=False)
-    async def start_model(self, phase: str, tag: str, step: int) -> None:
-        await self._stop_process()
-        self.ready = False
-        self.query_one("#chat-input", Input).disabled = True
-        self.notify(f"Loading {phase} {tag} step {step}…", timeout=3)
-        self.process = process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workbench.tui.services.chat_worker", "--phase", phase, "--tag", tag,
-            "--step", str(step),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            async for raw in process.stdout:
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue  # a stray print from a learner model
-                self.post_message(ChatEvent(event.get("event", ""), event.get("text", ""), event))
-            await process.wait()
-            if process.returncode not in (0, None) and self.process is process:
-                err = (await process.stderr.read()).decode("utf-8", "replace").strip().splitlines()
-                self.post_message(ChatEvent("error", data={"message": f"the model process exited with "
-                                                          f"{process.returncode}: {err[-1] if err else ''}"}))
-        except asyncio.CancelledError:
-            if process.returncode is None:
-                process.kill()
-                await asyncio.shield(process.wait())  # reap it, so no transport outlives the event loop
-            raise
-
-    async def _stop_process(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.stdin.close()
-            try:
-                await asyncio.wait_for(self.process.wait(), 2)
-            except asyncio.TimeoutError:
-                self.process.kill()
-        self.process = None
+            if self.app.chat_model.checkpoint != (phase, tag, int(step)):
+                self.query_one("#chat-input", Input).disabled = True
+                self.notify(f"Loading {phase} {tag} step {step}…", timeout=3)
+                self.app.chat_model.load(phase, tag, int(step), listener=self)
 
     async def on_chat_event(self, event: ChatEvent) -> None:
         if event.kind == "ready":
-            self.ready, self.mode = True, event.data.get("mode", "chat")
             box = self.query_one("#chat-input", Input)
             box.disabled = False
             box.placeholder = ("type a message, enter to send" if self.mode == "chat" else
@@ -173,10 +139,20 @@ class ChatScreen(WorkbenchScreen):
 
     # ---- talking ----------------------------------------------------------------------------------------------
 
+    def on_key(self, event: events.Key) -> None:
+        """Printable keys typed while the message box is not focused go into it (never to shortcuts)."""
+        box = self.query_one("#chat-input", Input)
+        if (event.is_printable and event.character and not box.disabled and not box.has_focus
+                and not isinstance(self.focused, Input)):
+            event.stop()
+            event.prevent_default()
+            box.focus()
+            box.insert_text_at_cursor(event.character)
+
     @on(Input.Submitted, "#chat-input")
     async def _send(self, event: Input.Submitted) -> None:
         text = event.value.strip()
-        if not text or not self.ready or self.generating or self.process is None:
+        if not text or not self.ready or self.generating:
             return
         try:
             temperature = float(self.query_one("#chat-temperature", Input).value or 0)
@@ -197,22 +173,30 @@ class ChatScreen(WorkbenchScreen):
                    "top_k": top_k if top_k > 0 else None, "max_tokens": 256}
         self.generating = True
         self.query_one("#chat-stop", Button).disabled = False
-        self.process.stdin.write((json.dumps(request) + "\n").encode())
-        await self.process.stdin.drain()
+        if not await self.app.chat_model.send(request):
+            await self._finish_reply("the model is not running: pick a checkpoint")
 
     @on(Button.Pressed, "#chat-stop")
     def action_stop(self) -> None:
-        if self.generating and self.process is not None and self.process.returncode is None:
-            self.process.stdin.write(b'{"cmd": "stop"}\n')
+        if self.generating:
+            self.app.chat_model.stop_reply()
 
     async def action_clear(self) -> None:
         if not self.generating:
             await self.query_one("#chat-log", VerticalScroll).remove_children()
 
-    async def action_train_tiny(self) -> None:
-        """Start a tiny reference run on the runs screen; its checkpoint appears here when it finishes."""
-        await self.app.switch_mode("runs")
-        self.app.screen.start_run("reference", TINY_RUN_STEPS, "d4")
-
-    async def on_unmount(self) -> None:
-        await self._stop_process()
+    def action_train_tiny(self) -> None:
+        """A tiny run of the learner's model when every check passes, else of the reference; the Runs screen
+        shows it, and its checkpoint is listed here when it ends."""
+        report = self.app.report
+        mine = report is not None and bool(report.result.get("ok")) and self.app.learner_path.exists()
+        model, stem = (str(self.app.learner_path), "d4-learner") if mine else ("reference", "d4")
+        try:
+            run = self.app.runs.start(model, TINY_RUN_STEPS, stem)
+        except RunBusy as e:
+            self.notify(str(e), severity="warning")
+            return
+        whose = "your model" if mine else "the reference (your model once every check passes)"
+        self.notify(f"Training {run.tag}: {TINY_RUN_STEPS} steps of {whose}. It is listed here when it ends.",
+                    title="Tiny run")
+        self.app.switch_mode("runs")

@@ -130,6 +130,8 @@ class LessonsScreen(WorkbenchScreen):
         elif self.has_class("-notes-open"):
             self.remove_class("-notes-open")
             self.query_one("#lesson-list").focus()
+        else:
+            self.action_leave_input()
 
     def close_search(self) -> None:
         search = self.query_one("#lesson-search", Input)

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+PHASES = ("base", "mid", "sft", "rl")  # checkpoint phases: nanochat.checkpoint_manager.PHASES (which imports torch)
+
+
 def base_dir() -> Path:
     """$NANOCHAT_BASE_DIR, else ~/.cache/nanochat: the same rule as nanochat.common.get_base_dir, which imports torch."""
     return Path(os.environ.get("NANOCHAT_BASE_DIR") or Path.home() / ".cache" / "nanochat")

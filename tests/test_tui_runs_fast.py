@@ -1,0 +1,135 @@
+"""The Runs and Chat screens' keys, focus and run bookkeeping with a stand-in for base_train (a small script
+with the same flags and files, tests/fixtures/tui/fake_base_train.py): each run its own model tag, every logged
+metric in the header, a checkpoint listed in Chat as soon as its run ends, ctrl+t through the run service, esc
+out of any field, and typing on the Chat screen going to the message box. The real training is
+test_tui_runs_chat.py (slow)."""
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench.course.workspace import init_workspace
+from workbench.tui.app import WorkbenchApp
+from workbench.tui.session import Report
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.anyio]
+
+FAKE = str(Path(__file__).parent / "fixtures" / "tui" / "fake_base_train.py")
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path / "base"))
+    return init_workspace(tmp_path / "ws")
+
+
+def fake_command(model, steps, tag, gpus):
+    return [sys.executable, FAKE, f"--model_tag={tag}", f"--num_iterations={steps}", f"--model={model}"]
+
+
+def make_app(workspace) -> WorkbenchApp:
+    app = WorkbenchApp(workspace.directory, run_checks=False)
+    app.runs.command_for = fake_command
+    return app
+
+
+async def until(pilot, condition, timeout=30.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out waiting for the app"
+        await pilot.pause(0.05)
+
+
+def text_of(widget) -> str:
+    return "\n".join(strip.text.rstrip() for strip in widget.render_lines(widget.region.reset_offset))
+
+
+async def test_each_run_gets_its_own_tag_and_the_header_shows_every_metric(workspace):
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        app.screen.query_one("#run-steps").value = "3"
+        tags = []
+        for _ in range(2):
+            await pilot.press("s")
+            await until(pilot, lambda: app.train_run and app.train_run.finished and app.train_run.tag not in tags)
+            tags.append(app.train_run.tag)
+        assert tags == ["d4", "d4-2"]
+        assert app.train_run.state == "finished" and app.train_run.steps == [0, 1, 2]
+        header = " ".join(text_of(app.screen.query_one("#run-metrics")).split())
+        assert "step 3/3" in header and "loss 7.8000" in header and "val bpb 2.3456" in header
+        assert "1,000 tok/s" in header and "1,536 tokens" in header
+        assert "saved step 3" in "\n".join(app.screen.query_one("#run-log").lines)
+        table = app.screen.query_one("#runs-finished")
+        await until(pilot, lambda: table.row_count == 2)  # re-read when the run ended, no key needed
+
+
+async def test_a_cancelled_run_stops_after_its_step_and_keeps_its_own_folder(workspace, monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.05")
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        app.screen.query_one("#run-steps").value = "3"
+        await pilot.press("s")
+        await until(pilot, lambda: app.train_run is not None and app.train_run.finished)
+        app.screen.query_one("#run-steps").value = "100000"
+        await pilot.press("s")
+        await until(pilot, lambda: len(app.train_run.steps) >= 2)
+        await pilot.press("x")
+        await until(pilot, lambda: app.train_run.finished)
+        assert app.train_run.tag == "d4-2" and app.train_run.state.startswith("stopped after step")
+        base = Path(workspace.directory).parent / "base" / "base_checkpoints"
+        assert sorted(p.name for p in (base / "d4").iterdir()) == ["meta_000003.json", "metrics.jsonl",
+                                                                   "model_000003.pt"]
+
+
+async def test_ctrl_t_in_chat_trains_through_the_service_and_the_checkpoint_is_listed_when_it_ends(workspace):
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        chat = app.screen
+        assert "No checkpoint yet" in text_of(chat.query_one("#chat-empty"))
+        shown = {key for key, active in app.active_bindings.items() if active.binding.show}
+        assert {"ctrl+r", "ctrl+t", "ctrl+x", "ctrl+l"} <= shown  # in the footer
+        # the learner's file passes every check: ctrl+t trains it, not the reference
+        app.report = Report({"ok": True, "components": [], "next_todo": None, "error": None}, "", 1.0, 0.0)
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: app.train_run is not None and app.train_run.finished, timeout=60)
+        assert app.train_run.tag == "d4-learner" and app.train_run.model == str(app.learner_path)
+        assert type(app.screen).__name__ == "RunsScreen"
+        await pilot.press("5")
+        options = [str(value) for _, value in chat.query_one("#chat-checkpoint")._options if value]
+        assert "base:d4-learner:50" in options
+
+
+async def test_esc_leaves_any_field_and_typing_in_chat_goes_to_the_message_box(workspace):
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        steps = app.screen.query_one("#run-steps")
+        steps.focus()
+        await pilot.press("1")
+        assert type(app.screen).__name__ == "RunsScreen" and steps.value.endswith("1")
+        await pilot.press("escape")
+        assert not steps.has_focus
+        await pilot.press("1")
+        assert type(app.screen).__name__ == "CompanionScreen"
+
+        await pilot.press("5")
+        chat = app.screen
+        box = chat.query_one("#chat-input")
+        box.disabled = False  # as once a checkpoint is loaded
+        chat.query_one("#chat-checkpoint").focus()
+        await pilot.press(*"The function returns")
+        assert box.has_focus and box.value == "The function returns"
+        assert type(app.screen).__name__ == "ChatScreen"  # h, e, r, ... went into the box, not to shortcuts
+        await pilot.press("escape")
+        assert not box.has_focus
