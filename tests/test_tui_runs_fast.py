@@ -133,3 +133,33 @@ async def test_esc_leaves_any_field_and_typing_in_chat_goes_to_the_message_box(w
         assert type(app.screen).__name__ == "ChatScreen"  # h, e, r, ... went into the box, not to shortcuts
         await pilot.press("escape")
         assert not box.has_focus
+
+
+async def test_the_plot_has_whole_number_steps_and_identical_saves_share_one_labelled_line(workspace):
+    from workbench.tui.widgets.loss_plot import Curve
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        plot = app.screen.query_one("#plot")
+        plot.curves = [Curve("this save", [1, 2], [8.3, 8.1]), Curve("1 save ago", [1, 2], [8.3, 8.1]),
+                       Curve("2 saves ago", [1, 2], [8.4, 8.2])]
+        await until(pilot, lambda: not plot._draw_pending)
+        await pilot.pause(0.1)
+        shown = text_of(plot)
+        assert "this save = 1 save ago" in shown and "2 saves ago" in shown
+        assert "1.25" not in shown and "1.50" not in shown  # no fractional step ticks
+
+
+async def test_side_by_side_puts_code_beside_code(workspace):
+    from workbench.course.methods import replace_method
+    from workbench.tui.screens.modals.compare import CompareScreen
+    mine = ('    def forward(self, x):\n        """My notes: expand, relu squared, project back."""\n'
+            '        x = self.c_fc(x)\n        x = F.relu(x).square()\n        return self.c_proj(x)\n')
+    source = replace_method(workspace.learner_file.read_text(), "MLP.forward", mine)
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.push_screen(CompareScreen("MLP.forward", source))
+        await pilot.pause(0.2)
+        left = text_of(app.screen.query_one("#side-mine-code")).splitlines()
+        right = text_of(app.screen.query_one("#side-reference-code")).splitlines()
+        assert left[1].strip() == right[1].strip() == "x = self.c_fc(x)"

@@ -1,7 +1,11 @@
-"""A method of the learner's file beside the reference's version of it, in two scrolling columns.
+"""A method of the learner's file beside the reference's version of it, in two scrolling columns, code beside code
+(the docstrings, the skeleton's guide on one side and nanochat's on the other, are left out).
 
 The companion shows it in its "Side by side" tab as soon as a method passes; key v opens it full screen.
 """
+
+import ast
+import textwrap
 
 from rich.syntax import Syntax
 from rich.text import Text
@@ -50,15 +54,29 @@ class SideBySide(Vertical):
             self.query_one("#side-reference-code", Static).update("")
             return
         try:
-            mine = Syntax(method_source(learner_source, qualname, dedent=True), "python", theme=SYNTAX_THEME,
-                          background_color="default")
+            mine = Syntax(without_docstring(method_source(learner_source, qualname, dedent=True)), "python",
+                          theme=SYNTAX_THEME, background_color="default")
         except (SyntaxError, MethodNotFound) as e:
             mine = Text(f"could not find {qualname} in your file ({type(e).__name__})", style="red")
-        theirs = Syntax(reference_method(qualname), "python", theme=SYNTAX_THEME, background_color="default",
-                        dedent=True)
+        theirs = Syntax(without_docstring(textwrap.dedent(reference_method(qualname))), "python", theme=SYNTAX_THEME,
+                        background_color="default")
         self.query_one("#side-mine-title", Label).update(f"yours: {qualname}")
         self.query_one("#side-reference-title", Label).update("reference (nanochat/gpt.py)")
         self.query_one("#side-mine-code", Static).update(mine)
         self.query_one("#side-reference-code", Static).update(theirs)
         for scroll in self.query(VerticalScroll):
             scroll.scroll_home(animate=False)
+
+
+def without_docstring(source: str) -> str:
+    """A function's source without its docstring (the def line and the code stay, line for line)."""
+    try:
+        func = ast.parse(source).body[0]
+    except (SyntaxError, IndexError):
+        return source
+    body = getattr(func, "body", None)
+    if not body or not (isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant)
+                        and isinstance(body[0].value.value, str)) or len(body) == 1:
+        return source
+    lines = source.splitlines()
+    return "\n".join(lines[:body[0].lineno - 1] + lines[body[0].end_lineno:])
