@@ -158,6 +158,12 @@ def test_attention_on_a_checkpoint(capsys, tmp_path, monkeypatch):
     data = json.loads(out)
     _assert_attention_map(data)
     assert "step 7" in data["model"] and data["n_layer"] == 2
+    # a checkpoint that names a model file outside the current directory does not get to run it
+    save_checkpoint(str(Path(checkpoints_dir("base")) / "hforeign"), 7, model.state_dict(), None,
+                    {"model_config": kwargs, "step": 7, "model_source": str(tmp_path / "elsewhere.py")})
+    rc, out, _ = _run(capsys, "attention", "-i", "base", "-g", "hforeign")
+    assert rc == 1
+    assert "only run from inside the current directory" in out
 
 
 def test_a_crash_in_the_model_file_is_reported_not_raised(capsys, tmp_path):
