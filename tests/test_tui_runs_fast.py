@@ -163,3 +163,35 @@ async def test_side_by_side_puts_code_beside_code(workspace):
         left = text_of(app.screen.query_one("#side-mine-code")).splitlines()
         right = text_of(app.screen.query_one("#side-reference-code")).splitlines()
         assert left[1].strip() == right[1].strip() == "x = self.c_fc(x)"
+
+
+async def test_full_pipeline_ticks_when_the_learners_trained_model_answers_and_counts_follow_the_marks(workspace):
+    from workbench.tui.messages import ChatEvent
+    app = make_app(workspace)
+    loaded = []
+    app.chat_model.load = lambda phase, tag, step, listener: loaded.append((phase, tag, step))  # no torch here
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        app.screen.query_one("#run-model").value = "learner"
+        app.screen.query_one("#run-steps").value = "2"
+        await pilot.press("s")
+        await until(pilot, lambda: app.train_run and app.train_run.finished)
+        await pilot.press("5")
+        chat = app.screen
+        await until(pilot, lambda: "base:d4-learner:2" in chat.checkpoints)
+        app.chat_model.checkpoint = ("base", "d4-learner", 2)
+        chat.post_message(ChatEvent("done", data={"tokens": 5, "seconds": 0.1}))
+        await until(pilot, lambda: "- [x] **Full pipeline**" in workspace.status_file.read_text(), timeout=10)
+        await until(pilot, lambda: "Full pipeline" in "\n".join(
+            f"{label}{done}" for label, done in app.checklist.milestones if done), timeout=10)
+
+    # the phase counters count the marks the checklist shows (a live pass before STATUS.md is re-read)
+    from workbench.tui.checklist import load_checklist
+    from workbench.tui.widgets.checklist import Checklist
+    data, _ = load_checklist(workspace.status_file)
+    widget = Checklist()
+    widget.data = data
+    widget.report = Report({"components": [{"qualname": "GPT.__init__", "status": "pass"}], "next_todo": None},
+                           None, 0.0, 0.0)
+    shown = str(widget.render())
+    assert "✔ GPT.__init__" in shown and "Model construction  1/5" in shown

@@ -344,6 +344,19 @@ class WorkbenchApp(App):
         if error:
             self.call_from_thread(self.notify_once, error, title="STATUS.md not updated")
 
+    @work(thread=True, group="status-write", exit_on_error=False)
+    def reach_milestone(self, label: str) -> None:
+        """Tick a milestone that events outside the check reach (Full pipeline: the learner's model trained
+        and chatted with)."""
+        from workbench.status.doc import StatusDoc, StatusDocError, milestone_key
+        try:
+            doc = StatusDoc.load(self.status_path)
+            if any(m.key == milestone_key(label) and not m.done for m in doc.milestones):
+                doc.set_milestones([label])
+                doc.save()
+        except (StatusDocError, OSError) as e:
+            self.call_from_thread(self.notify_once, f"{e}", title="STATUS.md not updated")
+
     # ---- hints, side by side, reset ---------------------------------------------------------------------------
 
     def action_hint(self) -> None:

@@ -5,6 +5,8 @@ which posts the worker's events here as ChatEvents. Base checkpoints have never 
 prompt is continued as plain text. Typing anywhere on this screen goes to the message box; esc leaves it.
 """
 
+from pathlib import Path
+
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,26 +15,18 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from workbench.tui.messages import ChatEvent
 from workbench.tui.screens.base import WorkbenchScreen
-from workbench.tui.services.runs import PHASES, base_dir, scan_runs
+from workbench.tui.services.runs import Checkpoint, base_dir, list_checkpoints
 from workbench.tui.services.training import RunBusy
 from workbench.tui.widgets.chat_turn import ChatTurn
 from workbench.tui.widgets.run_state import RunState
 from workbench.tui.widgets.top_bar import TopBar
 
 TINY_RUN_STEPS = 50
-CHAT_FIRST = ("sft", "rl", "mid", "base")  # the list's order: chat-tuned checkpoints first
 
 
-def checkpoint_options() -> list[tuple[str, str]]:
-    """(label, "phase:tag:step") for every saved step of every checkpoint folder, chat-tuned phases first and
-    the newest step of each folder first."""
-    options = []
-    for phase in sorted(PHASES, key=CHAT_FIRST.index):
-        for run in scan_runs(base_dir(), phase):
-            model = "reference" if run.model_source == "reference" else "yours"
-            for step in reversed(run.steps):
-                options.append((f"{phase} · {run.tag} · {step} · {model}", f"{phase}:{run.tag}:{step}"))
-    return options
+def checkpoint_label(checkpoint: Checkpoint) -> str:
+    model = "reference" if checkpoint.model_source == "reference" else "yours"
+    return f"{checkpoint.phase} · {checkpoint.tag} · {checkpoint.step} · {model}"
 
 
 class ChatScreen(WorkbenchScreen):
@@ -45,6 +39,7 @@ class ChatScreen(WorkbenchScreen):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        self.checkpoints: dict[str, Checkpoint] = {}  # by "phase:tag:step", as listed
         self.generating = False
         self.reply: ChatTurn | None = None
 
@@ -81,7 +76,8 @@ class ChatScreen(WorkbenchScreen):
         self.action_rescan()
 
     def action_rescan(self) -> None:
-        options = checkpoint_options()
+        self.checkpoints = {c.key: c for c in list_checkpoints(base_dir())}
+        options = [(checkpoint_label(c), key) for key, c in self.checkpoints.items()]
         select = self.query_one("#chat-checkpoint", Select)
         current = select.value
         with self.prevent(Select.Changed):
@@ -126,6 +122,8 @@ class ChatScreen(WorkbenchScreen):
         elif event.kind == "done":
             await self._finish_reply("stopped" if event.data.get("stopped") else
                                      f"{event.data.get('tokens')} tokens in {event.data.get('seconds')} s")
+            if self._talking_to_the_learners_model():
+                self.app.reach_milestone("Full pipeline")  # trained with base_train --model <file>, chatted with
         elif event.kind == "error":
             await self._finish_reply(None)
             self.notify(str(event.data.get("message")), title="Chat", severity="error", timeout=15)
@@ -136,6 +134,12 @@ class ChatScreen(WorkbenchScreen):
             self.reply = None
         self.generating = False
         self.query_one("#chat-stop", Button).disabled = True
+
+    def _talking_to_the_learners_model(self) -> bool:
+        loaded = self.app.chat_model.checkpoint
+        checkpoint = self.checkpoints.get(":".join(map(str, loaded))) if loaded else None
+        return checkpoint is not None and checkpoint.model_source != "reference" and \
+            Path(checkpoint.model_source).resolve() == self.app.learner_path.resolve()
 
     # ---- talking ----------------------------------------------------------------------------------------------
 

@@ -10,9 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-PHASES = ("base", "mid", "sft", "rl")  # checkpoint phases: nanochat.checkpoint_manager.PHASES (which imports torch)
-
-
 def base_dir() -> Path:
     """$NANOCHAT_BASE_DIR, else ~/.cache/nanochat: the same rule as nanochat.common.get_base_dir, which imports torch."""
     return Path(os.environ.get("NANOCHAT_BASE_DIR") or Path.home() / ".cache" / "nanochat")
@@ -126,3 +123,25 @@ def scan_runs(base_dir: Path, source: str = "base") -> list[RunInfo]:
     return runs
 
 
+
+
+@dataclass
+class Checkpoint:
+    phase: str
+    tag: str
+    step: int
+    model_source: str  # "reference", or the learner file the model came from
+
+    @property
+    def key(self) -> str:
+        return f"{self.phase}:{self.tag}:{self.step}"
+
+
+# nanochat.checkpoint_manager.PHASES (which imports torch), chat-tuned checkpoints first
+CHAT_FIRST = ("sft", "rl", "mid", "base")
+
+
+def list_checkpoints(base_dir: Path) -> list[Checkpoint]:
+    """Every saved step of every checkpoint folder, chat-tuned phases first and each folder's newest step first."""
+    return [Checkpoint(phase, run.tag, step, run.model_source)
+            for phase in CHAT_FIRST for run in scan_runs(base_dir, phase) for step in reversed(run.steps)]

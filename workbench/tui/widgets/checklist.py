@@ -46,21 +46,11 @@ class Checklist(Static):
             return Text("STATUS.md not loaded", style="dim")
         todo = ((self.report.result.get("next_todo") or {}).get("qualname") if self.report else None)
         for phase in self.data.phases:
-            done = sum(1 for _, ticked in phase.items if ticked)
+            marks = [self._mark(name, ticked, todo) for name, ticked in phase.items]
+            done = sum(1 for mark, _ in marks if mark == "✔")  # counted from the marks shown: never behind them
             text.append(f"{phase.title}", style="bold")
             text.append(f"  {done}/{len(phase.items)}\n", style="dim")
-            for name, ticked in phase.items:
-                status = self.report.status_of(name) if self.report else None
-                if name == todo:
-                    mark, style = "→", "bold yellow"
-                elif status in MARKS and status != Status.TODO:
-                    mark, style = MARKS[status]
-                    if status == Status.PASS and not ticked:
-                        style = "green"
-                elif ticked:
-                    mark, style = "✔", "cyan"  # ticked in the file, nothing live says otherwise
-                else:
-                    mark, style = "○", "dim"
+            for (name, _), (mark, style) in zip(phase.items, marks):
                 text.append(f"  {mark} ", style=style)
                 text.append(f"{name}\n", style=style if style != "dim" else "")
         if self.data.milestones:
@@ -72,3 +62,15 @@ class Checklist(Static):
                 text.append(f"{label}\n", style="green" if ticked else "")
         text.rstrip()
         return text
+
+    def _mark(self, name: str, ticked: bool, todo: str | None) -> tuple[str, str]:
+        """(mark, style) of one method: the live status of the last check first, else the file's tick."""
+        status = self.report.status_of(name) if self.report else None
+        if name == todo:
+            return "→", "bold yellow"
+        if status in MARKS and status != Status.TODO:
+            mark, style = MARKS[status]
+            return mark, ("green" if status == Status.PASS and not ticked else style)
+        if ticked:
+            return "✔", "cyan"  # ticked in the file, nothing live says otherwise
+        return "○", "dim"
