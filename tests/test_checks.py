@@ -123,6 +123,7 @@ def test_complete_learner_file_trains_for_20_steps(runner, write):
     assert by_name(result)["training"]["status"] == "pass"
 
 
+SDPA = "            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)"
 PLANTED_BUGS = {
     "relu instead of relu²": (
         [("x = F.relu(x).square()", "x = F.relu(x)")], "MLP.forward", "relu instead of relu²"),
@@ -165,6 +166,29 @@ PLANTED_BUGS = {
     "graph cut by detach": (
         [("        x = norm(x)\n        for block", "        x = norm(x).detach()\n        for block")],
         "gradients", "no gradient reaches transformer.wte.weight"),
+    "targets shifted twice": (
+        [("        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,",
+          "        logits, targets = logits[:, :-1].contiguous(), targets[:, 1:]\n"
+          "        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,")],
+        "GPT.forward", "shifts the targets again"),
+    "softmax over the queries in hand-written attention": (
+        [(SDPA, "            if enable_gqa:\n"
+                "                k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)\n"
+                "                v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)\n"
+                "            att = (q @ k.transpose(-2, -1)) / (q.size(-1) ** 0.5)\n"
+                "            att = att.masked_fill(~torch.ones(Tq, Tk, dtype=torch.bool).tril(), float('-inf'))\n"
+                "            y = torch.softmax(att, dim=-2) @ v")],
+        "CausalSelfAttention.forward", "softmax over the queries (dim=-2)"),
+    "no transpose to (B, H, T, D)": (
+        [("        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)\n", ""),
+         ("        y = y.transpose(1, 2).contiguous().view(B, T, -1)", "        y = y.contiguous().view(B, T, -1)")],
+        "CausalSelfAttention.forward", "attends across the heads axis instead of the positions"),
+    "y not transposed back": (
+        [("        y = y.transpose(1, 2).contiguous().view(B, T, -1)", "        y = y.contiguous().view(B, T, -1)")],
+        "CausalSelfAttention.forward", "merges the heads without transposing y back"),
+    "generate ignores temperature": (
+        [("            if temperature > 0:\n                probs", "            if False:\n                probs")],
+        "GPT.generate", "your tokens are the greedy ones"),
     "FLOPs counting the embedding": (
         [("return 6 * (nparams - nparams_embedding) + 12 * l * h * q * t", "return 6 * nparams + 12 * l * h * q * t")],
         "GPT.estimate_flops", "counts the embedding"),

@@ -1,12 +1,15 @@
 """Learner files that misbehave on purpose: each is reported for what it is, and the caller (this test process)
 and the warm worker both survive to run the next check. Real worker, real fork, real signals."""
 
+import json
 import os
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
-CHECK_TIMEOUT = TIMEOUT = 4.0
+# Each check runs under the default timeout: a stuck one is caught within seconds by the stall detection, so no test
+# depends on the whole check finishing inside a short limit on a loaded machine. The timeout test sets its own.
+TIMEOUT = 4.0
 
 
 def check(runner, tmp_path, text, name="learner_gpt.py", **kw):
@@ -23,7 +26,7 @@ def line_of(text, needle):
 
 def test_infinite_loop_times_out_with_stage_and_where(runner, tmp_path):
     text = REFERENCE.replace("        x = self.c_fc(x)\n", "        x = self.c_fc(x)\n        while True:\n            pass\n", 1)
-    result = check(runner, tmp_path, text)
+    result = check(runner, tmp_path, text, timeout=TIMEOUT)
     error = result["error"]
     assert result["timed_out"] is True and error["type"] == "Timeout"
     assert result["stage"] == "forward"
@@ -131,3 +134,35 @@ def test_caller_and_worker_survive_all_of_it(runner, write):
     assert result["ok"] is True, result["error"]
     assert runner.info["pid"] == pid  # the same warm worker did every check in this module
     os.kill(pid, 0)  # and it is still alive
+
+
+def test_endless_loop_is_named_long_before_the_default_timeout(runner, tmp_path):
+    # a plain check (the default 60 s): the worker samples the stack of a child that stopped sending progress
+    text = REFERENCE.replace("    def get_device(self):\n", "    def get_device(self):\n        while True:\n            pass\n", 1)
+    result = check(runner, tmp_path, text)
+    error = result["error"]
+    assert error["type"] == "Timeout" and result["timed_out"] is True
+    assert error["message"].startswith("stuck in stage") and "GPT.get_device" in error["message"]
+    assert error["qualname"] == "GPT.get_device"
+    assert error["line"] in (line_of(text, "while True"), line_of(text, "while True") + 1)
+    assert result["timings"]["total_s"] < 30
+
+
+def test_sigstop_is_named_and_rows_after_it_are_not_reached(runner, tmp_path):
+    text = REFERENCE.replace("    def init_weights(self):\n", "    def init_weights(self):\n"
+                             "        import os, signal; os.kill(os.getpid(), signal.SIGSTOP)\n", 1)
+    result = check(runner, tmp_path, text)
+    assert result["error"]["type"] == "Crash" and result["error"]["signal"] == "SIGSTOP"
+    assert result["error"]["qualname"] == "GPT.init_weights" and result["stage"] == "init"
+    assert {c["status"] for c in result["components"]} == {"not reached"}
+
+
+def test_an_exit_before_training_is_never_called_a_workbench_bug(runner, tmp_path):
+    text = REFERENCE.replace("    def init_weights(self):\n", "    def init_weights(self):\n        import os; os._exit(3)\n", 1)
+    result = check(runner, tmp_path, text)
+    assert result["error"]["type"] == "Exit"
+    rows = {c["qualname"]: c for c in result["components"]}
+    for name in ("loss at init", "training", "GPT.forward"):
+        assert rows[name]["status"] == "not reached" and rows[name]["detail"].startswith("not reached"), rows[name]
+    assert result["lead"] is None  # nothing the learner has to fix comes before the exit
+    assert "workbench bug" not in json.dumps(result)

@@ -36,6 +36,8 @@ from workbench.check.result import Outcome, Stage
 from workbench.course.phases import ALL_METHODS
 
 CUSTOM_LRS = dict(unembedding_lr=0.01, embedding_lr=0.1, matrix_lr=0.03, weight_decay=0.05)
+SAMPLED_TOKENS = 8  # tokens sampled per setting in the generate check, compared with the reference's
+SAMPLING = {"sample_t1": dict(temperature=1.0, seed=7), "sample_t07_k50": dict(temperature=0.7, top_k=50, seed=3)}
 
 # classes a learner class builds in __init__: during an isolated check they are the reference's
 CHILD_CLASSES = {"GPT": ("Block",), "Block": ("CausalSelfAttention", "MLP")}
@@ -295,6 +297,7 @@ def train(ctx: Context, model) -> None:
     model.estimate_flops()
     enter_stage(ctx, Stage.TRAIN)
     for step in range(2, ctx.steps + 1):
+        ctx.channel.send({"kind": "progress", "step": step})  # the worker watches for a stall (worker.py)
         loss = model(ref.inputs.clone(), ref.targets.clone())
         p["losses"].append(float(loss))
         if not math.isfinite(float(loss)):
@@ -573,6 +576,8 @@ def exp_generate(ctx, obs, tensors):
     data["top_k_1"] = run(2, temperature=1.0, top_k=1)
     data["sample_a"] = run(2, temperature=1.0, seed=7)
     data["sample_b"] = run(2, temperature=1.0, seed=7)
+    for key, kw in SAMPLING.items():
+        data[key] = run(SAMPLED_TOKENS, **kw)
 
 
 def exp_kv_cache(ctx, obs, tensors):

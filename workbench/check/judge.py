@@ -17,7 +17,7 @@ import torch
 
 from nanochat import gpt as ref_gpt
 from workbench.check import mistakes
-from workbench.check.child import CUSTOM_LRS, to_float64
+from workbench.check.child import CUSTOM_LRS, SAMPLED_TOKENS, SAMPLING, to_float64
 from workbench.check.reference import GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T
 from workbench.check.result import (CheckError, CheckResult, NumericVerdict, Outcome, Stage, Status, is_failing,
                                     lead_component, stage_index)
@@ -366,8 +366,10 @@ class Judge:
         if isinstance(loss, torch.Tensor) and loss.numel() == 1:
             loss = loss.reshape(())
         want = ref.loss_none.mean() if prefix else torch.tensor(ref.loss)
+        idx, tgt = ref.inputs[:, :LOGITS_T], ref.targets[:, :LOGITS_T]
         d2, n2 = self.compare(what_loss, loss, want, MODULE_TOL, t.get("loss@64"),
-                              lambda: self._gpt64()["loss_prefix" if prefix else "loss"])
+                              lambda: self._gpt64()["loss_prefix" if prefix else "loss"],
+                              variants=(lambda: mistakes.loss_variants(ref.logits, idx, tgt)) if prefix else None)
         return max(d1, d2), n1 or n2
 
     def row_gpt_forward(self, obs, t):
@@ -524,7 +526,29 @@ class Judge:
         if d.get("sample_a") != d.get("sample_b"):
             raise Mismatch("two runs with the same seed sampled different tokens: seed a torch.Generator "
                            "with `seed` and pass it to torch.multinomial")
+        self._same_samples(d)
         return "greedy tokens match the reference; top-k and seeding behave", None
+
+    def _same_samples(self, d):
+        """Sampled tokens at temperature > 0 against the reference's with the same seed and generator use."""
+        for key, kw in SAMPLING.items():
+            got = d.get(key)
+            want = self.ref64(("generate", key), lambda kw=kw: list(self.ref.model.generate(
+                list(self.ref.prompt), SAMPLED_TOKENS, **kw)))
+            if got == want:
+                continue
+            settings = ", ".join(f"{k}={v}" for k, v in kw.items())
+            i = next((i for i, (a, b) in enumerate(zip(got or [], want)) if a != b), min(len(got or []), len(want)))
+            why = ("your tokens are the greedy ones: with temperature > 0 sample from softmax(logits / temperature)"
+                   if got == self._greedy_tokens(SAMPLED_TOKENS) else
+                   "draw with torch.multinomial(probs, 1, generator=rng), rng = torch.Generator seeded with `seed` "
+                   "once before the loop, probs = softmax(logits / temperature) after the top-k cut")
+            raise Mismatch(f"generate(..., {settings}) yields {got}; the reference samples {want} (first "
+                           f"difference at token {i + 1}): {why}")
+
+    def _greedy_tokens(self, n):
+        return self.ref64(("generate", "greedy", n), lambda: list(self.ref.model.generate(
+            list(self.ref.prompt), n, temperature=0.0)))
 
     def row_kv_cache(self, obs, t):
         d = obs["data"]
@@ -611,8 +635,8 @@ class Judge:
             except Verdict as v:
                 row.update(status=v.status, detail=v.detail, max_abs_diff=v.max_abs_diff, **v.extra)
             except Exception as e:  # a bug in a judge must not take the whole report down
-                row.update(status=Status.ERROR, detail=f"the workbench could not judge this ({type(e).__name__}: {e}); "
-                                                  f"this is a workbench bug")
+                row.update(status=Status.ERROR, detail=f"the workbench could not judge what your code produced "
+                                                  f"({type(e).__name__}: {e})")
             if row["max_abs_diff"] is not None and not math.isfinite(row["max_abs_diff"]):
                 row["max_abs_diff"] = None
             self._rows.append(row)
@@ -621,6 +645,8 @@ class Judge:
     def _fill(self, row, qualname, experiments, pipeline, steps, interrupted):
         if qualname in ("loss at init", "training"):
             blocked = self._pipeline_blocked(pipeline, interrupted)
+            if blocked is not None and not pipeline.get("losses"):  # it never got to a loss
+                raise blocked
             result = (self.row_loss_at_init(pipeline) if qualname == "loss at init"
                       else self.row_training(pipeline, steps))
             if result is None:
@@ -630,8 +656,9 @@ class Judge:
         source = DERIVED.get(qualname) or qualname
         obs = experiments.get(source)
         if obs is None:
-            reason = f"not run: the check process stopped during {interrupted}" if interrupted else "not run"
-            raise Verdict(Status.SKIPPED, reason)
+            if interrupted:
+                raise Verdict(Status.NOT_REACHED, f"not reached: the check process stopped during {interrupted}")
+            raise Verdict(Status.SKIPPED, "not run")
         status = obs["status"]
         if status == Outcome.SKIPPED:
             raise Verdict(Status.SKIPPED, obs.get("reason", ""))
@@ -663,7 +690,7 @@ class Judge:
         if outcome == Outcome.ERROR:
             return Verdict(Status.SKIPPED, f"the training step stopped with an error at stage {pipeline.get('stage')}")
         if interrupted:
-            return Verdict(Status.SKIPPED, f"not run: the check process stopped during {interrupted}")
+            return Verdict(Status.NOT_REACHED, f"not reached: the check process stopped during {interrupted}")
         return None
 
 
@@ -729,7 +756,7 @@ def build_result(ref, path, events, *, steps, status, kill_reason, timeout, faul
     if not run.ended:  # the child did not finish: timed out, crashed, exited, or our own bug
         interrupted = f"the check of {run.running}" if run.running else f"stage {stage}"
         crash = _crash(path, smap, run, stage, status, kill_reason, timeout, fault_text)
-        if error is None or kill_reason == "timeout":
+        if error is None or kill_reason in ("timeout", "stall", "stopped"):
             error = crash
 
     rows = Judge(ref, path).rows(run.experiments, pipeline or {}, steps, interrupted, smap.def_line)
@@ -760,7 +787,7 @@ def build_result(ref, path, events, *, steps, status, kill_reason, timeout, faul
         "stdout_tail": _stdout_tail(output, output_bytes, output_lines),
         "stdout_bytes": output_bytes,
         "stdout_lines": output_lines,
-        "timed_out": kill_reason == "timeout",
+        "timed_out": kill_reason in ("timeout", "stall"),
         "timings": {"stages": pipeline.get("timings", {}), "load_s": round(run.load_s, 4)},
         "config": dict(ref.config_kwargs),
         "steps": steps,
@@ -813,6 +840,14 @@ def _crash(path, smap, run: _ChildRun, stage, status, kill_reason, timeout, faul
     if kill_reason == "timeout":
         crash.update(type="Timeout", message=f"timed out after {timeout:g} s in stage {stage}{checking}{where}: "
                                               f"your code is stuck in a loop or very slow (--timeout to allow more)")
+    elif kill_reason == "stall":
+        from workbench.check.worker import STALL_QUIET_S
+        crash.update(type="Timeout", message=f"stuck in stage {stage}{checking}{where}: no progress for "
+                     f"{STALL_QUIET_S:g} s and the same place on every look since — an endless loop? (every stage "
+                     f"takes well under a second on the depth-4 model)")
+    elif kill_reason == "stopped":
+        crash.update(type="Crash", signal="SIGSTOP", message=f"the check process was stopped (SIGSTOP or SIGTSTP) "
+                     f"in stage {stage}{checking}{where} and would never continue")
     elif run.internal is not None:
         crash.update(type="WorkbenchError", message=f"the workbench failed while checking "
                      f"({run.internal['message']}); this is a workbench bug",

@@ -7,6 +7,8 @@ instead of relu²" is worth more to a learner than a bare max |Δ|. Each functio
 modules only.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +73,54 @@ def _attention(attn, x, cos_sin, rotary="ref", qk_norm="after", causal=True, sca
     return attn.c_proj(y.transpose(1, 2).contiguous().view(B, T, -1))
 
 
+def _heads(attn, x, cos_sin):
+    """The reference's q, k, v after rotary and QK-norm, still (B, T, H, D)."""
+    B, T, C = x.size()
+    cos, sin = cos_sin
+    q = attn.c_q(x).view(B, T, attn.n_head, attn.head_dim)
+    k = attn.c_k(x).view(B, T, attn.n_kv_head, attn.head_dim)
+    v = attn.c_v(x).view(B, T, attn.n_kv_head, attn.head_dim)
+    q, k = ref.norm(ref.apply_rotary_emb(q, cos, sin)), ref.norm(ref.apply_rotary_emb(k, cos, sin))
+    return q, k, v
+
+
+def _by_hand(attn, x, cos_sin, softmax_dim=-1, diagonal=0):
+    """Attention written out (scores, mask, softmax, weighted sum) with one deliberate change."""
+    B, T, C = x.size()
+    q, k, v = (t.transpose(1, 2) for t in _heads(attn, x, cos_sin))
+    group = attn.n_head // attn.n_kv_head
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(attn.head_dim)
+    allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril(diagonal)
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=softmax_dim)
+    return attn.c_proj((weights @ v).transpose(1, 2).contiguous().view(B, T, -1))
+
+
+def _untransposed(attn, x, cos_sin, before=True, after=True):
+    """Attention with the (B, T, H, D) <-> (B, H, T, D) transposes left out: `before` the attention, `after` it."""
+    B, T, C = x.size()
+    q, k, v = _heads(attn, x, cos_sin)
+    if not before:
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    y = y if after else y.transpose(1, 2)
+    return attn.c_proj(y.contiguous().view(B, T, -1))
+
+
+def attention_mask_and_layout_variants(attn, x, cos_sin):
+    yield ("takes the softmax over the queries (dim=-2) instead of over the keys (dim=-1): each row of attention "
+           "weights must sum to 1 over the positions a query looks at"), _by_hand(attn, x, cos_sin, softmax_dim=-2)
+    yield ("masks one position too late: each position also sees the next one (tril(diagonal=1) instead of "
+           "tril())"), _by_hand(attn, x, cos_sin, diagonal=1)
+    if attn.n_head == attn.n_kv_head:
+        yield ("attends across the heads axis instead of the positions: q, k, v are still (B, T, H, D) at the "
+               "attention; transpose them to (B, H, T, D) first (and y back afterwards)"), _untransposed(attn, x, cos_sin)
+        yield ("attends across the heads axis instead of the positions: q, k, v are still (B, T, H, D) at the "
+               "attention (the transpose to (B, H, T, D) is missing)"), _untransposed(attn, x, cos_sin, after=False)
+    yield ("merges the heads without transposing y back: y is (B, H, T, D) and must become (B, T, H, D) before "
+           ".view(B, T, C), or heads and positions get mixed"), _untransposed(attn, x, cos_sin, before=False)
+
+
 def attention_variants(attn, x, cos_sin):
     yield "does not normalise queries and keys (QK-norm after the rotary embedding is missing)", _attention(attn, x, cos_sin, qk_norm=None)
     yield "normalises queries and keys before the rotary embedding; the reference rotates first", _attention(attn, x, cos_sin, qk_norm="before")
@@ -83,6 +133,7 @@ def attention_variants(attn, x, cos_sin):
     if 1 < attn.n_kv_head < attn.n_head:
         yield ("shares key/value heads in the wrong order: query head h should use kv head h // (n_head / "
                "n_kv_head), as repeat_interleave does, not h % n_kv_head as repeat does"), _attention(attn, x, cos_sin, tiled_kv=True)
+    yield from attention_mask_and_layout_variants(attn, x, cos_sin)
 
 
 def mlp_variants(mlp, x):
@@ -136,6 +187,17 @@ def gpt_forward_variants(model, idx):
     yield "softcaps with tanh(logits) instead of 15·tanh(logits / 15)", gpt_logits(model, idx, softcap="unscaled")
     yield "does not normalise the token embeddings (norm right after wte is missing)", gpt_logits(model, idx, embed_norm=False)
     yield "does not normalise before lm_head (the final norm is missing)", gpt_logits(model, idx, final_norm=False)
+
+
+def loss_variants(logits, idx, targets):
+    """The mean loss computed wrong, from the reference's logits for `idx` (B, T, V) and the batch's targets."""
+    def ce(lg, tg, reduction="mean"):
+        return F.cross_entropy(lg.float().reshape(-1, lg.size(-1)), tg.reshape(-1), ignore_index=-1,
+                               reduction=reduction)
+    yield ("shifts the targets again (logits[:, :-1] against targets[:, 1:]): the targets the loader gives are "
+           "already the next tokens, shifted once"), ce(logits[:, :-1], targets[:, 1:])
+    yield "compares the logits with the inputs idx instead of the targets", ce(logits, idx)
+    yield "sums the per-token losses instead of averaging them", ce(logits, targets, "sum")
 
 
 def flops_variants(model):

@@ -16,7 +16,8 @@ from workbench.check.result import CheckResult, Component, Status, lead_componen
 from workbench.course.phases import PHASES
 
 STATUS_STYLE = {Status.PASS: ("✓", "green"), Status.MISMATCH: ("✗", "bold red"), Status.ERROR: ("!", "bold red"),
-                Status.TODO: ("·", "yellow"), Status.SKIPPED: ("-", "dim")}
+                Status.TODO: ("·", "yellow"), Status.SKIPPED: ("-", "dim"),
+                Status.NOT_REACHED: ("-", "dim")}
 PHASE_TITLE = {p.number: p.title for p in PHASES}
 
 

@@ -25,6 +25,7 @@ class Status(_Word):
     ERROR = "error"  # it raised
     TODO = "todo"  # not written yet, or waits for a method that is not
     SKIPPED = "skipped"  # not run (the check stopped earlier)
+    NOT_REACHED = "not reached"  # could not run: the check process stopped first (timeout, crash, exit, stop)
 
 
 FAILING = (Status.MISMATCH, Status.ERROR)  # what the learner has to fix (a TODO is not a failure)

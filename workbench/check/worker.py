@@ -34,6 +34,9 @@ import traceback
 STDOUT_KEEP = 64 * 1024  # bytes of the learner's output kept (the tail)
 END_GRACE_S = 2.0  # after the last event, how long the child may take to exit before it is killed
 DUMP_WAIT_S = 0.5  # how long to wait for the child's traceback after SIGUSR1
+STALL_QUIET_S = 5.0  # no event from the child for this long: sample its stack (every stage sends events often)
+STALL_EVERY_S = 1.0  # between stack samples
+STALL_SAMPLES = 3  # this many samples in a row in the same place of the learner's code: stuck
 
 
 def default_memory_budget() -> int:
@@ -131,8 +134,13 @@ class Run:
         self.result_eof = False
         self.out_eof = False
         self.ended_at = None  # when the "end" event arrived
+        self.last_event_at = self.received  # when the child last sent anything (progress)
+        self.stack_samples: list[tuple] = []  # while it sends nothing: where its stack was, newest last
+        self.next_sample = 0.0
+        self.stall_dump = ""  # the stack sample that showed it stuck
         self.status = None  # waitpid status once reaped
         self.kill_reason = None  # "timeout" | "cancel"
+        self.token = secrets.token_hex(16)  # marks the check's own events (workbench/check/verify.py)
         self.scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=scratch_root())
         self.fault = tempfile.TemporaryFile(dir=self.scratch)
         self.result_r = self.result_w = self.out_r = self.out_w = None
@@ -147,6 +155,8 @@ class Run:
     def take_events(self, chunk: bytes) -> None:
         self.buf += chunk
         *lines, self.buf = self.buf.split(b"\n")
+        if lines:
+            self.last_event_at, self.stack_samples = time.perf_counter(), []
         for line in lines:
             if not line.strip():
                 continue
@@ -157,6 +167,27 @@ class Run:
             self.events.append(event)
             if event.get("kind") == "end" and self.ended_at is None:
                 self.ended_at = time.perf_counter()
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state of a process from /proc (R running, S sleeping, T stopped, ...), "" if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def learner_frames(dump: str, path: str) -> tuple:
+    """The frames of a faulthandler dump's current thread from the innermost one in the learner's file outwards
+    ((file, line, function) each); () when the learner's file is not on the stack."""
+    import re
+    current = dump.split("\nThread 0x")[0]
+    frames = re.findall(r'File "(.+?)", line (\d+) in (\S+)', current)
+    for i, (file, _, _) in enumerate(frames):
+        if os.path.abspath(file) == path:
+            return tuple(frames[i:])
+    return ()
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -260,6 +291,9 @@ class Worker:
         if not finished and now >= run.deadline:
             run.kill_reason = "timeout"
             self.request_traceback(run)
+            self.kill_group(run)
+            finished = True
+        if not finished and self.stuck(run, now):
             self.kill_group(run)
             finished = True
         if finished:
@@ -378,6 +412,49 @@ class Worker:
                 return
             time.sleep(0.01)
 
+    def stuck(self, run: Run, now: float) -> bool:
+        """While the child sends nothing for STALL_QUIET_S, sample its stack every STALL_EVERY_S; it is stuck
+        (kill_reason "stall") when STALL_SAMPLES samples in a row find the same frames in the learner's file, or
+        stopped (kill_reason "stopped") when it sits in the stopped state (SIGSTOP). Slow work that progresses
+        keeps sending events, or moves between samples, and runs on to the overall timeout."""
+        if run.ended_at is not None or now - run.last_event_at < STALL_QUIET_S or now < run.next_sample:
+            return False
+        run.next_sample = now + STALL_EVERY_S
+        stopped = process_state(run.pid) == "T"
+        text = self.sample_stack(run, resume=stopped)
+        if stopped:
+            run.kill_reason, run.stall_dump = "stopped", text
+            return True
+        where = learner_frames(text, run.path)
+        run.stack_samples = (run.stack_samples + [where])[-STALL_SAMPLES:] if where else []
+        if len(run.stack_samples) == STALL_SAMPLES and len(set(run.stack_samples)) == 1:
+            run.kill_reason, run.stall_dump = "stall", text
+            return True
+        return False
+
+    def sample_stack(self, run: Run, resume: bool = False) -> str:
+        """The child's Python stack now (faulthandler's dump on SIGUSR1), taken out of the fault file again so
+        that a crash later is not read as happening here. `resume`: SIGCONT it too (stopped, it can't dump)."""
+        fd = run.fault.fileno()
+        try:
+            start = os.fstat(fd).st_size
+            os.kill(run.pid, signal.SIGUSR1)
+            if resume:
+                os.kill(run.pid, signal.SIGCONT)
+        except OSError:
+            return ""
+        size, end = start, time.perf_counter() + DUMP_WAIT_S
+        while time.perf_counter() < end:
+            time.sleep(0.02)
+            grown = os.fstat(fd).st_size
+            if grown == size > start:
+                break  # written and settled
+            size = grown
+        text = os.pread(fd, size - start, start).decode("utf-8", "replace") if size > start else ""
+        os.ftruncate(fd, start)
+        os.lseek(fd, start, os.SEEK_SET)  # the child's file offset too: the file description is shared
+        return text
+
     def kill_group(self, run: Run) -> None:
         for target in (lambda: os.killpg(run.pid, signal.SIGKILL), lambda: os.kill(run.pid, signal.SIGKILL)):
             try:
@@ -436,7 +513,7 @@ class Worker:
                 sink(chunk)
         try:
             run.fault.seek(0)
-            fault_text = run.fault.read().decode("utf-8", "replace")
+            fault_text = run.stall_dump or run.fault.read().decode("utf-8", "replace")
         except OSError:
             fault_text = ""
         child_s = time.perf_counter() - run.received
