@@ -181,3 +181,15 @@ def test_trace_as_a_real_command_with_the_default_vocab(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     batch = next(line for line in proc.stdout.splitlines() if line.startswith("batch:"))
     assert "tokens of real text" in batch, batch
+
+
+def test_trace_piped_to_a_file_is_not_cut_to_80_columns(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    with open(tmp_path / "trace.txt", "w") as out:
+        proc = subprocess.run([sys.executable, "-m", "workbench.cli", "trace", "--seq", "8", "--depth", "2"],
+                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "trace.txt").read_text()
+    assert max(len(line) for line in text.splitlines()) > 80
+    rows = [line for line in text.splitlines() if "│" in line]
+    assert rows and not any("…" in row for row in rows)  # no module name or shape cut short

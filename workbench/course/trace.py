@@ -207,8 +207,13 @@ class _Tracer:
         return qualname, f"{os.path.basename(code.co_filename)}:{lineno}", source or ""
 
 
+PIPED_WIDTH = 160  # piped to a file or a pager: wide enough that no module or shape column is cut
+
+
 def run(args) -> int:
     console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=PIPED_WIDTH)
     errors = Console(highlight=False, stderr=True)
     if args.file is not None and not os.path.isfile(args.file):
         errors.print(f"[red]error:[/red] {escape(args.file)} is not a file; pass the path of your GPT file "
