@@ -288,6 +288,9 @@ def test_base_loss_prints_bpb_and_samples(laptop_run):
     missing = run_script("base_loss", ["--model-tag=d99"], base)
     assert missing.returncode == 1 and "error: no checkpoint directory" in missing.stderr
     assert "Traceback" not in missing.stderr
+    other_phase = run_script("base_loss", ["-i", "sft"], base)  # -i/--phase picks the checkpoint phase
+    assert other_phase.returncode == 1 and "sft_checkpoints" in other_phase.stderr
+    assert "Traceback" not in other_phase.stderr
 
 
 def test_chat_cli_one_shot_from_tiny_checkpoint(laptop_run):
