@@ -110,33 +110,44 @@ async def sync_project(plan: LaunchPlan, probe: TargetProbe) -> None:
 
 
 def install_script(plan: LaunchPlan) -> str:
-    """Run with `setup`: import the project from code/; when that fails, or the Rust sources are newer than the
-    built tokenizer, `pip install -e` it (which compiles rustbpe there) and try again."""
-    code, py = sh_path(f"{plan.workdir}/code"), shlex.quote(plan.python)
+    """Run with `setup`: use the project from code/ (PYTHONPATH) with the python `setup` gives, or with the
+    workdir's own venv once one exists. When it does not import (a missing dependency, no tokenizer built for this
+    platform) or the Rust sources are newer than the built tokenizer, `pip install -e` it into <workdir>/venv, a
+    venv that sees the packages of `setup`'s environment (torch) but never changes that environment. Prints
+    WB_PYTHON <the python the job must use>."""
+    code, venv = sh_path(f"{plan.workdir}/code"), sh_path(f"{plan.workdir}/venv")
+    py, check = shlex.quote(plan.python), shlex.quote(IMPORT_CHECK)
     setup = plan.target.setup.strip() or ":"
     modules = "".join(f"module load {shlex.quote(m)}\n" for m in plan.target.modules)
     return f"""{{ {setup}
 }} || exit 97
 {modules}cd {code} || exit 1
 export PYTHONPATH={code}
+PY={py}
+[ -x {venv}/bin/python ] && PY={venv}/bin/python
 built=$(ls rustbpe/_rustbpe*.so 2>/dev/null | head -n 1)
 stale=yes
 [ -n "$built" ] && stale=$(find rustbpe/src rustbpe/Cargo.toml -newer "$built" 2>/dev/null | head -n 1)
-if [ -z "$stale" ] && {py} -c {shlex.quote(IMPORT_CHECK)} 2>/dev/null; then echo "WB_READY"; exit 0; fi
+if [ -z "$stale" ] && "$PY" -c {check} 2>/dev/null; then echo "WB_PYTHON $PY"; exit 0; fi
 echo "WB_INSTALLING"
-{py} -m pip install -q -e . 2>&1 | tail -n 20
-{py} -c {shlex.quote(IMPORT_CHECK)} && echo "WB_READY"
+[ -x {venv}/bin/python ] || {py} -m venv --system-site-packages {venv} 2>&1 | tail -n 3
+{venv}/bin/python -m pip install -q -e . 2>&1 | tail -n 20
+{venv}/bin/python -c {check} && echo "WB_PYTHON $(cd {venv}/bin && pwd -P)/python"
 """
 
 
-async def install_project(plan: LaunchPlan, progress: Progress) -> None:
+async def install_project(plan: LaunchPlan, progress: Progress) -> str:
+    """The python the job runs with (see install_script)."""
     result = await run_script(plan.target, install_script(plan), timeout=3600)
     if "WB_INSTALLING" in result.stdout:
-        progress("the project did not import there: installed it with pip install -e (compiles the tokenizer)")
-    if "WB_READY" not in result.stdout:
+        progress(f"the project did not import on {plan.target.name}: installed it into {plan.workdir}/venv "
+                 f"(pip install -e; builds the tokenizer there)")
+    found = [line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith("WB_PYTHON ")]
+    if not found:
         last = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no output"]
         raise RemoteError(ErrorKind.COMMAND_FAILED, f"the project does not import on {plan.target.name} even after "
-                                                    f"pip install -e: {last[0]}")
+                                                    f"pip install -e into {plan.workdir}/venv: {last[0]}")
+    return found[-1].strip()
 
 
 async def _write_job(plan: LaunchPlan) -> None:
@@ -177,7 +188,7 @@ async def launch(plan: LaunchPlan, progress: Progress = lambda message: None) ->
     plan = replace(plan, workdir=probe.workdir, python=probe.python_cmd or "python")
     progress(f"syncing the project to {target.name}:{plan.workdir}/code (rsync, only what changed)")
     await sync_project(plan, probe)
-    await install_project(plan, progress)
+    plan = replace(plan, python=await install_project(plan, progress))
     await _write_job(plan)
     job_id, pid = await _submit(plan)
     record = RunRecord(
