@@ -101,19 +101,19 @@ PRESETS = {
     "cpu": Preset(
         name="cpu", nproc=1,
         summary="every stage on a laptop CPU, offline (embedded corpus, generated and packaged task data), "
-                "depth 4; about 10 minutes on 2 idle cores",
+                "depth 4; about 10 minutes of one core's time",
         stages={
             "tokenizer": ("--corpus", "embedded"),
             "tok_eval": ("--max-chars", "200000"),
             "base": ("--depth=4", "--max_seq_len=512", "--device_batch_size=4", "--total_batch_size=2048",
-                     "--num_iterations=150", "--data=embedded", "--eval_every=50", "--eval_tokens=16384",
+                     "--num_iterations=100", "--data=embedded", "--eval_every=50", "--eval_tokens=16384",
                      "--sample_every=-1", "--save_every=50"),
             "base_loss": ("--data=embedded", "--split_tokens=16384", "--max_tokens=16"),
             # no CORE offline: its eval bundle is a download (base_eval --download); the base model is measured
             # with the same chat_eval tasks as the later phases instead
             "base_chat_eval": ("-i", "base", "-a", "all", "-n", "16", "--max-new-tokens", "40"),
             "mid": ("--data=offline", "--max_seq_len=512", "--device_batch_size=4", "--total_batch_size=2048",
-                    "--num_iterations=60", "--eval_every=30", "--eval_tokens=8192", "--save_every=30"),
+                    "--num_iterations=40", "--eval_every=20", "--eval_tokens=8192", "--save_every=20"),
             "mid_eval": ("-i", "mid", "-a", "all", "-n", "16", "--max-new-tokens", "40"),
             "sft": ("--data=offline", "--device_batch_size=4", "--examples_per_step=8", "--num_iterations=40",
                     "--eval_every=20", "--eval_steps=8", "--save_every=20", "--chat_eval_tasks=SpellingBee",
