@@ -54,6 +54,11 @@ questions:
 ## `norm`
 
 Scale every vector to unit root-mean-square.
+
+```python
+def norm(x):
+    return F.rms_norm(x, (x.size(-1),))  # no learnable gain: the reference keeps RMSNorm parameter-free, END_OF_LINE
+```
 """
 BROKEN = """---
 title: [unclosed
@@ -232,7 +237,7 @@ PALETTE_ON_SCREEN = {
     "2": {"Search", "Contents", "Notes", "Close search / notes"},
     "3": set(),
     "4": {"Start run", "Cancel run", "Refresh list"},
-    "5": {"Stop", "Clear chat", "Train a tiny model", "Rescan checkpoints"},
+    "5": {"Stop reply", "Clear chat", "Train a tiny model", "Rescan checkpoints"},
 }
 
 
@@ -255,3 +260,29 @@ async def test_every_action_of_every_screen_is_in_the_command_palette(lessons, w
         command = next(c for c in app.get_system_commands(app.screen) if c.title == "Start run")
         command.callback()
         await until(pilot, lambda: any("whole number" in n.message for n in app._notifications))
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+async def test_search_goes_on_into_the_other_lessons_and_contents_and_code_keep_their_room(lessons, workspace, size):
+    app = WorkbenchApp(workspace.directory, run_checks=False)
+    async with app.run_test(size=size) as pilot:
+        screen = await open_lesson(app, pilot, "07-attention.md")
+        await pilot.press("slash")
+        await pilot.press(*"root-mean-square", "enter")  # only in the RMSNorm lesson
+        await until(pilot, lambda: screen.current.name == "05-rmsnorm.md" and screen._hits)
+        assert "root-mean-square" in screen._hits[0]._content.plain
+        await pilot.press("escape")
+        # a long code line wraps: its end is on screen
+        fence = screen.query_one("#lesson-viewer").document.query_one("MarkdownFence")
+        code = fence.query_one("#code-content")
+        await until(pilot, lambda: code.region.width > 0)
+        assert code.region.right <= fence.region.right  # nothing beyond the reader's edge
+        shown = "".join(strip.text for strip in code.render_lines(code.region.reset_offset)).replace(" ", "")
+        assert "END_OF_LINE" in shown
+        # the table of contents takes the lesson list's place: the text keeps a readable width
+        document = screen.query_one("#lesson-viewer").document
+        before = document.region.width
+        await pilot.press("t")
+        await until(pilot, lambda: screen.has_class("-toc-open"))
+        await pilot.pause(0.2)
+        assert document.region.width >= min(before, 40)

@@ -1,4 +1,5 @@
-"""The lessons screen: lesson list, a Markdown reader with table of contents and search, and a notes pane.
+"""The lessons screen: lesson list, a Markdown reader with table of contents and search (across every lesson),
+and a notes pane. Code blocks wrap rather than run off the right edge.
 
 Opening a lesson from the companion (key l) jumps to the section for the method the learner is on: every
 lesson has a heading naming each method it teaches in backticks, e.g. "## `CausalSelfAttention.forward`".
@@ -42,7 +43,7 @@ class LessonsScreen(WorkbenchScreen):
         with Horizontal(id="lessons-body"):
             yield LessonList(id="lesson-list")
             with Vertical(id="lesson-reader"):
-                yield Input(placeholder="search this lesson: enter for the next match, esc to close",
+                yield Input(placeholder="search the lessons: enter for the next match, esc to close",
                             id="lesson-search")
                 yield MarkdownViewer(id="lesson-viewer", show_table_of_contents=False, open_links=False)
             yield NotesPane(id="notes")
@@ -104,8 +105,10 @@ class LessonsScreen(WorkbenchScreen):
             viewer.scroll_home(animate=False)
 
     def action_toggle_toc(self) -> None:
+        """The table of contents takes the lesson list's (and the notes') place, so the text keeps its width."""
         viewer = self.query_one(MarkdownViewer)
         viewer.show_table_of_contents = not viewer.show_table_of_contents
+        self.set_class(viewer.show_table_of_contents, "-toc-open")
 
     def action_focus_notes(self) -> None:
         """Go to the notes (on a narrow terminal they take the lesson list's place; n again gives it back)."""
@@ -142,24 +145,44 @@ class LessonsScreen(WorkbenchScreen):
         self.query_one(MarkdownViewer).document.focus()
 
     @on(Input.Submitted, "#lesson-search")
-    def _search(self, event: Input.Submitted) -> None:
+    async def _search(self, event: Input.Submitted) -> None:
+        """enter: the next match in this lesson; past its last one, the first match in the next lesson that has
+        the text (all lessons are searched, in order, wrapping round)."""
         query = event.value.strip().lower()
         if not query:
             return
         if query != self._last_query or not self._hits:
-            for block in self._hits:
-                block.remove_class("-search-hit")
-            document = self.query_one(MarkdownViewer).document
-            # the innermost blocks holding the text, in document order
-            self._hits = [b for b in document.query(MarkdownBlock)
-                          if query in b._content.plain.lower() and not b.query(MarkdownBlock)]
-            self._hit_index, self._last_query = 0, query
-            for block in self._hits:
-                block.add_class("-search-hit")
+            self._find_hits(query)
         else:
-            self._hit_index = (self._hit_index + 1) % len(self._hits)
-        if not self._hits:
-            self.app.notify(f"No “{event.value}” in this lesson.", severity="information")
-            return
+            self._hit_index += 1
+        if self._hit_index >= len(self._hits):
+            following = self._next_lesson_with(query)
+            if following is None and not self._hits:
+                self.app.notify(f"No “{event.value}” in any lesson.", severity="information")
+                return
+            if following is not None:
+                await self.open_lesson(following.name, None).wait()
+                self._find_hits(query)
+            self._hit_index = 0
         self.query_one(MarkdownViewer).scroll_to_widget(self._hits[self._hit_index], top=True, animate=False)
-        self.notify(f"match {self._hit_index + 1} of {len(self._hits)}", timeout=1.5)
+        where = self.current.title if self.current else ""
+        self.notify(f"match {self._hit_index + 1} of {len(self._hits)} in “{where}”", timeout=1.5)
+
+    def _find_hits(self, query: str) -> None:
+        for block in self._hits:
+            block.remove_class("-search-hit")
+        document = self.query_one(MarkdownViewer).document
+        # the innermost blocks holding the text, in document order
+        self._hits = [b for b in document.query(MarkdownBlock)
+                      if query in b._content.plain.lower() and not b.query(MarkdownBlock)]
+        self._hit_index, self._last_query = 0, query
+        for block in self._hits:
+            block.add_class("-search-hit")
+
+    def _next_lesson_with(self, query: str) -> Lesson | None:
+        """The first lesson after the current one (wrapping round) whose text holds `query`; not the current."""
+        if not self.lessons:
+            return None
+        start = self.lessons.index(self.current) + 1 if self.current in self.lessons else 0
+        order = self.lessons[start:] + self.lessons[:start]
+        return next((x for x in order if x is not self.current and query in x.body.lower()), None)
