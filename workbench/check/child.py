@@ -29,7 +29,7 @@ import traceback
 import torch
 
 from nanochat import gpt as ref_gpt
-from workbench.check import probe
+from workbench.check import ownership, probe, verify
 from workbench.check.reference import (GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T, PROMPT_LEN, SEED,
                                        describe_optimizers)
 from workbench.check.result import Outcome, Stage
@@ -51,15 +51,16 @@ class Skip(Exception):
 class Channel:
     """Sends events to the worker (JSON lines on a pipe) and tensors through files in a scratch directory."""
 
-    def __init__(self, fd: int, scratch: str):
-        self.fd, self.scratch = fd, scratch
+    def __init__(self, fd: int, scratch: str, token: str = ""):
+        self.fd, self.scratch, self.token = fd, scratch, token  # token: the run's, see workbench/check/verify.py
         self._n = itertools.count()
 
     def send(self, event: dict, tensors: dict | None = None) -> None:
+        event = dict(event, token=self.token)
         if tensors:
             path = os.path.join(self.scratch, f"t{next(self._n)}.pt")
             torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path)
-            event = dict(event, tensor_file=path)
+            event["tensor_file"] = path
         data = (json.dumps(event, default=_jsonable) + "\n").encode("utf-8")
         while data:
             n = os.write(self.fd, data)
@@ -82,6 +83,8 @@ class Context:
         self.channel = channel
         self.steps = max(1, steps)
         self.mod = None
+        self.borrowed: dict[str, str] = {}  # contract objects not defined in the learner's file (ownership.py)
+        self.weights = {"init": None, "final": None}  # the learner's state_dict after init / after training
         self.whole_model = None  # the learner's own GPT with the shared weights, built once
         self._templates = {}  # isolated instances built by the learner's __init__, copied per experiment
         self.pipeline = {}
@@ -187,6 +190,8 @@ def to_float64(obj):
 
 def import_learner(path: str):
     name = "learner_" + "".join(c if c.isalnum() else "_" for c in os.path.splitext(os.path.basename(path))[0])
+    if not os.path.isfile(path):  # a FIFO or a device would block the import or never end
+        raise ImportError(f"{path} is not a regular file")
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"{path} is not a Python module file")
@@ -239,12 +244,18 @@ def run_pipeline(ctx: Context) -> None:
     now = time.perf_counter()
     p["timings"][p["stage"]] = round(now - ctx.stage_started, 4)
     p["timings"]["pipeline_s"] = round(now - started, 4)
-    ctx.channel.send({"kind": "pipeline", **p})
+    try:
+        ctx.channel.send({"kind": "pipeline", **p}, verify.weight_tensors(ctx.weights["init"], ctx.weights["final"]))
+    except Exception:  # weights that cannot be saved: the losses then cannot be verified (and do not pass)
+        ctx.channel.send({"kind": "pipeline", **p})
 
 
 def build_model(ctx: Context):
     """Import the learner's file, build its GPT and initialise it."""
     ctx.mod = import_learner(ctx.path)
+    ctx.borrowed = ownership.borrowed(ctx.mod, ctx.path)
+    if ctx.borrowed:
+        raise _ContractError(ownership.summary(ctx.borrowed))
     missing = [n for n in ("GPT", "GPTConfig") if not isinstance(getattr(ctx.mod, n, None), type)]
     if missing:
         raise _ContractError(f"your file must define {' and '.join(missing)} as a class (same names as "
@@ -255,7 +266,16 @@ def build_model(ctx: Context):
         raise _ContractError("GPT(config) did not build a torch.nn.Module")
     enter_stage(ctx, Stage.INIT)
     model.init_weights()
+    ctx.weights["init"] = _snapshot(model)
     return model
+
+
+def _snapshot(model) -> dict | None:
+    """A copy of the model's weights, for the worker to recompute the losses with (workbench/check/verify.py)."""
+    try:
+        return {n: t.detach().clone() for n, t in model.state_dict().items() if isinstance(t, torch.Tensor)}
+    except Exception:
+        return None
 
 
 def forward_and_backward(ctx: Context, model) -> None:
@@ -309,6 +329,7 @@ def train(ctx: Context, model) -> None:
     with torch.no_grad():  # the loss after the last step: forward only
         loss = model(ref.inputs.clone(), ref.targets.clone())
     p["losses"].append(float(loss))
+    ctx.weights["final"] = _snapshot(model)
     if not math.isfinite(float(loss)):
         raise _NonFinite(f"the loss became {float(loss)} after {ctx.steps} step(s)", None)
 
@@ -677,6 +698,9 @@ def run_experiment(ctx: Context, qualname: str, fn) -> None:
     try:
         if ctx.mod is None:
             raise Skip("your file did not import")
+        borrowed = ownership.borrowed_for(qualname, ctx.borrowed)
+        if borrowed:
+            raise _ContractError(borrowed)
         stub = untouched_stub(ctx, qualname)
         if stub is not None:
             message, line = stub

@@ -10,13 +10,15 @@ tell wrong math from float rounding, and compared with common mistakes (workbenc
 import copy
 import math
 import os
+import stat
 import time
 from dataclasses import dataclass
 
 import torch
 
 from nanochat import gpt as ref_gpt
-from workbench.check import mistakes
+from nanochat.fsutil import FileRefused
+from workbench.check import mistakes, verify
 from workbench.check.child import CUSTOM_LRS, SAMPLED_TOKENS, SAMPLING, to_float64
 from workbench.check.reference import GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T
 from workbench.check.result import (CheckError, CheckResult, NumericVerdict, Outcome, Stage, Status, is_failing,
@@ -26,6 +28,7 @@ from workbench.course.phases import LESSON_FOR, phase_of
 FN_TOL = 1e-5  # norm, apply_rotary_emb (fp32)
 MODULE_TOL = 1e-4  # attention, MLP, block, logits, loss
 STD_TOL = 0.05  # init std, relative
+MAX_TENSOR_BYTES = 1 << 30  # a tensor file of a check is tens of megabytes
 NOISE_RATIO = 0.01  # float64 difference at most this fraction of the fp32 one: rounding, not math
 
 # (qualname, phase, what the row checks), in data-flow order: the report leads with the first that fails
@@ -270,8 +273,9 @@ class Judge:
         ref = self.ref
         params = self._params(t)
         missing = [n for n in ref.init_final if n not in params]
-        if missing:
-            raise Verdict(Status.SKIPPED, f"parameter {missing[0]} is missing (see GPT.__init__)")
+        if missing:  # the model it ran on had them all (built by __init__ or the reference's): init_weights lost them
+            raise Mismatch(f"parameter {missing[0]} is gone after init_weights: it must set the parameters' "
+                           f"values, not remove or replace the parameters")
         for name, stats in ref.init_final.items():
             self._check_std(name, params[name], 0.0 if stats["zero"] else stats["std"], "init_weights")
         for name, want in zip(("cos", "sin"), ref.rotary):
@@ -283,9 +287,12 @@ class Judge:
 
     def row_init_rule(self, obs, t):
         params = self._params(t)
+        missing = [n for n in self.ref.init_rule_std if n not in params]
+        if missing:  # a missing parameter is a failure, never a skip
+            raise Mismatch(f"parameter {missing[0]} is gone after _init_weights: it must set the parameters' "
+                           f"values, not remove or replace the parameters")
         for name, std in self.ref.init_rule_std.items():
-            if name in params:
-                self._check_std(name, params[name], std, "_init_weights")
+            self._check_std(name, params[name], std, "_init_weights")
         return "Linear and Embedding stds match the reference's rule", None
 
     def _fn_cases(self, obs, t, what, cases, fn64, variants):
@@ -582,7 +589,7 @@ class Judge:
         losses = pipeline.get("losses") or []
         if not losses:
             return None
-        loss = losses[0]
+        loss = _recomputed(pipeline, "init")
         ln_v = self.ref.ln_vocab
         if not math.isfinite(loss):
             raise Mismatch(f"the loss at init is {loss}")
@@ -594,16 +601,18 @@ class Judge:
         return f"{loss:.4f} ≈ ln({self.ref.vocab_size}) = {ln_v:.4f}", abs(loss - ln_v)
 
     def row_training(self, pipeline, steps):
-        losses = pipeline.get("losses") or []
+        if not pipeline.get("losses"):  # the check never reported a loss (it died before the forward)
+            return None
         reached = stage_index(pipeline.get("stage"))
         if pipeline.get("outcome") != Outcome.DONE and reached is not None and reached <= stage_index(Stage.TRAIN):
             return None
+        losses = [_recomputed(pipeline, "init"), _recomputed(pipeline, "final")]
         if not all(math.isfinite(x) for x in losses):
             raise Mismatch("the loss became NaN/inf during training")
         if losses[-1] >= losses[0]:
             raise Mismatch(f"the loss did not go down while overfitting one batch: {losses[0]:.3f} → "
-                           f"{losses[-1]:.3f} after {len(losses) - 1} step(s)")
-        return f"{losses[0]:.3f} → {losses[-1]:.3f} after {len(losses) - 1} step(s) on one batch", None
+                           f"{losses[-1]:.3f} after {steps} step(s)")
+        return f"{losses[0]:.3f} → {losses[-1]:.3f} after {steps} step(s) on one batch", None
 
     def _status_of(self, qualname):
         for row in getattr(self, "_rows", []):
@@ -694,6 +703,16 @@ class Judge:
         return None
 
 
+def _recomputed(pipeline: dict, which: str) -> float:
+    """A loss the worker recomputed from the learner's weights (workbench/check/verify.py): the verdict rests on it,
+    not on the number the child reported."""
+    value = (pipeline.get("recomputed") or {}).get(which)
+    if value is None:
+        raise Mismatch("the workbench could not recompute this loss from your model's weights: their names or "
+                       "shapes differ from the reference's (see GPT.__init__)")
+    return value
+
+
 def phase_for(qualname: str | None) -> int | None:
     if qualname is None:
         return None
@@ -737,13 +756,17 @@ def parse_fault_dump(text: str, path: str) -> tuple[int | None, str]:
 
 
 def build_result(ref, path, events, *, steps, status, kill_reason, timeout, fault_text, output, output_bytes,
-                 output_lines, memory_limit) -> CheckResult:
-    """The check result from the child's events, its exit `status`, why it was killed (if it was) and its output."""
+                 output_lines, memory_limit, token=None) -> CheckResult:
+    """The check result from the child's events, its exit `status`, why it was killed (if it was) and its output.
+    With the run's `token`, events the check did not send are dropped and fail the run (workbench/check/verify.py)."""
     from workbench.check.probe import SourceMap
 
     smap = SourceMap(path)
+    events, tampering = verify.screen(events, token) if token is not None else (events, [])
     run = _read_events(events)
     pipeline = run.pipeline
+    if pipeline is not None:  # the losses the verdict rests on, recomputed here from the learner's weights
+        pipeline["recomputed"] = verify.recomputed_losses(ref, pipeline.pop("tensors", None) or {})
     stage = pipeline["stage"] if pipeline else (run.stages[-1] if run.stages else Stage.IMPORT)
     error, next_todo = None, None
     if pipeline and pipeline.get("outcome") in (Outcome.TODO, Outcome.ERROR):
@@ -766,6 +789,11 @@ def build_result(ref, path, events, *, steps, status, kill_reason, timeout, faul
             if row["status"] == Status.TODO and obs and obs.get("status") == Outcome.TODO:
                 next_todo = _todo(dict(obs.get("exception") or {}), smap)
                 break
+    if tampering:  # nothing of this run is graded: any of its events may be forged
+        error = verify.tampered_error(tampering)
+        for row in rows:
+            if row["status"] == Status.PASS:
+                row.update(status=Status.ERROR, detail="not graded: the check's result channel was written to")
     ok = bool(pipeline and pipeline.get("outcome") == Outcome.DONE and run.ended and error is None
               and all(r["status"] == Status.PASS for r in rows))
     lead = lead_component(rows)
@@ -783,7 +811,7 @@ def build_result(ref, path, events, *, steps, status, kill_reason, timeout, faul
         "lead": lead["qualname"] if lead else None,
         "shapes": [{k: v for k, v in e.items() if k != "finished"} for e in pipeline.get("shapes", [])],
         "first_nonfinite": first_nonfinite,
-        "losses": [float(x) for x in pipeline.get("losses", [])],
+        "losses": verify.trusted_losses(pipeline.get("losses", []), pipeline.get("recomputed") or {}),
         "stdout_tail": _stdout_tail(output, output_bytes, output_lines),
         "stdout_bytes": output_bytes,
         "stdout_lines": output_lines,
@@ -811,13 +839,13 @@ def _read_events(events: list) -> _ChildRun:
     t_load = time.perf_counter()
     experiments = {}
     for e in events:
+        if e.get("kind") in ("experiment", "pipeline") and e.get("tensor_file"):
+            try:
+                e["tensors"] = _load_tensors(e["tensor_file"])
+            except Exception as exc:
+                e.update(status=Outcome.ERROR, exception={"type": "WorkbenchError", "message":
+                         f"could not read the check's tensors: {exc}"})
         if e.get("kind") == "experiment":
-            if e.get("tensor_file"):
-                try:
-                    e["tensors"] = torch.load(e["tensor_file"], weights_only=True, mmap=True)
-                except Exception as exc:
-                    e.update(status=Outcome.ERROR, exception={"type": "WorkbenchError", "message":
-                             f"could not read the check's tensors: {exc}"})
             experiments[e["qualname"]] = e
     started = [e["qualname"] for e in events if e.get("kind") == "experiment_start"]
     return _ChildRun(
@@ -828,6 +856,16 @@ def _read_events(events: list) -> _ChildRun:
         ended=any(e.get("kind") == "end" for e in events),
         internal=next((e for e in events if e.get("kind") == "internal_error"), None),
         load_s=time.perf_counter() - t_load)
+
+
+def _load_tensors(path: str) -> dict:
+    """A tensor file of the check, if it is a regular file of a sane size: the child could have put a FIFO or a
+    device in its place. The check's processes are all dead by now (the worker killed them), so it cannot change
+    between this look and the load."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_TENSOR_BYTES:
+        raise FileRefused(f"{path} is not a regular file of at most {MAX_TENSOR_BYTES:,} bytes")
+    return torch.load(path, weights_only=True, mmap=True)
 
 
 def _crash(path, smap, run: _ChildRun, stage, status, kill_reason, timeout, fault_text) -> CheckError:

@@ -10,9 +10,10 @@ Protocol (JSON lines): the caller (workbench/check/client.py) writes requests to
 `{"event": "cancelled", "id": 1}`; `{"event": "fatal", ...}`
 if warming up failed. While warming up: `{"event": "progress", "done": 1, "total": 4, "stage": "..."}`.
 
-Isolation, per run: the child gets its own process group, a memory cap (RLIMIT_AS: the worker's own size plus
-a budget, default half the RAM), stdout/stderr redirected into a pipe whose tail the worker keeps, faulthandler
-writing Python tracebacks into a file on a crash or on SIGUSR1. A newer run request kills the child in flight.
+Isolation, per run: nothing the check starts outlives it (the worker is a child subreaper, and after each
+check every process below it is killed); the child gets its own process group, a memory cap (RLIMIT_AS: the
+worker's own size plus a budget, default half the RAM), stdout/stderr redirected into a pipe whose tail the
+worker keeps, faulthandler writing Python tracebacks into a file on a crash or on SIGUSR1. A newer run request kills the child in flight.
 At the timeout the worker asks the child for its traceback (SIGUSR1), then kills the whole group. The learner's
 code runs only in the child; the worker only reads what the child sends (workbench/check/judge.py judges it).
 """
@@ -25,11 +26,14 @@ import os
 import resource
 import selectors
 import shutil
+import secrets
 import signal
 import sys
 import tempfile
 import time
 import traceback
+
+from workbench.check.spare import CHILD_ENV, STRATEGIES, choose_strategy, platform_default
 
 STDOUT_KEEP = 64 * 1024  # bytes of the learner's output kept (the tail)
 END_GRACE_S = 2.0  # after the last event, how long the child may take to exit before it is killed
@@ -204,6 +208,71 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+SWEEP_S = 2.0  # the longest kill_descendants keeps killing (a fork bomb keeps making new ones)
+
+
+def become_subreaper() -> bool:
+    """Linux: processes a check leaves behind whose parent dies (a grandchild in a session of its own, a
+    double-forked daemon) are re-parented to the worker instead of init, so kill_descendants finds them all."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live (not zombie) process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_descendants(keep=()) -> int:
+    """SIGKILL every process below the worker and reap the ones re-parented to it, until none is left (between
+    checks the worker has no children of its own). Returns how many were killed."""
+    killed, end = 0, time.monotonic() + SWEEP_S
+    while time.monotonic() < end:
+        procs = [pid for pid in descendants(os.getpid()) if pid not in keep]  # keep: the warm spare
+        for pid in procs:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        while True:  # reap: the killed orphans are the worker's children now
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        if not procs:
+            break
+        time.sleep(0.005)
+    return killed
+
+
 class Worker:
     def __init__(self, ref, proto_out, seq_len: int):
         self.ref = ref
@@ -214,6 +283,8 @@ class Worker:
         self.inbuf = b""
         self.base_as = own_address_space()
         self.pid = os.getpid()
+        self.strategy = "fork"  # or "spawn": checks run in warm spares (workbench/check/spare.py)
+        self.spares = None  # the SparePool when the strategy is "spawn"
 
     def send(self, event: dict) -> None:
         self.proto.write(json.dumps(event) + "\n")
@@ -303,6 +374,15 @@ class Worker:
 
     def start(self, request: dict) -> None:
         run = Run(request)
+        pid = run.pid = self.spares.take(run) if self.spares is not None else self.fork_child(run)
+        os.set_blocking(run.result_r, False)
+        os.set_blocking(run.out_r, False)
+        self.sel.register(run.result_r, selectors.EVENT_READ, ("result", run.id))
+        self.sel.register(run.out_r, selectors.EVENT_READ, ("out", run.id))
+        self.run = run
+        self.send({"event": "started", "id": run.id, "pid": pid})
+
+    def fork_child(self, run: Run) -> int:
         run.result_r, run.result_w = os.pipe()
         run.out_r, run.out_w = os.pipe()
         sys.stdout.flush()
@@ -310,19 +390,13 @@ class Worker:
         pid = os.fork()
         if pid == 0:
             self.child(run)  # never returns
-        run.pid = pid
         try:
             os.setpgid(pid, pid)  # also done in the child; whichever runs first
         except OSError:
             pass
         os.close(run.result_w)
         os.close(run.out_w)
-        os.set_blocking(run.result_r, False)
-        os.set_blocking(run.out_r, False)
-        self.sel.register(run.result_r, selectors.EVENT_READ, ("result", run.id))
-        self.sel.register(run.out_r, selectors.EVENT_READ, ("out", run.id))
-        self.run = run
-        self.send({"event": "started", "id": run.id, "pid": pid})
+        return pid
 
     def child(self, run: Run) -> None:
         code = 70
@@ -365,7 +439,7 @@ class Worker:
             import torch
             torch.set_num_threads(int(os.environ.get("NANOCHAT_CHECK_THREADS", "1")))
             from workbench.check import child
-            channel = child.Channel(run.result_w, run.scratch)
+            channel = child.Channel(run.result_w, run.scratch, run.token)
             try:
                 child.run(run.path, self.ref, channel, run.steps)
                 code = 0
@@ -383,6 +457,9 @@ class Worker:
             except BaseException:
                 pass
             real_exit(code)
+
+    def spare_pids(self) -> tuple:
+        return self.spares.pids() if self.spares is not None else ()
 
     def request_traceback(self, run: Run) -> None:
         """Ask the child where it is (SIGUSR1: faulthandler's dump) and to flush its prints (SIGUSR2), then give
@@ -473,6 +550,7 @@ class Worker:
             return
         run.kill_reason = reason
         self.kill_group(run)
+        kill_descendants(self.spare_pids())
         self.cleanup(run)
         self.send({"event": "cancelled", "id": run.id})
 
@@ -498,6 +576,7 @@ class Worker:
             os.killpg(run.pid, signal.SIGKILL)  # stray grandchildren of the learner's code
         except OSError:
             pass
+        kill_descendants(self.spare_pids())  # and the ones that left the group (their own session, a double fork)
         for fd, sink, flag in ((run.result_r, run.take_events, "result_eof"), (run.out_r, run.take_output, "out_eof")):
             end = time.perf_counter() + 0.2
             while not getattr(run, flag) and time.perf_counter() < end:
@@ -523,14 +602,15 @@ class Worker:
             result = build_result(self.ref, run.path, run.events, steps=run.steps, status=run.status,
                                   kill_reason=run.kill_reason, timeout=run.timeout, fault_text=fault_text,
                                   output=bytes(run.out_tail), output_bytes=run.out_bytes, output_lines=run.out_lines,
-                                  memory_limit=run.memory_budget)
+                                  memory_limit=run.memory_budget, token=run.token)
         except Exception as e:
             result = failed_result(run.path, f"the workbench failed to read the check's results "
                                              f"({type(e).__name__}: {e}); this is a workbench bug",
                                    traceback.format_exc())
         total = time.perf_counter() - run.received
         result.setdefault("timings", {}).update(total_s=round(total, 4), child_s=round(child_s, 4),
-                                                judge_s=round(total - child_s, 4), warm=True)
+                                                judge_s=round(total - child_s, 4), warm=True,
+                                                child=self.strategy)
         self.cleanup(run)
         self.send({"event": "result", "id": run.id, "result": result})
 
@@ -538,11 +618,28 @@ class Worker:
 WARMUP_STAGES = 4  # importing torch, corpus + tokenizer, the reference's answers, the checks
 
 
+def start_spares(ref, strategy: str):
+    """The spawn strategy's pool, its first spare warm (a check never waits for one it could have had)."""
+    if strategy != "spawn":
+        return None
+    from workbench.check.spare import SPARE_READY_TIMEOUT, SparePool
+    pool = SparePool(ref, tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-spares-", dir=scratch_root()))
+    pool.spare.wait_ready(SPARE_READY_TIMEOUT)
+    return pool
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="the workbench's warm check worker (started by workbench.check.client)")
     parser.add_argument("--seq", type=int, default=512, help="sequence length of the check's batch")
+    parser.add_argument("--child", choices=STRATEGIES, default=None,
+                        help=f"fork a child per check, or hand it to a warm spawned spare (default: "
+                             f"${CHILD_ENV}, else {platform_default()} on this platform)")
     args = parser.parse_args(argv)
+    try:
+        strategy = choose_strategy(args.child)
+    except ValueError as e:
+        parser.error(f"${CHILD_ENV}: {e}")
 
     # the protocol gets a private copy of stdout; anything else printed to fd 1 lands on stderr
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
@@ -565,20 +662,26 @@ def main(argv=None) -> int:
         import workbench.check.child  # noqa: F401  (imported before the first fork, not in every child)
         import workbench.check.judge  # noqa: F401
         import nanochat.engine  # noqa: F401
+        spares = start_spares(ref, strategy)
     except BaseException as e:
         proto.write(json.dumps({"event": "fatal", "message": f"{type(e).__name__}: {e}",
                                 "traceback": traceback.format_exc()}) + "\n")
         proto.flush()
         return 1
     remove_stale_scratch()
+    become_subreaper()
     worker = Worker(ref, proto, args.seq)
+    worker.strategy, worker.spares = strategy, spares
     worker.send({"event": "ready", "pid": os.getpid(), "warmup_s": round(time.perf_counter() - started, 3),
                  "reference_s": round(ref.timings.get("total_s", 0.0), 3), "seq_len": args.seq,
-                 "vocab_size": ref.vocab_size, "tokenizer": ref.tokenizer_name})
+                 "vocab_size": ref.vocab_size, "tokenizer": ref.tokenizer_name, "child": strategy})
     try:
         worker.serve()
     except BrokenPipeError:
         pass
+    finally:
+        if spares is not None:
+            spares.close()
     return 0
 
 
