@@ -6,7 +6,7 @@
 #   bash speedrun.sh                  the d20 run on one 8-GPU node (~561M parameters; roughly 4 h on 8xH100)
 #   NPROC=4 DEPTH=12 bash speedrun.sh fewer GPUs, a smaller model (PRESET=d12 sizes the data for it)
 #   PRESET=cpu bash speedrun.sh       every stage on a laptop CPU, offline, depth 4 (~10 min on 2 idle cores)
-#   MODEL=my-gpt/learner_gpt.py ...   your own GPT file in every training stage
+#   MODEL=my-gpt/learner_gpt.py ...   your own GPT file in every training and evaluation stage
 #   RL=1 ...                          add reinforcement learning on GSM8K and its eval
 #
 # Other variables: NANOCHAT_BASE_DIR (default ~/.cache/nanochat), WANDB_RUN (a wandb run name for pretraining).
@@ -68,10 +68,10 @@ for stage in $STAGES; do
         base)
             if [ -n "$DOWNLOAD_PID" ]; then wait "$DOWNLOAD_PID"; DOWNLOAD_PID=""; fi
             run_stage base ${DEPTH:+--depth="$DEPTH"} --run="${WANDB_RUN:-dummy}" "${MODEL_FLAGS[@]}" ;;
-        mid|sft|rl)
-            run_stage "$stage" "${MODEL_FLAGS[@]}" ;;
-        *)
+        tokenizer|tok_eval)
             run_stage "$stage" ;;
+        *)  # training and evaluation: the learner's file, when given, runs in every one of them
+            run_stage "$stage" "${MODEL_FLAGS[@]}" ;;
     esac
 done
 if [ "$PRESET" = cpu ]; then
@@ -82,13 +82,14 @@ fi
 "$PY" -m nanochat.report
 TOTAL=$((SECONDS - TOTAL_START))
 printf 'speedrun (%s): all stages in %dm%02ds\n' "$PRESET" $((TOTAL / 60)) $((TOTAL % 60))
-CHAT_PHASE=sft
-[ "$RL" = 1 ] && CHAT_PHASE=rl
+CHAT="-i sft"
+[ "$RL" = 1 ] && CHAT="-i rl"
+[ -n "${MODEL:-}" ] && CHAT="$CHAT --model $MODEL"
 cat <<EOF
 
 Chat with your model:
-  python -m nanochat.scripts.chat_cli -i $CHAT_PHASE -p "What is 2+2?"     # one question
-  python -m nanochat.scripts.chat_cli -i $CHAT_PHASE                       # a conversation in the terminal
-  python -m nanochat.scripts.chat_web -i $CHAT_PHASE                       # in the browser: http://127.0.0.1:8000
-  nanochat-workbench                                                        # the TUI's Chat screen (key 5)
+  python -m nanochat.scripts.chat_cli $CHAT -p "What is 2+2?"     # one question
+  python -m nanochat.scripts.chat_cli $CHAT                       # a conversation in the terminal
+  python -m nanochat.scripts.chat_web $CHAT                       # in the browser: http://127.0.0.1:8000
+  nanochat-workbench                                               # the TUI's Chat screen (key 5)
 EOF

@@ -63,7 +63,7 @@ def test_cpu_preset_runs_every_stage_with_a_learner_file(tmp_path):
     assert result.returncode == 0, output[-5000:]
     for stage in presets.stages_of("cpu", include_optional=True):
         assert re.search(rf"^== {stage}: \d+m\d\ds$", result.stdout, re.M), f"no time printed for {stage}"
-    assert "--model " + str(learner) in result.stdout  # the training stages ran the learner's file
+    assert "--model " + str(learner) in result.stdout  # the training and eval stages ran the learner's file
     assert "chat_cli -i rl" in result.stdout and "chat_web -i rl" in result.stdout
     table = (base / "report" / "report.md").read_text()
     rows = [line.split("|")[2:6] for line in table.splitlines() if line.startswith("| ") and "Metric" not in line
@@ -71,7 +71,8 @@ def test_cpu_preset_runs_every_stage_with_a_learner_file(tmp_path):
     for column, phase in enumerate(["base", "mid", "sft", "rl"]):
         assert any(row[column].strip() != "-" for row in rows), f"no {phase} result in the report table"
     answer = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_cli", "-i", "sft", "-p", "What is 2+2?",
-                             "-m", "16"], env=env, capture_output=True, text=True, timeout=300)
+                             "-m", "16", "--model", str(learner)], env=env, capture_output=True, text=True,
+                            timeout=300)
     assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr[-2000:]
 
 

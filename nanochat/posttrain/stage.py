@@ -66,7 +66,7 @@ def check_stage_args(p, args):
     for name in ("embedding_lr", "unembedding_lr", "matrix_lr", "weight_decay", "grad_clip"):
         if getattr(args, name) < 0:
             p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if getattr(args, "init_lr_frac", 1.0) <= 0:
+    if args.init_lr_frac <= 0:
         p.error(f"--init_lr_frac must be > 0, got {args.init_lr_frac}")
     if args.resume_from_step < -1:
         p.error(f"--resume_from_step must be a saved step or -1, got {args.resume_from_step}")
@@ -147,19 +147,19 @@ def open_stage(args, phase, use_compile=False):
         _, optimizer_data, _ = load_checkpoint(out_dir, args.resume_from_step, compute.device,
                                                load_optimizer=True, rank=compute.rank)
         parent = resume_meta.get("parent", {})
+        model_source = model_source or resume_meta.get("model_source", model_sources.REFERENCE)
     else:
         in_dir = os.path.join(checkpoints_dir(args.source), tag)
         model, tokenizer, meta, step = _load_model(in_dir, args.step, compute, model_source, MAKES[args.source])
         parent = {"phase": args.source, "tag": tag, "step": step}
         print0(f"starting from {args.source} checkpoint {tag} step {step} ({in_dir})")
         model_source = model_source or meta.get("model_source", model_sources.REFERENCE)
-    model_source = model_source or resume_meta.get("model_source", model_sources.REFERENCE)
     model.train()
     optimizers = model.setup_optimizers(unembedding_lr=args.unembedding_lr, embedding_lr=args.embedding_lr,
                                         matrix_lr=args.matrix_lr, weight_decay=args.weight_decay)
     for opt in optimizers:  # the stage's peak lr is a fraction of base_train's
         for group in opt.param_groups:
-            group["lr"] = group["initial_lr"] = group["initial_lr"] * getattr(args, "init_lr_frac", 1.0)
+            group["lr"] = group["initial_lr"] = group["initial_lr"] * args.init_lr_frac
     compiled = torch.compile(model, dynamic=False) if compute.use_compile else model
     stage = Stage(args, phase, compute, tokenizer, model.config, model, compiled, optimizers, tag, out_dir,
                   os.path.join(out_dir, "metrics.jsonl"), parent, model_source)

@@ -36,6 +36,8 @@ def parse_args(argv=None):
                    help="tokens per split for bits per byte (0: skip)")
     p.add_argument("--sample-tokens", dest="sample_tokens", type=int, default=24,
                    help="greedy sample length (0: no samples)")
+    p.add_argument("--model", default=None,
+                   help="'reference' or your model file (default: the one the checkpoint names, if inside this folder)")
     p.add_argument("--device-type", dest="device_type", default=None, help="cuda|mps|cpu (default: autodetect)")
     return p.parse_args(argv)
 
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
     ddp, rank, _, world_size, device = compute_init(args.device_type)
     try:
         checkpoint_dir, tag, step = resolve_checkpoint(args.phase, args.model_tag, args.step)
-        model, tokenizer, _ = load_model(args.phase, device, "eval", model_tag=tag, step=step)
+        model, tokenizer, _ = load_model(args.phase, device, "eval", model_tag=tag, step=step,
+                                         model_source=args.model)
         results = run_core(model, tokenizer, tasks, args, ddp, rank, world_size, device)
         bpb = run_bpb(model, tokenizer, args.bpb_tokens, device) if args.bpb_tokens > 0 else {}
     except (CheckpointError, ModelSourceError, OSError, ValueError) as e:

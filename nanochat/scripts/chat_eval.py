@@ -70,6 +70,8 @@ def parse_args(argv=None):
     p.add_argument("-t", "--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("-k", "--top-k", dest="top_k", type=positive_int, default=50)
     p.add_argument("--timeout", type=positive_float, default=5.0, help="seconds per HumanEval program")
+    p.add_argument("--model", default=None,
+                   help="'reference' or your model file (default: the one the checkpoint names, if inside this folder)")
     p.add_argument("--device-type", dest="device_type", default=None, help="cuda|mps|cpu (default: autodetect)")
     args = p.parse_args(argv)
     if args.temperature < 0:
@@ -227,7 +229,8 @@ def main(argv=None) -> int:
     ddp, rank, _, world_size, device = compute_init(args.device_type)
     try:
         checkpoint_dir, tag, step = resolve_checkpoint(args.phase, args.model_tag, args.step)
-        model, tokenizer, _ = load_model(args.phase, device, "eval", model_tag=tag, step=step)
+        model, tokenizer, _ = load_model(args.phase, device, "eval", model_tag=tag, step=step,
+                                         model_source=args.model)
         results, counts, skipped, seconds = evaluate_all(args, model, tokenizer, ddp, rank, world_size, device)
     except (CheckpointError, ModelSourceError, MissingDataError, ValueError) as e:
         print(f"chat_eval: {e}", file=sys.stderr)
