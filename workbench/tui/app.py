@@ -28,7 +28,7 @@ from textual.worker import Worker, WorkerState
 from nanochat.fsutil import atomic_write
 from workbench.check.result import Status
 from workbench.course.phases import ALL_METHODS, LESSON_FOR
-from workbench.course.workspace import STATUS_NAME, learner_file_in
+from workbench.course.workspace import STATUS_NAME, learner_file_in, read_learner_file
 from workbench.status.rules import tick_passed
 from workbench.tui.checklist import load_checklist
 from workbench.tui.messages import (CheckCrashed, CheckFinished, CheckStarted, FilesChanged, RunExited, RunOutput,
@@ -235,10 +235,10 @@ class WorkbenchApp(App):
             self.post_message(CheckCrashed(f"{self.learner_path} does not exist: create it with "
                                            f"`nanochat-workbench init {self.workspace}`"))
             return
-        try:
-            source = self.learner_path.read_text(encoding="utf-8", errors="replace")
+        try:  # never blocks: a FIFO or device in the learner file's place is refused, not waited on
+            source = read_learner_file(self.learner_path, errors="replace")
         except OSError as e:
-            self.post_message(CheckCrashed(f"cannot read {self.learner_path}: {e.strerror}"))
+            self.post_message(CheckCrashed(f"cannot read {self.learner_path}: {e.strerror or e}"))
             return
         from workbench.check.client import CheckCancelled, RunnerError
         runner = self._get_runner()
@@ -374,9 +374,9 @@ class WorkbenchApp(App):
             self.notify("Nothing to compare yet: press v after a method passes.", severity="information")
             return
         try:
-            source = self.learner_path.read_text(encoding="utf-8", errors="replace")
+            source = read_learner_file(self.learner_path, errors="replace")
         except OSError as e:
-            self.notify(f"cannot read {self.learner_path}: {e.strerror}", severity="error")
+            self.notify(f"cannot read {self.learner_path}: {e.strerror or e}", severity="error")
             return
         self.push_screen(_screen("modals.compare", "CompareScreen", qualname, source))
 
@@ -393,7 +393,7 @@ class WorkbenchApp(App):
     def _reset(self, qualname: str) -> None:
         from workbench.course.methods import MethodNotFound, method_source, replace_method, skeleton_method
         try:
-            text = self.learner_path.read_text(encoding="utf-8")
+            text = read_learner_file(self.learner_path)
             before = method_source(text, qualname)
             new_text = replace_method(text, qualname, skeleton_method(qualname))
             atomic_write(self.learner_path, new_text)
@@ -415,7 +415,7 @@ class WorkbenchApp(App):
             return
         qualname, before, _after = self._undo.pop()
         try:
-            text = self.learner_path.read_text(encoding="utf-8")
+            text = read_learner_file(self.learner_path)
             atomic_write(self.learner_path, replace_method(text, qualname, before))
         except (SyntaxError, MethodNotFound, OSError) as e:
             self._undo.append((qualname, before, _after))
