@@ -17,6 +17,8 @@ COMMANDS = [
     ("check", "workbench.check.command", "run your GPT file through the depth-4 checks against the reference"),
     ("bpe", "workbench.course.bpe_check", "check your plain-Python BPE trainer (lesson 02's exercise) against rustbpe"),
     ("trace", "workbench.course.trace", "print a forward pass: shapes, statistics, attention, parameters"),
+    ("challenge", "workbench.course.challenge_command", "debugging challenges: the reference GPT with one planted bug"),
+    ("tokens", "workbench.course.tokens", "show how the tokenizer splits a text: token boundaries, ids, bytes"),
     ("targets", "workbench.remote.targets_command", "add, list, test or remove the GPU boxes and clusters runs go to"),
     ("launch", "workbench.remote.launch_command", "check readiness, then train on a target (ssh, SLURM or local)"),
     ("runs", "workbench.remote.runs_command", "list launched and local runs with their state; cancel, log, wait, pull"),

@@ -47,6 +47,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--vocab", type=int, default=None,
                         help="vocabulary size (default: the embedded-corpus tokenizer's; random tokens when given)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the weights and the batch (default 0)")
+    parser.add_argument("--grad", action="store_true",
+                        help="train a few steps instead: gradient norms and update/weight ratios per layer")
+    parser.add_argument("--steps", type=int, default=3, help="optimizer steps for --grad (default 3, at most 50)")
 
 
 def config_kwargs(depth: int, vocab_size: int, sequence_len: int, n_kv_head: int | None = None) -> dict:
@@ -220,7 +223,7 @@ def run(args) -> int:
                       f"(or nothing, to trace the reference)")
         return 2
     for flag, value, lo, hi in (("--depth", args.depth, 1, 64), ("--seq", args.seq, 1, 4096),
-                                ("--vocab", args.vocab, 2, 1 << 20)):
+                                ("--vocab", args.vocab, 2, 1 << 20), ("--steps", args.steps, 1, 50)):
         if value is not None and not lo <= value <= hi:
             errors.print(f"[red]error:[/red] {flag} must be between {lo} and {hi}, got {value}")
             return 2
@@ -237,7 +240,11 @@ def run(args) -> int:
         # several threads waiting on each other can be a hundred times slower
         torch.set_num_threads(1)
     try:
-        failed = _trace(console, args)
+        if args.grad:
+            from workbench.course.grad_trace import trace_grad
+            failed = trace_grad(console, args)
+        else:
+            failed = _trace(console, args)
     except _Stop:
         return 1
     finally:
