@@ -9,7 +9,8 @@
 #   MODEL=my-gpt/learner_gpt.py ...   your own GPT file in every training and evaluation stage
 #   RL=1 ...                          add reinforcement learning on GSM8K and its eval
 #
-# Other variables: NANOCHAT_BASE_DIR (default ~/.cache/nanochat), WANDB_RUN (a wandb run name for pretraining).
+# Other variables: NANOCHAT_BASE_DIR (default ~/.cache/nanochat), WANDB_RUN (a wandb run name for pretraining),
+# MODEL_TAG (the checkpoint tag of every stage; default d<depth>).
 # Each stage's time is printed as it ends and recorded in the report ($NANOCHAT_BASE_DIR/report/report.md).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -57,6 +58,9 @@ TOTAL_START=$SECONDS
 STAGES=$("$PY" -m nanochat.presets stages "$PRESET" $([ "$RL" = 1 ] && echo --rl))
 MODEL_FLAGS=()
 [ -n "${MODEL:-}" ] && MODEL_FLAGS=(--model "$MODEL")
+# one model tag for the whole run (d<depth>), so no stage picks up a deeper model left in the base dir earlier
+DEPTH_OF_RUN="${DEPTH:-$("$PY" -m nanochat.presets args "$PRESET" base | grep -o -- '--depth=[0-9]*' | cut -d= -f2)}"
+TAG="${MODEL_TAG:-d$DEPTH_OF_RUN}"
 DOWNLOAD_PID=""
 for stage in $STAGES; do
     case "$stage" in
@@ -67,11 +71,11 @@ for stage in $STAGES; do
             DOWNLOAD_PID=$! ;;
         base)
             if [ -n "$DOWNLOAD_PID" ]; then wait "$DOWNLOAD_PID"; DOWNLOAD_PID=""; fi
-            run_stage base ${DEPTH:+--depth="$DEPTH"} --run="${WANDB_RUN:-dummy}" "${MODEL_FLAGS[@]}" ;;
+            run_stage base ${DEPTH:+--depth="$DEPTH"} --model-tag="$TAG" --run="${WANDB_RUN:-dummy}" "${MODEL_FLAGS[@]}" ;;
         tokenizer|tok_eval)
             run_stage "$stage" ;;
         *)  # training and evaluation: the learner's file, when given, runs in every one of them
-            run_stage "$stage" "${MODEL_FLAGS[@]}" ;;
+            run_stage "$stage" -g "$TAG" "${MODEL_FLAGS[@]}" ;;
     esac
 done
 if [ "$PRESET" = cpu ]; then
@@ -82,8 +86,8 @@ fi
 "$PY" -m nanochat.report
 TOTAL=$((SECONDS - TOTAL_START))
 printf 'speedrun (%s): all stages in %dm%02ds\n' "$PRESET" $((TOTAL / 60)) $((TOTAL % 60))
-CHAT="-i sft"
-[ "$RL" = 1 ] && CHAT="-i rl"
+CHAT="-i sft -g $TAG"
+[ "$RL" = 1 ] && CHAT="-i rl -g $TAG"
 [ -n "${MODEL:-}" ] && CHAT="$CHAT --model $MODEL"
 cat <<EOF
 

@@ -77,11 +77,17 @@ def test_cpu_preset_runs_every_stage_with_a_learner_file(tmp_path):
 
 
 def test_every_preset_stage_parses_with_its_script():
-    """A renamed or removed flag in a script breaks its presets here, not hours into a GPU run."""
+    """A renamed or removed flag in a script breaks its presets here, not hours into a GPU run. The extras are
+    what speedrun.sh adds: the run's tag and MODEL's file to every training and eval stage."""
     import importlib
 
     for preset in presets.PRESETS.values():
         for stage, args in preset.stages.items():
             module = importlib.import_module(presets.STAGE_MODULES[stage])
-            if hasattr(module, "parse_args"):
-                module.parse_args(list(args))  # argparse exits (SystemExit 2) on an unknown flag or bad value
+            if not hasattr(module, "parse_args"):
+                continue
+            module.parse_args(list(args))  # argparse exits (SystemExit 2) on an unknown flag or bad value
+            if stage not in ("data", "tokenizer", "tok_eval"):
+                tag = ["--model-tag=d4"] if stage == "base" else ["-g", "d4"]
+                parsed = module.parse_args([*args, *tag, "--model", "learner_gpt.py"])
+                assert parsed.model_tag == "d4" and parsed.model == "learner_gpt.py", (preset.name, stage)
