@@ -195,3 +195,30 @@ async def test_full_pipeline_ticks_when_the_learners_trained_model_answers_and_c
                            None, 0.0, 0.0)
     shown = str(widget.render())
     assert "✔ GPT.__init__" in shown and "Model construction  1/5" in shown
+
+
+async def test_everything_is_there_at_80x24(workspace):
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        app.screen.query_one("#run-steps").value = "2"
+        await pilot.press("s")
+        await until(pilot, lambda: app.train_run and app.train_run.finished)
+        await pilot.press("1")
+        await until(pilot, lambda: app.checklist is not None)
+        await pilot.pause(0.2)
+        screen = app.screen
+        assert "CausalSelfAttention.__init__" in text_of(screen.query_one("#checklist"))
+        assert "learner_gpt.py" in text_of(screen.query_one("#top-bar"))
+        app.watch_mode = "watching: native file events"
+        await pilot.pause(0.1)
+        assert "native file events" in text_of(screen.query_one(".run-state"))
+        await pilot.press("4")
+        target = app.screen.query_one("#run-target")
+        assert target.display and target.region.right <= 80 and target.region.width > 0
+        assert app.screen.query_one("#run-cancel").region.right <= 80
+        await pilot.press("5")
+        picker = app.screen.query_one("#chat-checkpoint")
+        await until(pilot, lambda: picker.value == "base:d4:2")
+        current = picker.query_one("SelectCurrent")
+        assert "base · d4 · 2 · reference" in " ".join(text_of(w) for w in current.query("Static"))

@@ -23,11 +23,11 @@ from workbench.tui.widgets.top_bar import TopBar
 class CompanionScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("c", "show_tab('tab-components')", "Components"),
-        Binding("s", "show_tab('tab-shapes')", "Shapes"),
-        Binding("p", "show_tab('tab-prints')", "Prints"),
-        Binding("b", "show_tab('tab-compare')", "Side by side"),
-        Binding("R", "app.reset_method", "Reset method"),
-        Binding("u", "app.undo_reset", "Undo reset"),
+        Binding("s", "show_tab('tab-shapes')", "Shapes", show=False),
+        Binding("p", "show_tab('tab-prints')", "Prints", show=False),
+        Binding("b", "show_tab('tab-compare')", "Side by side", show=False),
+        Binding("R", "app.reset_method", "Reset method", show=False),
+        Binding("u", "app.undo_reset", "Undo reset", show=False),
     ]
 
     def compose(self) -> ComposeResult:

@@ -38,7 +38,7 @@ class RunsScreen(WorkbenchScreen):
     def compose(self) -> ComposeResult:
         yield TopBar(id="top-bar")
         with Horizontal(id="runs-controls"):
-            yield Label("model")
+            yield Label("model", classes="wide-only")
             yield Select([("reference", "reference"), ("my GPT", "learner")], value="reference",
                          allow_blank=False, id="run-model", compact=True)
             yield Label("steps")

@@ -45,20 +45,22 @@ class Checklist(Static):
         if self.data is None:
             return Text("STATUS.md not loaded", style="dim")
         todo = ((self.report.result.get("next_todo") or {}).get("qualname") if self.report else None)
+        # the room the scrolling column gives (this widget's own width follows its content)
+        room = self.parent.scrollable_content_region.width if self.parent is not None else 0
         for phase in self.data.phases:
             marks = [self._mark(name, ticked, todo) for name, ticked in phase.items]
             done = sum(1 for mark, _ in marks if mark == "✔")  # counted from the marks shown: never behind them
             text.append(f"{phase.title}", style="bold")
             text.append(f"  {done}/{len(phase.items)}\n", style="dim")
             for (name, _), (mark, style) in zip(phase.items, marks):
-                text.append(f"  {mark} ", style=style)
-                text.append(f"{name}\n", style=style if style != "dim" else "")
+                text.append(f" {mark} ", style=style)
+                text.append(f"{fit(name, room - 3)}\n", style=style if style != "dim" else "")
         if self.data.milestones:
             done = sum(1 for _, ticked in self.data.milestones if ticked)
             text.append("Milestones", style="bold")
             text.append(f"  {done}/{len(self.data.milestones)}\n", style="dim")
             for label, ticked in self.data.milestones:
-                text.append("  ✔ " if ticked else "  ○ ", style="green" if ticked else "dim")
+                text.append(" ✔ " if ticked else " ○ ", style="green" if ticked else "dim")
                 text.append(f"{label}\n", style="green" if ticked else "")
         text.rstrip()
         return text
@@ -74,3 +76,15 @@ class Checklist(Static):
         if ticked:
             return "✔", "cyan"  # ticked in the file, nothing live says otherwise
         return "○", "dim"
+
+
+def fit(name: str, room: int) -> str:
+    """A method's name in `room` columns: the class part is shortened first ("CausalSelfAtt….__init__"), so the
+    method stays readable; the end goes only when even that does not fit."""
+    if room <= 0 or len(name) <= room:
+        return name
+    owner, dot, method = name.rpartition(".")
+    keep = room - len(method) - 2  # the class's first letters, "…" and "."
+    if dot and keep >= 3:
+        return f"{owner[:keep]}….{method}"
+    return name[:room - 1] + "…"

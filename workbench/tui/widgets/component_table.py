@@ -16,8 +16,8 @@ STATUS_STYLE = {Status.PASS: "green", Status.MISMATCH: "bold red", Status.ERROR:
 
 class ComponentTable(Vertical):
     DEFAULT_CSS = """
-    ComponentTable > DataTable { height: 1fr; }
-    ComponentTable > #component-detail { height: auto; max-height: 5; border-top: hkey $panel-lighten-2;
+    ComponentTable > DataTable { height: 1fr; min-height: 3; }
+    ComponentTable > #component-detail { height: auto; max-height: 4; border-top: hkey $panel-lighten-2;
                                           padding: 0 1; }
     """
     report: reactive[Report | None] = reactive(None, always_update=True)

@@ -8,6 +8,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+NARROW = 110  # under this many columns the bar says the same in fewer words
 
 
 class RunState(Static):
@@ -37,10 +38,13 @@ class RunState(Static):
                 text.append(f"({self.check_detail}) ", style="yellow")
         else:
             text.append(" ● idle ", style="dim")
+        narrow = self.size.width < NARROW
         if self.last_finished is not None:
             stamp = time.strftime("%H:%M:%S", time.localtime(self.last_finished))
-            text.append(f"│ last result {stamp} in {self.last_seconds:.2f}s ", style="")
+            text.append(f"│ {stamp} ({self.last_seconds:.1f}s) " if narrow else
+                        f"│ last result {stamp} in {self.last_seconds:.2f}s ", style="")
             if self.summary:
                 text.append(f"│ {self.summary} ", style="bold")
-        text.append(f"│ {self.watch_mode}", style="dim" if "polling" not in self.watch_mode else "yellow")
+        watching = self.watch_mode.removeprefix("watching: ") if narrow else self.watch_mode
+        text.append(f"│ {watching}", style="dim" if "polling" not in self.watch_mode else "yellow")
         return text
