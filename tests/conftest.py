@@ -25,12 +25,26 @@ def nanochat_base_dir(tmp_path_factory):
         os.environ["NANOCHAT_BASE_DIR"] = old
 
 
+def pytest_generate_tests(metafunc):
+    """A module that sets CHILD_STRATEGIES = ("fork", "spawn") runs its runner tests once per child strategy
+    (workbench/check/spare.py): the warm spare is tested on Linux too, where fork is the default."""
+    strategies = getattr(metafunc.module, "CHILD_STRATEGIES", None)
+    if strategies and "child_strategy" in metafunc.fixturenames:
+        metafunc.parametrize("child_strategy", strategies, scope="module")
+
+
 @pytest.fixture(scope="module")
-def runner(request):
+def child_strategy():
+    """The check worker's child strategy: None is the platform's default (or $NANOCHAT_WORKBENCH_CHILD)."""
+    return None
+
+
+@pytest.fixture(scope="module")
+def runner(request, child_strategy):
     """A warm check runner per test module; a module sets CHECK_TIMEOUT (seconds) to change the default 60."""
     from workbench.check.client import Runner
 
-    r = Runner(timeout=getattr(request.module, "CHECK_TIMEOUT", 60))
+    r = Runner(timeout=getattr(request.module, "CHECK_TIMEOUT", 60), child=child_strategy)
     r.wait_ready()
     yield r
     r.close()

@@ -17,6 +17,7 @@ from workbench.check.client import CheckCancelled, Runner, RunnerError
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
 SKELETON = (ROOT / "workbench" / "course" / "templates" / "learner_gpt.py").read_text()
+CHILD_STRATEGIES = ("fork", "spawn")  # every runner test once per child strategy (tests/conftest.py)
 LOOPING = REFERENCE.replace("    def init_weights(self):\n", "    def init_weights(self):\n        while True:\n            pass\n", 1)
 
 
@@ -121,6 +122,12 @@ def test_cancel_method_stops_the_run(runner, write):
     wait_for(lambda: not alive(pid), timeout=10, what=f"the cancelled check process {pid} to be gone")
 
 
+def test_the_result_names_the_child_strategy(runner, child_strategy, write):
+    from workbench.check.spare import choose_strategy
+    result = runner.run_sync(write("learner_gpt.py", SKELETON))
+    assert result["timings"]["child"] == runner.info["child"] == choose_strategy(child_strategy)
+
+
 def test_learner_prints_come_back(runner, write):
     text = REFERENCE.replace("    def init_weights(self):\n",
                              "    def init_weights(self):\n        print('hello from init_weights')\n", 1)
@@ -128,8 +135,8 @@ def test_learner_prints_come_back(runner, write):
     assert "imported!" in result["stdout_tail"] and "hello from init_weights" in result["stdout_tail"]
 
 
-def test_a_dead_worker_fails_the_run_and_is_replaced(write):
-    r = Runner(timeout=60)
+def test_a_dead_worker_fails_the_run_and_is_replaced(write, child_strategy):
+    r = Runner(timeout=60, child=child_strategy)
     try:
         r.wait_ready()
         run_id, future = r.submit(write("loop.py", LOOPING))

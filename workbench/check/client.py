@@ -49,7 +49,9 @@ def _repo_root() -> str:
 class Runner:
     def __init__(self, *, seq_len: int = DEFAULT_SEQ, steps: int = DEFAULT_STEPS, timeout: float = DEFAULT_TIMEOUT,
                  memory_gb: float | None = None, python: str | None = None, env: dict | None = None,
-                 start: bool = True, on_progress: Callable[[dict | None], None] | None = None):
+                 start: bool = True, on_progress: Callable[[dict | None], None] | None = None,
+                 child: str | None = None):
+        self.child = child  # "fork" | "spawn" | None: the worker's default (workbench/check/spare.py)
         self.seq_len, self.steps, self.timeout, self.memory_gb = seq_len, steps, timeout, memory_gb
         self.python = python or sys.executable
         self.env = env
@@ -85,7 +87,8 @@ class Runner:
             self.started_at = time.perf_counter()
             try:
                 self._proc = subprocess.Popen(
-                    [self.python, "-m", "workbench.check.worker", "--seq", str(self.seq_len)],
+                    [self.python, "-m", "workbench.check.worker", "--seq", str(self.seq_len),
+                     *(["--child", self.child] if self.child else [])],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                     start_new_session=True,  # Ctrl-C in the terminal is the caller's to handle, not the worker's
                 )
@@ -261,8 +264,8 @@ class Runner:
 
 
 def check_file(path, *, steps: int = DEFAULT_STEPS, timeout: float = DEFAULT_TIMEOUT, seq_len: int = DEFAULT_SEQ,
-               memory_gb: float | None = None) -> dict:
+               memory_gb: float | None = None, child: str | None = None) -> dict:
     """One check, one-shot: start a worker, run, stop it. The CLI uses this."""
-    with Runner(seq_len=seq_len, steps=steps, timeout=timeout, memory_gb=memory_gb) as runner:
+    with Runner(seq_len=seq_len, steps=steps, timeout=timeout, memory_gb=memory_gb, child=child) as runner:
         runner.wait_ready()
         return runner.run_sync(path)

@@ -15,6 +15,7 @@ import sys
 from nanochat.common import positive_float, positive_int
 from workbench.check.client import DEFAULT_SEQ, DEFAULT_TIMEOUT, RunnerError, check_file
 from workbench.check.result import failed_result
+from workbench.check.spare import CHILD_ENV, STRATEGIES, choose_strategy, platform_default
 
 CLI_STEPS = 10  # one-shot runs can afford a few more steps than the TUI's warm path
 
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sequence length of the batch (default {DEFAULT_SEQ})")
     parser.add_argument("--memory", type=positive_float, default=None, metavar="GB",
                         help="memory your code may allocate before it is stopped (default: half the RAM)")
+    parser.add_argument("--child", choices=STRATEGIES, default=None,
+                        help=f"how each check's process starts: fork it from the warm worker, or hand it to a warm "
+                             f"spawned spare (default: ${CHILD_ENV}, else {platform_default()} here)")
 
 
 def usage_error(message: str) -> int:
@@ -52,13 +56,18 @@ def run(args) -> int:
         return usage_error(f"{args.file} is a directory; pass your GPT file, e.g. {os.path.join(args.file, 'learner_gpt.py')}")
     if not path.endswith(".py"):
         return usage_error(f"{args.file} is not a .py file")
+    try:
+        child = choose_strategy(args.child)
+    except ValueError as e:
+        return usage_error(f"${CHILD_ENV}: {e}")
     status = None
     if not args.json and sys.stderr.isatty():
         from rich.console import Console
         status = Console(stderr=True).status("starting the checker (torch, tokenizer, reference model)…")
         status.start()
     try:
-        result = check_file(path, steps=args.steps, timeout=args.timeout, seq_len=args.seq, memory_gb=args.memory)
+        result = check_file(path, steps=args.steps, timeout=args.timeout, seq_len=args.seq, memory_gb=args.memory,
+                            child=child)
     except RunnerError as e:
         if status:
             status.stop()

@@ -33,6 +33,8 @@ import tempfile
 import time
 import traceback
 
+from workbench.check.spare import CHILD_ENV, STRATEGIES, choose_strategy, platform_default
+
 STDOUT_KEEP = 64 * 1024  # bytes of the learner's output kept (the tail)
 END_GRACE_S = 2.0  # after the last event, how long the child may take to exit before it is killed
 DUMP_WAIT_S = 0.5  # how long to wait for the child's traceback after SIGUSR1
@@ -143,10 +145,10 @@ class Run:
         self.status = None  # waitpid status once reaped
         self.kill_reason = None  # "timeout" | "cancel"
         self.token = secrets.token_hex(16)  # marks the check's own events (workbench/check/verify.py)
-        self.token = secrets.token_hex(16)  # marks the check's own events (workbench/check/verify.py)
         self.scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=scratch_root())
         self.fault = tempfile.TemporaryFile(dir=self.scratch)
         self.result_r = self.result_w = self.out_r = self.out_w = None
+        self.extra_timings: dict = {}  # the spawn strategy's spare_wait_s (workbench/check/spare.py)
 
     def take_output(self, chunk: bytes) -> None:
         self.out_bytes += len(chunk)
@@ -248,12 +250,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def kill_descendants() -> int:
+def kill_descendants(keep=()) -> int:
     """SIGKILL every process below the worker and reap the ones re-parented to it, until none is left (between
     checks the worker has no children of its own). Returns how many were killed."""
     killed, end = 0, time.monotonic() + SWEEP_S
     while time.monotonic() < end:
-        procs = descendants(os.getpid())
+        procs = [pid for pid in descendants(os.getpid()) if pid not in keep]  # keep: the warm spare
         for pid in procs:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -282,6 +284,8 @@ class Worker:
         self.inbuf = b""
         self.base_as = own_address_space()
         self.pid = os.getpid()
+        self.strategy = "fork"  # or "spawn": checks run in warm spares (workbench/check/spare.py)
+        self.spares = None  # the SparePool when the strategy is "spawn"
 
     def send(self, event: dict) -> None:
         self.proto.write(json.dumps(event) + "\n")
@@ -371,6 +375,17 @@ class Worker:
 
     def start(self, request: dict) -> None:
         run = Run(request)
+        pid = run.pid = self.spares.take(run) if self.spares is not None else self.fork_child(run)
+        run.last_event_at = time.perf_counter()  # the clocks start now: waiting for a warming spare is not
+        run.deadline = run.last_event_at + run.timeout  # the learner's code's time
+        os.set_blocking(run.result_r, False)
+        os.set_blocking(run.out_r, False)
+        self.sel.register(run.result_r, selectors.EVENT_READ, ("result", run.id))
+        self.sel.register(run.out_r, selectors.EVENT_READ, ("out", run.id))
+        self.run = run
+        self.send({"event": "started", "id": run.id, "pid": pid})
+
+    def fork_child(self, run: Run) -> int:
         run.result_r, run.result_w = os.pipe()
         run.out_r, run.out_w = os.pipe()
         sys.stdout.flush()
@@ -378,19 +393,13 @@ class Worker:
         pid = os.fork()
         if pid == 0:
             self.child(run)  # never returns
-        run.pid = pid
         try:
             os.setpgid(pid, pid)  # also done in the child; whichever runs first
         except OSError:
             pass
         os.close(run.result_w)
         os.close(run.out_w)
-        os.set_blocking(run.result_r, False)
-        os.set_blocking(run.out_r, False)
-        self.sel.register(run.result_r, selectors.EVENT_READ, ("result", run.id))
-        self.sel.register(run.out_r, selectors.EVENT_READ, ("out", run.id))
-        self.run = run
-        self.send({"event": "started", "id": run.id, "pid": pid})
+        return pid
 
     def child(self, run: Run) -> None:
         code = 70
@@ -451,6 +460,9 @@ class Worker:
             except BaseException:
                 pass
             real_exit(code)
+
+    def spare_pids(self) -> tuple:
+        return self.spares.pids() if self.spares is not None else ()
 
     def request_traceback(self, run: Run) -> None:
         """Ask the child where it is (SIGUSR1: faulthandler's dump) and to flush its prints (SIGUSR2), then give
@@ -541,7 +553,7 @@ class Worker:
             return
         run.kill_reason = reason
         self.kill_group(run)
-        kill_descendants()
+        kill_descendants(self.spare_pids())
         self.cleanup(run)
         self.send({"event": "cancelled", "id": run.id})
 
@@ -567,7 +579,7 @@ class Worker:
             os.killpg(run.pid, signal.SIGKILL)  # stray grandchildren of the learner's code
         except OSError:
             pass
-        kill_descendants()  # and the ones that left the group (their own session, a double fork)
+        kill_descendants(self.spare_pids())  # and the ones that left the group (their own session, a double fork)
         for fd, sink, flag in ((run.result_r, run.take_events, "result_eof"), (run.out_r, run.take_output, "out_eof")):
             end = time.perf_counter() + 0.2
             while not getattr(run, flag) and time.perf_counter() < end:
@@ -600,7 +612,8 @@ class Worker:
                                    traceback.format_exc())
         total = time.perf_counter() - run.received
         result.setdefault("timings", {}).update(total_s=round(total, 4), child_s=round(child_s, 4),
-                                                judge_s=round(total - child_s, 4), warm=True)
+                                                judge_s=round(total - child_s, 4), warm=True,
+                                                child=self.strategy, **run.extra_timings)
         self.cleanup(run)
         self.send({"event": "result", "id": run.id, "result": result})
 
@@ -608,11 +621,28 @@ class Worker:
 WARMUP_STAGES = 4  # importing torch, corpus + tokenizer, the reference's answers, the checks
 
 
+def start_spares(ref, strategy: str):
+    """The spawn strategy's pool, its first spare warm (a check never waits for one it could have had)."""
+    if strategy != "spawn":
+        return None
+    from workbench.check.spare import SPARE_READY_TIMEOUT, SparePool
+    pool = SparePool(ref, tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-spares-", dir=scratch_root()))
+    pool.spare.wait_ready(SPARE_READY_TIMEOUT)
+    return pool
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="the workbench's warm check worker (started by workbench.check.client)")
     parser.add_argument("--seq", type=int, default=512, help="sequence length of the check's batch")
+    parser.add_argument("--child", choices=STRATEGIES, default=None,
+                        help=f"fork a child per check, or hand it to a warm spawned spare (default: "
+                             f"${CHILD_ENV}, else {platform_default()} on this platform)")
     args = parser.parse_args(argv)
+    try:
+        strategy = choose_strategy(args.child)
+    except ValueError as e:
+        parser.error(f"${CHILD_ENV}: {e}")
 
     # the protocol gets a private copy of stdout; anything else printed to fd 1 lands on stderr
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
@@ -635,6 +665,7 @@ def main(argv=None) -> int:
         import workbench.check.child  # noqa: F401  (imported before the first fork, not in every child)
         import workbench.check.judge  # noqa: F401
         import nanochat.engine  # noqa: F401
+        spares = start_spares(ref, strategy)
     except BaseException as e:
         proto.write(json.dumps({"event": "fatal", "message": f"{type(e).__name__}: {e}",
                                 "traceback": traceback.format_exc()}) + "\n")
@@ -643,13 +674,17 @@ def main(argv=None) -> int:
     remove_stale_scratch()
     become_subreaper()
     worker = Worker(ref, proto, args.seq)
+    worker.strategy, worker.spares = strategy, spares
     worker.send({"event": "ready", "pid": os.getpid(), "warmup_s": round(time.perf_counter() - started, 3),
                  "reference_s": round(ref.timings.get("total_s", 0.0), 3), "seq_len": args.seq,
-                 "vocab_size": ref.vocab_size, "tokenizer": ref.tokenizer_name})
+                 "vocab_size": ref.vocab_size, "tokenizer": ref.tokenizer_name, "child": strategy})
     try:
         worker.serve()
     except BrokenPipeError:
         pass
+    finally:
+        if spares is not None:
+            spares.close()
     return 0
 
 

@@ -81,6 +81,7 @@ class WorkbenchApp(App):
     last_seconds: var[float | None] = var(None)
     summary: var[str] = var("")
     check_detail: var[str] = var("")
+    check_child: var[str] = var("")  # the checker's child strategy, "fork" or "spawn" (workbench/check/spare.py)
     passed_method: var[tuple[str, str] | None] = var(None)  # (qualname, file text) of the latest newly passing method
     warmup: var[dict | None] = var(None)  # while the checker prepares (first run: corpus, tokenizer): its progress
     lesson_request: var[tuple[str | None, str | None] | None] = var(None, always_update=True)
@@ -164,7 +165,8 @@ class WorkbenchApp(App):
             def copy(value):
                 setattr(widget, name, value)
             return copy
-        for name in ("checking", "watch_mode", "last_finished", "last_seconds", "summary", "check_detail"):
+        for name in ("checking", "watch_mode", "last_finished", "last_seconds", "summary", "check_detail",
+                     "check_child"):
             widget.watch(self, name, follow(name))
 
     # ---- watching ---------------------------------------------------------------------------------------------
@@ -245,6 +247,7 @@ class WorkbenchApp(App):
         if not runner.warm:
             self.check_detail = "warming up the checker (loads torch and the reference once)"
             self.warmup = runner.warmup_progress
+        self.check_child = runner.info.get("child", "")  # known once the worker is warm
         try:
             result = await runner.run(self.learner_path)
         except CheckCancelled:

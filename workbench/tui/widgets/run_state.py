@@ -1,5 +1,6 @@
-"""The status bar: whether a check is running (spinner and elapsed time), when the last result came and how
-long it took, and how the workspace is being watched (native events or polling)."""
+"""The status bar: whether a check is running (spinner and elapsed time, and how its process was started: forked
+or a warm spawned spare), when the last result came and how long it took, and how the workspace is being
+watched (native events or polling)."""
 
 import time
 
@@ -18,6 +19,7 @@ class RunState(Static):
     last_seconds: reactive[float | None] = reactive(None)
     summary: reactive[str] = reactive("")
     check_detail: reactive[str] = reactive("")
+    check_child: reactive[str] = reactive("")  # "fork" | "spawn": how the checker starts each check's process
     watch_mode: reactive[str] = reactive("starting the file watcher…")
 
     def on_mount(self) -> None:
@@ -36,6 +38,8 @@ class RunState(Static):
             text.append(f" {SPINNER[int(elapsed * 8) % len(SPINNER)]} checking… {elapsed:4.1f}s ", style="bold yellow")
             if self.check_detail:
                 text.append(f"({self.check_detail}) ", style="yellow")
+            elif self.check_child:
+                text.append(f"({self.check_child} child) ", style="dim")
         else:
             text.append(" ● idle ", style="dim")
         narrow = self.size.width < NARROW
