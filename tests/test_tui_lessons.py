@@ -236,8 +236,8 @@ PALETTE_ON_SCREEN = {
     "1": {"Components", "Shapes", "Prints", "Side by side"},
     "2": {"Search", "Contents", "Notes", "Close search / notes"},
     "3": set(),
-    "4": {"Start run", "Cancel run", "Refresh list"},
-    "5": {"Stop reply", "Clear chat", "Train a tiny model", "Rescan checkpoints"},
+    "4": {"Start run", "Cancel run", "Refresh list", "Evaluate checkpoint", "Report card"},
+    "5": {"Stop reply", "Clear chat", "Train a tiny model", "Rescan checkpoints", "Web chat server"},
 }
 
 

@@ -222,3 +222,80 @@ async def test_everything_is_there_at_80x24(workspace):
         await until(pilot, lambda: picker.value == "base:d4:2")
         current = picker.query_one("SelectCurrent")
         assert "base · d4 · 2 · reference" in " ".join(text_of(w) for w in current.query("Static"))
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tui"
+
+
+async def test_chat_starts_and_stops_the_web_chat_server_for_the_picked_checkpoint(workspace):
+    import urllib.request
+    app = make_app(workspace)
+    app.chat_model.load = lambda *a, **k: None  # no model process: only the web server is under test
+    app.web_server.command_for = lambda checkpoint, port: [sys.executable, str(FIXTURES / "fake_chat_web.py"),
+                                                           "-i", checkpoint.phase, "--port", str(port)]
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        app.screen.query_one("#run-steps").value = "2"
+        await pilot.press("s")
+        await until(pilot, lambda: app.train_run and app.train_run.finished)
+        await pilot.press("5")
+        chat = app.screen
+        await until(pilot, lambda: chat.query_one("#chat-checkpoint").value == "base:d4:2")
+        await pilot.press("ctrl+w")
+        line = chat.query_one("#chat-web")
+        await until(pilot, lambda: app.web_server.url is not None and "http://127.0.0.1:" in text_of(line))
+        url = app.web_server.url
+        assert "base d4 step 2" in text_of(line)
+        assert urllib.request.urlopen(url + "health", timeout=5).status == 200
+        process = app.web_server.process
+        await pilot.press("ctrl+w")
+        await until(pilot, lambda: process.returncode is not None and not line.display)
+
+
+async def test_runs_evaluates_a_checkpoint_shows_its_results_and_the_report_card(workspace, monkeypatch):
+    from workbench.tui.screens import runs as runs_screen
+    base = Path(workspace.directory).parent / "base"
+    results = '{"phase": "base", "model_tag": "d4", "step": 2, "results": {"hellaswag": 0.25}, "CORE": 0.0123, ' \
+              '"bpb": {"val": 2.5}}'
+    monkeypatch.setattr(runs_screen, "eval_command", lambda c: [
+        sys.executable, str(FIXTURES / "fake_job.py"),
+        str(base / f"{c.phase}_checkpoints" / c.tag / f"core_eval_{c.step:06d}.json"), results])
+    monkeypatch.setattr(runs_screen, "report_command", lambda: [
+        sys.executable, str(FIXTURES / "fake_job.py"), str(base / "report" / "report.md"),
+        "# nanochat report card\n\n| Metric | BASE |\n|---|---|\n| CORE | 0.0123 |\n"])
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        app.screen.query_one("#run-steps").value = "2"
+        await pilot.press("s")
+        await until(pilot, lambda: app.train_run and app.train_run.finished)
+        pane = app.screen.query_one("#run-results")
+        await until(pilot, lambda: "not evaluated yet" in text_of(pane))
+        await pilot.press("E")
+        await until(pilot, lambda: "CORE" in text_of(pane), timeout=30)
+        shown = text_of(pane)
+        assert "0.0123" in shown and "hellaswag" in shown and "val bpb" in shown
+        await pilot.press("g")
+        await until(pilot, lambda: type(app.screen).__name__ == "ReportCardScreen", timeout=30)
+        markdown = app.screen.query_one("Markdown")
+        await until(pilot, lambda: markdown.query("MarkdownH1"))
+        assert "nanochat report card" in markdown.query_one("MarkdownH1")._content.plain
+
+
+async def test_the_target_picker_lists_targets_and_a_remote_run_reports_back(workspace, monkeypatch, tmp_path):
+    config = tmp_path / "config" / "nanochat-workbench"
+    config.mkdir(parents=True)
+    (config / "targets.toml").write_text('[targets.nowhere]\nkind = "ssh"\nhost = "127.0.0.1"\nport = 1\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    app = make_app(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        target = app.screen.query_one("#run-target")
+        assert [str(v) for _, v in target._options] == ["local", "nowhere"]
+        target.value = "nowhere"
+        await pilot.press("s")
+        await until(pilot, lambda: app.remote_progress is not None and app.remote_progress.finished, timeout=60)
+        assert app.remote_progress.state == "failed"
+        assert "remote: failed" in text_of(app.screen.query_one("#run-metrics"))
+        assert app.remote_progress.line in "\n".join(app.screen.query_one("#run-log").lines)

@@ -8,6 +8,12 @@ and each screen watches the state it shows. Slow things are named, exclusive wor
 - "check": the core runner on the learner's file; a newer save cancels the check in flight
 - "status-write" and "notes-write": thread workers writing STATUS.md through workbench.status.doc
 
+Child processes belong to the services in workbench/tui/services/ (the app holds one of each; they run in the
+app's exclusive workers and report with messages that the app turns into state): `runs` (RunService: local
+training, "train-run"), `chat_model` (ChatModel: the chat worker, "chat-model"), `jobs` (JobService: evals and the
+report card, "job-eval"/"job-report"), `web_server` (WebChatService: chat_web, "web-chat"), `remote_runs`
+(RemoteRunService: a run on a targets.toml target, "remote-run").
+
 torch is never imported here: the runner's worker process, training runs and the chat worker import it.
 """
 
@@ -31,13 +37,17 @@ from workbench.course.phases import ALL_METHODS, LESSON_FOR
 from workbench.course.workspace import STATUS_NAME, learner_file_in, read_learner_file
 from workbench.status.rules import tick_passed
 from workbench.tui.checklist import load_checklist
-from workbench.tui.messages import (CheckCrashed, CheckFinished, CheckStarted, FilesChanged, RunExited, RunOutput,
-                                    WarmupProgress, WatcherReady)
+from workbench.tui.messages import (CheckCrashed, CheckFinished, CheckStarted, FilesChanged, JobExited, JobOutput,
+                                    RemoteProgress, RunExited, RunOutput, WarmupProgress, WatcherReady,
+                                    WebChatChanged)
 from workbench.tui.screens.companion import CompanionScreen
 from workbench.tui.screens.modals.confirm import ConfirmScreen
 from workbench.tui.screens.modals.init_workspace import InitWorkspaceScreen
 from workbench.tui.services.chat_model import ChatModel
+from workbench.tui.services.jobs import Job, JobService
+from workbench.tui.services.remote_runs import RemoteRunService
 from workbench.tui.services.training import Run, RunService
+from workbench.tui.services.web_chat import WebChatService
 from workbench.tui.session import Report, Session
 from workbench.tui.watcher import WorkspaceWatcher
 
@@ -87,6 +97,9 @@ class WorkbenchApp(App):
     lesson_request: var[tuple[str | None, str | None] | None] = var(None, always_update=True)
     train_run: var[Run | None] = var(None, always_update=True)  # the training run (RunService's), as it goes
     checkpoints_version: var[int] = var(0)  # bumped when a run ends: screens listing checkpoints re-read them
+    job: var[Job | None] = var(None, always_update=True)  # the eval / report job that last reported
+    web_chat: var[WebChatChanged | None] = var(None)  # the web chat server's latest state
+    remote_progress: var[RemoteProgress | None] = var(None, always_update=True)
 
     def __init__(self, workspace: Path, *, learner_file: Path | None = None, probe_timeout: float = 1.0,
                  run_checks: bool = True, runner=None):
@@ -114,6 +127,9 @@ class WorkbenchApp(App):
         self.sub_title = str(self.learner_path.name)
         self.runs = RunService(self)  # the services own the child processes; screens only display them
         self.chat_model = ChatModel(self)
+        self.jobs = JobService(self)
+        self.web_server = WebChatService(self)
+        self.remote_runs = RemoteRunService(self)
 
     # ---- start-up -------------------------------------------------------------------------------------------
 
@@ -158,6 +174,7 @@ class WorkbenchApp(App):
         # the services' processes end here: quitting cancels workers without waiting for their clean-up
         await self.runs.stop()
         await self.chat_model.close()
+        await self.web_server.stop()
 
     def bind_run_state(self, widget) -> None:
         """Keep a screen's status bar in step with the app's run state."""
@@ -331,6 +348,22 @@ class WorkbenchApp(App):
         if run.returncode != 0 and not run.interrupts:
             self.notify(f"The training run {run.tag} failed: its last lines are in the Runs screen's log (4).",
                         severity="error")
+
+    def on_job_output(self, message: JobOutput) -> None:
+        self.job = self.jobs.take(message)
+
+    def on_job_exited(self, message: JobExited) -> None:
+        self.job = self.jobs.take(message)
+
+    def on_web_chat_changed(self, message: WebChatChanged) -> None:
+        self.web_chat = message
+        if message.error:
+            self.notify(f"The web chat server stopped: {message.error}", title="Web chat", severity="error")
+
+    def on_remote_progress(self, message: RemoteProgress) -> None:
+        self.remote_progress = message
+        if message.finished:
+            self.checkpoints_version += 1
 
     # ---- STATUS.md --------------------------------------------------------------------------------------------
 

@@ -71,3 +71,34 @@ class WarmupProgress(Message):
     """The checker's warm-up reached a stage ({"done", "total", "stage"}), or finished (None)."""
 
     progress: dict | None
+
+
+@dataclass
+class JobOutput(Message):
+    """A line printed by an eval or report job (workbench/tui/services/jobs.py); `kind` is a JobKind."""
+
+    kind: str
+    line: str
+
+
+@dataclass
+class JobExited(Message):
+    kind: str
+    returncode: int | None
+
+
+@dataclass
+class WebChatChanged(Message):
+    """The web chat server started listening (url), stopped, or failed (error: its last line)."""
+
+    url: str | None
+    error: str | None = None
+
+
+@dataclass
+class RemoteProgress(Message):
+    """A step of a remote run (launch progress, a log line, its state); `finished` once it has ended."""
+
+    line: str
+    state: str | None = None
+    finished: bool = False

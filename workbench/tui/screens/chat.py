@@ -35,6 +35,7 @@ class ChatScreen(WorkbenchScreen):
         Binding("ctrl+l", "clear", "Clear chat"),
         Binding("ctrl+t", "train_tiny", "Train a tiny model"),
         Binding("ctrl+r", "rescan", "Rescan checkpoints"),
+        Binding("ctrl+w", "web_chat", "Web chat server"),
     ]
 
     def __init__(self, **kwargs):
@@ -61,6 +62,7 @@ class ChatScreen(WorkbenchScreen):
             yield Label("top-k")
             yield Input("50", id="chat-top-k", type="integer", compact=True)
             yield Button("Stop ^x", id="chat-stop", disabled=True, compact=True)
+        yield Static("", id="chat-web")
         yield Static("", id="chat-empty")
         yield VerticalScroll(id="chat-log")
         yield Input(placeholder="type a message, enter to send", id="chat-input", disabled=True, select_on_focus=False)
@@ -71,6 +73,7 @@ class ChatScreen(WorkbenchScreen):
         self.app.bind_run_state(self.query_one(RunState))
         self.query_one(TopBar).mode, self.query_one(TopBar).file = "chat", self.app.learner_path.name
         self.watch(self.app, "checkpoints_version", lambda _: self.action_rescan())  # a run ended: list it
+        self.watch(self.app, "web_chat", self._show_web_chat)
 
     def on_screen_resume(self) -> None:
         self.action_rescan()
@@ -134,6 +137,33 @@ class ChatScreen(WorkbenchScreen):
             self.reply = None
         self.generating = False
         self.query_one("#chat-stop", Button).disabled = True
+
+    # ---- the web chat server (services/web_chat.py) --------------------------------------------------------
+
+    async def action_web_chat(self) -> None:
+        """Start the web chat server for the picked checkpoint, or stop the one running."""
+        server = self.app.web_server
+        if server.active:
+            await server.stop()
+            return
+        key = self.query_one("#chat-checkpoint", Select).value
+        checkpoint = self.checkpoints.get(key) if isinstance(key, str) else None
+        if checkpoint is None:
+            self.notify("Pick a checkpoint first.", severity="warning")
+            return
+        server.start(checkpoint)
+        self._show_web_chat(None)
+
+    def _show_web_chat(self, state) -> None:
+        line = self.query_one("#chat-web", Static)
+        server = self.app.web_server
+        checkpoint = server.checkpoint
+        line.display = checkpoint is not None
+        if checkpoint is None:
+            return
+        where = f"{checkpoint.phase} {checkpoint.tag} step {checkpoint.step}"
+        line.update(f"web chat: {server.url}  ({where}; ctrl+w stops it)" if server.url else
+                    f"web chat: starting the server for {where}… (ctrl+w stops it)")
 
     def _talking_to_the_learners_model(self) -> bool:
         loaded = self.app.chat_model.checkpoint

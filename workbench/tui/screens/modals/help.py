@@ -19,8 +19,8 @@ reference model, and the companion tells you what to do next.
 | `1` | Companion | the next TODO or error, checklist, component checks, shapes, loss, your prints |
 | `2` | Lessons | the lesson for each method; your answers and notes go into STATUS.md as you type |
 | `3` | Plot | the loss of this save against the saves before it |
-| `4` | Runs | train a tiny model locally (reference or yours), watch it, cancel it |
-| `5` | Chat | talk to a trained checkpoint, tokens streaming in |
+| `4` | Runs | train a tiny model here or on a remote target, watch it, cancel it; evaluate a checkpoint; the report card |
+| `5` | Chat | talk to any checkpoint (base, mid, sft, rl), tokens streaming in; serve it as a web chat |
 
 ## Keys everywhere
 
@@ -34,12 +34,19 @@ reference model, and the companion tells you what to do next.
 | `a` | where each attention head of your model looks, redrawn after every save (↑↓ layer, ←→ head) |
 | `ctrl+p` | command palette: every action, and the themes |
 | `?` | this help |
+| `esc` | leave the field you are typing in (the screen's keys work again) |
 | `ctrl+q` | quit (notes are saved first) |
 
-Companion: `c` components, `s` shapes, `p` prints, `b` side by side, `R` reset the method you are on to its TODO (`u` undoes).
-Lessons: `/` search, `t` table of contents, `n` notes.
-Runs: `s` start, `x` cancel (once: stop after the step and save; twice: kill). Chat: `ctrl+x` stop,
-`ctrl+l` clear, `ctrl+t` train a tiny model.
+Companion: `c` components (↑↓ walk the rows; the highlighted row's whole reason is shown below the table),
+`s` shapes, `p` prints, `b` side by side, `R` reset the method you are on to its TODO (`u` undoes).
+Lessons: `/` search every lesson (enter: the next match, then the next lesson that has it), `t` table of
+contents, `n` notes.
+Runs: `s` start (on the target picked: local, or one of targets.toml), `x` cancel (once: stop after the step and
+save; twice: kill), `f` refresh the list, `E` evaluate the highlighted checkpoint (its results show below the
+list), `g` the report card.
+Chat: typing goes to the message box; `ctrl+x` stop the reply, `ctrl+l` clear, `ctrl+t` train a tiny model
+(yours once every check passes), `ctrl+r` re-read the checkpoints (done by itself when a run ends), `ctrl+w`
+start/stop the web chat server for the picked checkpoint (its address is shown).
 
 Press `escape` to close this help.
 """
