@@ -1,5 +1,5 @@
 """The lessons screen: lesson list, a Markdown reader with table of contents and search (across every lesson),
-and a notes pane. Code blocks wrap rather than run off the right edge.
+and a notes pane. Code blocks wrap rather than run off the right edge; diagrams scroll sideways.
 
 Opening a lesson from the companion (key l) jumps to the section for the method the learner is on: every
 lesson has a heading naming each method it teaches in backticks, e.g. "## `CausalSelfAttention.forward`".
@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, MarkdownViewer, OptionList
-from textual.widgets.markdown import MarkdownBlock
+from textual.widgets.markdown import MarkdownBlock, MarkdownFence
 
 from workbench.course.lessons import Lesson, heading_for, list_lessons
 from workbench.tui.screens.base import WorkbenchScreen
@@ -20,6 +20,9 @@ from workbench.tui.widgets.lesson_list import LessonList
 from workbench.tui.widgets.notes_pane import NotesPane
 from workbench.tui.widgets.run_state import RunState
 from workbench.tui.widgets.top_bar import TopBar
+
+
+WRAPPED_LANGUAGES = {"python", "py", "bash", "sh", "console", "toml", "json"}
 
 
 class LessonsScreen(WorkbenchScreen):
@@ -87,6 +90,8 @@ class LessonsScreen(WorkbenchScreen):
             self.sub_title = lesson.title
             body = lesson.body if not lesson.problem else f"> **{lesson.problem}**\n\n{lesson.body}"
             await viewer.document.update(body)
+            for fence in viewer.document.query(MarkdownFence):  # code wraps; a diagram keeps its lines
+                fence.set_class(fence.lexer.lower() in WRAPPED_LANGUAGES, "-wrap")
             answers, notes = self.app.notes_for(lesson)
             await self.query_one(NotesPane).show(lesson, answers, notes)
         if qualname:
