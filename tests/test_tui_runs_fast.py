@@ -212,7 +212,7 @@ async def test_everything_is_there_at_80x24(workspace):
         assert "learner_gpt.py" in text_of(screen.query_one("#top-bar"))
         app.watch_mode = "watching: native file events"
         await pilot.pause(0.1)
-        assert "native file events" in text_of(screen.query_one(".run-state"))
+        assert "watching: native file events" in text_of(screen.query_one(".run-state"))
         await pilot.press("4")
         target = app.screen.query_one("#run-target")
         assert target.display and target.region.right <= 80 and target.region.width > 0

@@ -49,6 +49,5 @@ class RunState(Static):
                         f"│ last result {stamp} in {self.last_seconds:.2f}s ", style="")
             if self.summary:
                 text.append(f"│ {self.summary} ", style="bold")
-        watching = self.watch_mode.removeprefix("watching: ") if narrow else self.watch_mode
-        text.append(f"│ {watching}", style="dim" if "polling" not in self.watch_mode else "yellow")
+        text.append(f"│ {self.watch_mode}", style="dim" if "polling" not in self.watch_mode else "yellow")
         return text
