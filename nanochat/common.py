@@ -27,26 +27,43 @@ GLOO_FAILURES = ("third_party/gloo/", "Timed out waiting", "pair closure", "Conn
 # ---------------------------------------------------------------------------------------------------------------
 # command-line values
 
+def _number_in(text: str, kind: type, low, high, what: str):
+    """Parse `text` as `kind` (int or float) and check low <= value <= high (None: unbounded); argparse's error."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return _number_in(text, int, 1, None, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    return _number_in(text, int, 0, None, "a number >= 0")
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free port) to 65535."""
+    return _number_in(text, int, 0, 65535, "a port number from 0 to 65535")
 
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
+    value = _number_in(text, float, None, None, "a positive number")
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _number_in(text, float, 0.0, None, "a number >= 0")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

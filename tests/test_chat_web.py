@@ -396,7 +396,7 @@ def test_cli_without_a_checkpoint_is_one_clear_line(base_dir):
 @pytest.mark.parametrize("args, message", [
     (["-i", "sft", "-s", "99"], "no step 99 in"),
     (["-i", "sft", "-g", "d9"], "no checkpoint directory"),
-    (["--port", "70000"], "a port is 0-65535"),
+    (["--port", "70000"], "expected a port number from 0 to 65535, got 70000"),
     (["-w", "0"], "expected a positive integer"),
     (["-s", "-1"], "expected a number >= 0"),
     (["-i", "final"], "invalid choice"),

@@ -15,7 +15,7 @@ import logging
 import sys
 from functools import partial
 
-from nanochat.common import HelpFormatter, positive_int
+from nanochat.common import HelpFormatter, non_negative_int, port_number, positive_int
 
 # torch, fastapi and uvicorn are imported by serve(): parsing (and `nanochat-workbench serve --help`) stays light
 PHASES = ("base", "mid", "sft", "rl")  # nanochat.checkpoint_manager.PHASES (that module imports torch)
@@ -24,28 +24,6 @@ DEFAULT_MAX_QUEUE = 64
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 log = logging.getLogger("nanochat.web")
-
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port, 0 (any free port) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def add_server_arguments(p: argparse.ArgumentParser) -> None:

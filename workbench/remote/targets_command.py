@@ -6,29 +6,13 @@ import asyncio
 import json
 import sys
 
-from nanochat.common import positive_int
+from nanochat.common import non_negative_float, non_negative_int, positive_int
 from workbench.remote.probe import findings, probe_target
 from workbench.remote.ssh import RemoteError
 from workbench.remote.targets import (TIME_RE, Target, TargetError, TargetKind, config_path, get_target, load_targets,
                                       save_targets, target_from_dict)
 
 PROG = "nanochat-workbench targets"
-
-
-def _non_negative_int(text: str) -> int:
-    if text.strip() == "0":
-        return 0
-    return positive_int(text)
-
-
-def _price(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
-    return value
 
 
 def _slurm_time(text: str) -> str:
@@ -51,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="an option for ssh and rsync, e.g. --ssh-option=-oProxyJump=bastion (repeatable)")
     add.add_argument("--workdir", help="directory on the target for code, data and runs (default ~/nanochat-runs)")
     add.add_argument("--setup", help="shell line run before every remote command, e.g. 'source ~/venv/bin/activate'")
-    add.add_argument("--gpus", type=_non_negative_int, help="GPUs per node (0: CPU only)")
+    add.add_argument("--gpus", type=non_negative_int, help="GPUs per node (0: CPU only)")
     add.add_argument("--gpu", help="GPU type for the estimate, e.g. H100")
-    add.add_argument("--price-per-gpu-hour", type=_price, metavar="USD")
+    add.add_argument("--price-per-gpu-hour", type=non_negative_float, metavar="USD")
     add.add_argument("--partition")
     add.add_argument("--account")
     add.add_argument("--nodes", type=positive_int)
