@@ -7,6 +7,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
+CHILD_STRATEGIES = ("fork", "spawn")  # the same guarantees from a forked child and a warm spare (tests/conftest.py)
 # Each check runs under the default timeout: a stuck one is caught within seconds by the stall detection, so no test
 # depends on the whole check finishing inside a short limit on a loaded machine. The timeout test sets its own.
 TIMEOUT = 4.0

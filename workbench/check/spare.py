@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 
 CHILD_ENV = "NANOCHAT_WORKBENCH_CHILD"
 STRATEGIES = ("fork", "spawn")
@@ -241,6 +242,9 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(int(os.environ.get("NANOCHAT_CHECK_THREADS", "1")))
     ref = torch.load(args.ref, weights_only=False)
+    with warnings.catch_warnings():  # torch warns about this once per process; the forked child inherits the
+        warnings.simplefilter("ignore")  # worker's "already warned" (the reference did it), so does the spare now,
+        float(torch.zeros((), requires_grad=True))  # or the checks' own float(loss) would land in the output
     from workbench.check import child
     import workbench.check.judge  # noqa: F401  (the same modules the forked child finds loaded)
     import nanochat.engine  # noqa: F401
