@@ -399,7 +399,8 @@ class Judge:
                 v.detail += f"; the first NaN/inf appears in {where['name']} ({where['type']})"
             upstream = next((r["qualname"] for r in self._rows if is_failing(r)), None)
             if upstream and v.status == Status.MISMATCH:
-                v.detail += f" — follows from the {upstream} {'mismatch' if self._status_of(upstream) == 'mismatch' else 'error'} above"
+                kind = Status.MISMATCH if self._status_of(upstream) == Status.MISMATCH else Status.ERROR
+                v.detail += f" — follows from the {upstream} {kind.value} above"
             raise
         return note or "your own model with the reference's weights gives the reference's logits and loss", worst
 

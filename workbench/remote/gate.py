@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.check.result import Status as CheckStatus
 from workbench.remote.targets import Target
 
 OVERFIT_STEPS = 15
@@ -87,7 +88,7 @@ def check_learner(model: Path, report: GateReport) -> None:
         error = result.get("error") or {}
         why = (f"next TODO {todo.get('qualname', '?')}" if todo else
                f"{error.get('type', 'error')}: {error.get('message', '')}".strip())
-        bad = [c.get("qualname", "?") for c in result.get("components", []) if c.get("status") != "pass"]
+        bad = [c.get("qualname", "?") for c in result.get("components", []) if c.get("status") != CheckStatus.PASS]
         report.add("checks", Status.FAIL, f"not all checks pass ({why}"
                    + (f"; failing: {', '.join(bad[:4])}" if bad else "") + ") — run `nanochat-workbench check`")
         return
