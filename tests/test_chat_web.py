@@ -50,7 +50,8 @@ def base_dir(tmp_path_factory, nanochat_base_dir):
     shutil.copytree(nanochat_base_dir / "tokenizer_embedded", base / "tokenizer_embedded")
     patch = pytest.MonkeyPatch()
     patch.setenv("NANOCHAT_BASE_DIR", str(base))
-    config = GPTConfig(sequence_len=256, vocab_size=tokenizer.get_vocab_size(), n_layer=2, n_head=2, n_kv_head=2,
+    # a context long enough that LONG (2,000 tokens) really takes seconds: a stop or a disconnect lands mid-answer
+    config = GPTConfig(sequence_len=2048, vocab_size=tokenizer.get_vocab_size(), n_layer=2, n_head=2, n_kv_head=2,
                        n_embd=128)
     torch.manual_seed(0)
     model = GPT(config)
