@@ -236,6 +236,12 @@ def main(argv=None) -> int:
             signal.signal(getattr(signal, sig), signal.SIG_DFL)
     status = os.fdopen(os.dup(1), "wb", buffering=0)  # "ready" goes here; stray prints while warming: stderr
     os.dup2(2, 1)
+    # The stall detector's signals go to the thread that runs the learner's code: every thread started while
+    # warming up (this watcher, torch's pools) inherits them blocked, and only the main thread unblocks them for
+    # the check (a stopped check is resumed to dump its stack: it must dump where it stopped, not a moment later).
+    stall_signals = {getattr(signal, s) for s in ("SIGUSR1", "SIGUSR2") if hasattr(signal, s)}
+    if stall_signals and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, stall_signals)
     requests: queue.Queue = queue.Queue()
     threading.Thread(target=watch_parent, args=(os.dup(0), requests), daemon=True, name="watch-parent").start()
 
@@ -253,6 +259,8 @@ def main(argv=None) -> int:
     status.close()
 
     real_exit, code = os._exit, 70
+    if stall_signals and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stall_signals)
     try:
         enter_check(request, out_fd, fault)
         os._exit = functools.partial(recording_exit, fault, real_exit)
