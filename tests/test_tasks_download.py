@@ -12,11 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fixtures.evals.layout import read_fixture
-from nanochat import dataset
 from nanochat.tasks.data import SOURCES
 
-pytestmark = pytest.mark.skipif(not hasattr(dataset, "download_url"),
-                                reason="needs nanochat.dataset.download_url (the shared resumable downloader)")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
