@@ -158,6 +158,8 @@ class Run:
             del self.out_tail[:-STDOUT_KEEP]
 
     def take_events(self, chunk: bytes) -> None:
+        if self.kill_reason == "stopped":
+            return  # it ran on only because the worker resumed it to take its stack: that does not count
         self.buf += chunk
         *lines, self.buf = self.buf.split(b"\n")
         if lines:
