@@ -281,6 +281,13 @@ def run_loop(stage, loop, num_iterations, train_step, evaluate=None, eval_every=
         loop.step += 1
 
 
+def print_done(stage, loop):
+    """The stage's last lines: steps done (and the best val bpb when it measured one), then what to run next."""
+    best = f", min val bpb {loop.best['min_val_bpb']:.4f}" if "min_val_bpb" in loop.best else ""
+    print0(f"done: {loop.step} steps{best}")
+    print0(f"next: {next_commands(stage)}")
+
+
 def next_commands(stage):
     """What to run next, for the end of a stage."""
     model_flag = "" if model_sources.is_reference(stage.model_source) else f" --model {stage.model_source}"

@@ -26,7 +26,7 @@ from nanochat.engine import Engine
 from nanochat.posttrain import mixtures
 from nanochat.posttrain.rl import advantages, pass_at_k, policy_gradient_loss, rollout_batch
 from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args, log_record, log_train_step,
-                                      next_commands, open_stage, report_items, restore_loop, run_loop, run_main,
+                                      open_stage, print_done, report_items, restore_loop, run_loop, run_main,
                                       stage_parser)
 from nanochat.training import Timer, lr_multiplier, mean_over_ranks, optimizer_step
 
@@ -180,8 +180,7 @@ def train(args):
     report.log_section("rl", "Reinforcement learning", {
         **report_items(stage, loop, num_iterations), "data": f"{args.data} ({len(train_task):,} problems)",
         "samples per problem": args.num_samples, "problems per step": args.examples_per_step})
-    print0(f"done: {loop.step} steps")
-    print0(f"next: {next_commands(stage)}")
+    print_done(stage, loop)
 
 
 def main(argv=None):

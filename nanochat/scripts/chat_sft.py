@@ -27,7 +27,7 @@ from nanochat.loss_eval import evaluate_bpb
 from nanochat.posttrain import mixtures
 from nanochat.posttrain.batches import collate_sft
 from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args, log_record, log_train_step,
-                                      next_commands, open_stage, report_items, restore_loop, run_loop, run_main,
+                                      open_stage, print_done, report_items, restore_loop, run_loop, run_main,
                                       stage_parser)
 from nanochat.tokenizer import get_token_bytes
 from nanochat.training import Timer, accumulate_gradients, lr_multiplier, mean_over_ranks, optimizer_step
@@ -167,9 +167,7 @@ def train(args):
         **report_items(stage, loop, num_iterations),
         "data": f"{args.data} mixture ({len(train_task):,} conversations)",
         "examples": loop.step * args.examples_per_step, **{f"{k} (end of SFT)": v for k, v in results.items()}})
-    print0(f"done: {loop.step} steps"
-           + (f", min val bpb {loop.best['min_val_bpb']:.4f}" if "min_val_bpb" in loop.best else ""))
-    print0(f"next: {next_commands(stage)}")
+    print_done(stage, loop)
 
 
 def main(argv=None):

@@ -28,7 +28,7 @@ from nanochat.loss_eval import evaluate_bpb
 from nanochat.posttrain import mixtures
 from nanochat.posttrain.batches import PackPosition, packed_batch
 from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args, log_record, log_train_step,
-                                      next_commands, open_stage, report_items, restore_loop, run_loop, run_main,
+                                      open_stage, print_done, report_items, restore_loop, run_loop, run_main,
                                       stage_parser, steady_throughput)
 from nanochat.tokenizer import get_token_bytes
 from nanochat.training import (Timer, accumulate_gradients, flops_per_token, lr_multiplier, mean_over_ranks,
@@ -188,9 +188,7 @@ def train(args):
         "data": f"{args.data} mixture ({len(train_task):,} conversations)",
         "batch": f"{args.total_batch_size:,} tokens ({B} x {T} x {compute.world_size} x {accum_steps})",
         "MFU (after step 0)": mfu(run, steady_throughput(loop, args.total_batch_size))})
-    print0(f"done: {loop.step} steps"
-           + (f", min val bpb {loop.best['min_val_bpb']:.4f}" if "min_val_bpb" in loop.best else ""))
-    print0(f"next: {next_commands(stage)}")
+    print_done(stage, loop)
 
 
 def main(argv=None):
