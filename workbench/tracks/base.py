@@ -1,0 +1,70 @@
+"""The contract every track follows: which reference module it is made from, which functions the learner writes.
+
+A track file's skeleton is generated from its reference module (workbench/tracks/skeleton.py): the functions and
+methods named in `exercises` keep their signature and docstring and raise `NotImplementedError("TODO: ...")`,
+everything else is copied as it is. A verbatim copy of the reference module therefore passes the track's check.
+
+The model track is the GPT of `learner_gpt.py`, checked by workbench/check/; the others are checked by
+workbench/tracks/runner.py, which runs the track's `probes.check(learner, reference)` in a child process and
+returns the same `CheckResult` dict (workbench/check/result.py) the GPT check returns.
+
+This module imports nothing heavy: `init`, `--list` and the TUI read it at start-up.
+"""
+
+import importlib
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Track(str, Enum):
+    MODEL = "model"
+    OPTIMIZER = "optimizer"
+    DATA = "data"
+    TRAINING = "training"
+    ENGINE = "engine"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One function or method the learner writes."""
+    qualname: str  # "zeropower_via_newtonschulz5", "KVCache.insert_kv"
+    check: str  # what its row checks, shown in the Components table ("orthogonalises like the reference")
+    lesson: str | None = None  # lessons/<file>.md that teaches it
+
+
+@dataclass(frozen=True)
+class TrackFile:
+    """One file of a track: made from one reference module, checked against it, a drop-in for it."""
+    learner_file: str  # the file `init --track` writes: "learner_muon.py"
+    reference_module: str  # the module the skeleton is made from and checked against: "nanochat.muon"
+    exercises: tuple[Exercise, ...]  # in the order a learner should write them (the next TODO is the first)
+    probes_module: str  # "workbench.tracks.optimizer.probes_muon": defines check(learner, reference) -> list[Component]
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    track: Track
+    title: str  # "Optimizer: AdamW and Muon"
+    files: tuple[TrackFile, ...]  # one per reference module the track covers
+
+
+# The tracks beyond the model, in the order `init --track all` lays them out. Each entry names the module whose
+# `SPEC` (a TrackSpec) describes the track; importing it must stay light (no torch).
+TRACK_SPEC_MODULES: dict[Track, str] = {
+    Track.OPTIMIZER: "workbench.tracks.optimizer.spec",
+    Track.DATA: "workbench.tracks.data.spec",
+    Track.TRAINING: "workbench.tracks.training.spec",
+    Track.ENGINE: "workbench.tracks.engine.spec",
+}
+
+
+def track_spec(track: Track) -> TrackSpec:
+    """The spec of a track beyond the model (KeyError for Track.MODEL: that one is learner_gpt.py)."""
+    return importlib.import_module(TRACK_SPEC_MODULES[track]).SPEC
+
+
+def track_specs() -> list[TrackSpec]:
+    return [track_spec(t) for t in TRACK_SPEC_MODULES]

@@ -1,0 +1,66 @@
+"""Rows of a track's check: run one learner function, turn what happened into a `Component`, compare tensors.
+
+Every track's probes use these three helpers, so a TODO, a crash and a numeric mismatch read the same in every
+track (and the same as in the GPT check: workbench/check/result.py is the schema):
+
+    got, row = attempt(exercise, learner.muon_update, params, grads, ...)
+    if row: return row                                   # a TODO, or an error in the learner's code
+    diff = max_abs_diff(got, want)
+    return passed(exercise, "matches the reference", diff) if diff < tol else mismatch(exercise, why, diff)
+
+A NotImplementedError raised in the exercise's own function is a TODO; one raised further down (a function it
+calls that is still a TODO) makes the row a TODO that waits for that function. Any other exception is an error
+with the line of the learner's file it came from.
+"""
+
+import traceback
+from types import ModuleType
+
+from workbench.check.result import Component, NumericVerdict, Status
+from workbench.tracks.base import Exercise
+
+
+def row(exercise: Exercise, status: Status, detail: str, diff: float | None = None, **extra) -> Component:
+    out: Component = {"qualname": exercise.qualname, "check": exercise.check, "status": status, "detail": detail,
+                      "max_abs_diff": diff, "lesson": exercise.lesson}
+    out.update(extra)
+    return out
+
+
+def passed(exercise: Exercise, detail: str, diff: float | None = None) -> Component:
+    return row(exercise, Status.PASS, detail, diff)
+
+
+def mismatch(exercise: Exercise, detail: str, diff: float | None = None,
+             verdict: NumericVerdict | None = NumericVerdict.WRONG_MATH) -> Component:
+    extra = {"verdict": verdict} if verdict and diff is not None else {}
+    return row(exercise, Status.MISMATCH, detail, diff, **extra)
+
+
+def _learner_frames(tb, learner_file: str):
+    return [f for f in traceback.extract_tb(tb) if f.filename == learner_file]
+
+
+def attempt(exercise: Exercise, learner: ModuleType, fn, *args, **kwargs):
+    """Call `fn` (a learner function); return (value, None), or (None, row) when it raised."""
+    try:
+        return fn(*args, **kwargs), None
+    except NotImplementedError as e:
+        frames = _learner_frames(e.__traceback__, getattr(learner, "__file__", ""))
+        where = frames[-1].name if frames else None
+        own = exercise.qualname.rsplit(".", 1)[-1]
+        if where in (None, own):
+            return None, row(exercise, Status.TODO, str(e) or "not written yet", line=frames[-1].lineno if frames else None)
+        return None, row(exercise, Status.TODO, f"waits for {where}, which is still a TODO ({e})")
+    except Exception as e:  # the learner's code raised: an error row, never a workbench failure
+        frames = _learner_frames(e.__traceback__, getattr(learner, "__file__", ""))
+        line = frames[-1].lineno if frames else None
+        where = f" (line {line})" if line else ""
+        return None, row(exercise, Status.ERROR, f"{type(e).__name__}: {e}{where}", error_line=line)
+
+
+def max_abs_diff(got, want) -> float:
+    """The largest absolute difference between two tensors (inf when the shapes differ)."""
+    if tuple(got.shape) != tuple(want.shape):
+        return float("inf")
+    return (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
