@@ -61,6 +61,20 @@ def _documents(split: str, source: str, rank: int, world_size: int, position):
         epoch, resume_at, doc_idx = epoch + 1, (0, rank), 0
 
 
+def _advance(chunks: deque, n: int) -> None:
+    """Mark the first `n` unconsumed tokens of `chunks` as consumed, in place: documents used up are dropped from
+    the front, and the first one left (the one holding the next unread token) has its start moved forward."""
+    while n:
+        chunk = chunks[0]
+        left = len(chunk[1]) - chunk[2]
+        if left <= n:
+            chunks.popleft()
+            n -= left
+        else:
+            chunk[2] += n
+            n = 0
+
+
 def tokenizing_distributed_data_loader_with_state(
     B: int,
     T: int,
@@ -109,17 +123,8 @@ def tokenizing_distributed_data_loader_with_state(
                 available += len(tokens) - start
         window = np.fromiter(chain.from_iterable(t[s:] for _, t, s in chunks), dtype=np.int64, count=needed)
         # consume B*T tokens; the last token of the window stays as the first input of the next batch
-        consume = B * T
-        available -= consume
-        while consume:
-            chunk = chunks[0]
-            left = len(chunk[1]) - chunk[2]
-            if left <= consume:
-                chunks.popleft()
-                consume -= left
-            else:
-                chunk[2] += consume
-                consume = 0
+        _advance(chunks, B * T)
+        available -= B * T
         (epoch, pq_idx, rg_idx, doc_idx), _, tok_idx = chunks[0]
         state = {
             "source": source, "epoch": epoch, "pq_idx": pq_idx, "rg_idx": rg_idx, "doc_idx": doc_idx,
