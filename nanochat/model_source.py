@@ -1,4 +1,4 @@
-"""Where the GPT class comes from: the reference model (`nanochat.gpt`) or a learner's own file.
+"""Where the code comes from: the reference modules (`nanochat.gpt`, `nanochat.muon`, ...) or a learner's own files.
 
 Every place that builds a model (training, loss eval, checkpoint loading, the engine, chat) takes a `--model`
 option and hands it to `load_model_module`. "reference" means `nanochat.gpt`; anything else is a path to a
@@ -11,10 +11,18 @@ from a remote run, shared by a friend), so a file named only by a checkpoint is 
 current directory (the learner's workspace) or a directory the caller vouches for; anything else needs an
 explicit `--model`. `checkpoint_model_source` decides, and says which file it runs.
 
-Every way a learner file can fail to load (missing, a syntax error, an exception while importing, the
-required names absent) becomes a `ModelSourceError` whose message says which file, which line and what to do.
+The same loader serves every learner file that stands in for a reference module: a `LearnerKind` names the
+flag, the reference module and the names the file must define (MODEL for `--model`; MUON and ADAMW for
+`--optimizer`, DATALOADER for `--dataloader`, TRAINING for `--training`), and `load_learner(source, kind)`
+returns the module. Every way a learner file can fail to load (missing, a syntax error, an exception while
+importing, the required names absent, for the kinds beyond the model a `raise NotImplementedError("TODO ...")`
+still in it) becomes a `LearnerFileError` (alias `ModelSourceError`) whose message says which file, which line
+and what to do. `learner_failure(exc)` turns an exception raised later inside a loaded learner file into one
+line naming the file, line and function, so scripts report a learner's crash without a traceback wall.
 """
 
+import ast
+import dataclasses
 import importlib
 import importlib.util
 import itertools
@@ -24,12 +32,48 @@ import traceback
 
 REFERENCE = "reference"
 REQUIRED_NAMES = ("GPT", "GPTConfig")
+LEARNER_MODULE_PREFIX = "nanochat_learner_"
 
 _counter = itertools.count()
+_loaded_paths: set = set()  # absolute paths of the learner files this process imported (see learner_failure)
 
 
-class ModelSourceError(Exception):
-    """The model source named by `--model` cannot be used; the message says why and where."""
+class LearnerFileError(Exception):
+    """A learner file named by a flag (--model, --optimizer, ...) cannot be used; the message says why and where."""
+
+
+ModelSourceError = LearnerFileError  # the name every --model caller catches
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the kinds of learner file the scripts take
+
+@dataclasses.dataclass(frozen=True)
+class LearnerKind:
+    """One kind of learner file: the flag that takes it, the reference module it is a drop-in for, and the
+    names it must define. `allow_todos`: a file still holding TODOs may load (they surface when called)."""
+    flag: str
+    reference: str
+    classes: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+    allow_todos: bool = False
+
+    @property
+    def reference_file(self) -> str:
+        return self.reference.replace(".", "/") + ".py"
+
+    def defined_by(self, names: set) -> bool:
+        """True when a file defining `names` (top level) defines everything this kind needs."""
+        return set(self.classes + self.functions) <= names
+
+
+MODEL = LearnerKind("--model", "nanochat.gpt", classes=("GPT", "GPTConfig"), allow_todos=True)
+MUON = LearnerKind("--optimizer", "nanochat.muon", classes=("Muon",))
+ADAMW = LearnerKind("--optimizer", "nanochat.adamw", classes=("DistAdamW",))
+DATALOADER = LearnerKind("--dataloader", "nanochat.dataloader", functions=(
+    "tokenizing_distributed_data_loader_with_state", "tokenizing_distributed_data_loader"))
+TRAINING = LearnerKind("--training", "nanochat.training", functions=(
+    "lr_multiplier", "muon_momentum", "accumulate_gradients", "optimizer_step"))
 
 
 def is_reference(source) -> bool:
@@ -83,21 +127,54 @@ def checkpoint_model_source(saved, named_by: str, trusted_dirs=None) -> str:
 
 def load_model_module(source=REFERENCE):
     """Return the module that defines `GPT` and `GPTConfig` for `source` ("reference" or a .py path)."""
-    if is_reference(source):
-        return importlib.import_module("nanochat.gpt")
-    path = canonical(source)
-    if not os.path.exists(path):
-        raise ModelSourceError(f"model file {path} does not exist; pass --model reference or the path of your gpt.py")
-    if os.path.isdir(path):
-        raise ModelSourceError(f"--model {path} is a directory; pass the path of a .py file that defines GPT and GPTConfig")
-    if not path.endswith(".py"):
-        raise ModelSourceError(f"--model {path} is not a .py file; pass the path of a Python file that defines GPT and GPTConfig")
+    return load_learner(source, MODEL)
 
+
+def load_learner(source, kind: "LearnerKind"):
+    """The module standing in for `kind.reference`: that module itself for "reference" (or None), else the
+    learner's file imported fresh. Every way the file can fail to load raises LearnerFileError."""
+    if is_reference(source):
+        return importlib.import_module(kind.reference)
+    path = canonical(source)
+    _check_path(path, kind)
+    if not kind.allow_todos:
+        first = next(iter(todos_in(path)), None)
+        if first is not None:
+            raise LearnerFileError(f"{path}:{first.line}: {first.qualname} is still a TODO ({first.message}); write "
+                                   f"it (nanochat-workbench check {os.path.basename(path)} says what is left) or "
+                                   f"leave out {kind.flag}")
+    module = _import_file(path)
+    missing_classes = [n for n in kind.classes if not isinstance(getattr(module, n, None), type)]
+    missing_functions = [n for n in kind.functions if not callable(getattr(module, n, None))]
+    if missing_classes or missing_functions:
+        del sys.modules[module.__name__]
+        missing = " and ".join(
+            ([f"{' and '.join(missing_classes)} as a class"] if missing_classes else [])
+            + ([f"{', '.join(missing_functions)} as function(s)"] if missing_functions else []))
+        raise LearnerFileError(f"{path} does not define {missing}; {kind.flag} takes a file that defines "
+                               f"{', '.join(kind.classes + kind.functions)} with the same names as "
+                               f"{kind.reference_file}")
+    return module
+
+
+def _check_path(path: str, kind: "LearnerKind") -> None:
+    names = ", ".join(kind.classes + kind.functions)
+    if not os.path.exists(path):
+        raise LearnerFileError(f"{kind.flag} {path} does not exist; pass the path of your own {kind.reference_file}")
+    if os.path.isdir(path):
+        raise LearnerFileError(f"{kind.flag} {path} is a directory; pass the path of a .py file that defines {names}")
+    if not path.endswith(".py"):
+        raise LearnerFileError(f"{kind.flag} {path} is not a .py file; pass the path of a Python file that defines "
+                               f"{names}")
+
+
+def _import_file(path: str):
+    """Execute the file as a fresh module of its own name; a syntax error or a crash becomes LearnerFileError."""
     stem = "".join(ch if ch.isalnum() else "_" for ch in os.path.splitext(os.path.basename(path))[0])
-    module_name = f"nanochat_learner_{stem}_{next(_counter)}"
+    module_name = f"{LEARNER_MODULE_PREFIX}{stem}_{next(_counter)}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise ModelSourceError(f"cannot import {path}: Python does not recognise it as a module file")
+        raise LearnerFileError(f"cannot import {path}: Python does not recognise it as a module file")
     module = importlib.util.module_from_spec(spec)
     # registered before running it: @dataclass and pickling look classes up through sys.modules
     sys.modules[module_name] = module
@@ -107,17 +184,13 @@ def load_model_module(source=REFERENCE):
         del sys.modules[module_name]
         where = f"{e.filename or path}:{e.lineno}" if e.lineno else (e.filename or path)
         detail = f"\n    {e.text.rstrip()}" if e.text else ""
-        raise ModelSourceError(f"{where}: syntax error: {e.msg}{detail}") from None
+        raise LearnerFileError(f"{where}: syntax error: {e.msg}{detail}") from None
     except Exception as e:
         del sys.modules[module_name]
-        raise ModelSourceError(
-            f"{_innermost_location(e, path)}: importing the model file failed with {type(e).__name__}: {e}"
+        raise LearnerFileError(
+            f"{_innermost_location(e, path)}: importing {os.path.basename(path)} failed with {type(e).__name__}: {e}"
         ) from None
-    missing = [name for name in REQUIRED_NAMES if not isinstance(getattr(module, name, None), type)]
-    if missing:
-        del sys.modules[module_name]
-        raise ModelSourceError(f"{path} does not define {' and '.join(missing)} as a class; a model file must define "
-                               f"{', '.join(REQUIRED_NAMES)} with the same names as nanochat/gpt.py")
+    _loaded_paths.add(path)
     return module
 
 
@@ -128,3 +201,87 @@ def _innermost_location(exc: BaseException, path: str) -> str:
         if os.path.abspath(frame.filename) == path:
             where = f"{path}:{frame.lineno}"
     return where
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TODOs left in a learner's file, and failures that happened inside one
+
+@dataclasses.dataclass(frozen=True)
+class Todo:
+    qualname: str  # "Muon.step", "lr_multiplier"
+    line: int  # of the `raise NotImplementedError("TODO ...")`
+    message: str  # the TODO's text
+
+
+def todos_in(path: str) -> list[Todo]:
+    """Every `raise NotImplementedError("TODO...")` in the file (the skeleton's marker), in line order. A file
+    that does not parse has none here (importing it reports the syntax error)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (SyntaxError, ValueError, OSError):
+        return []
+    found = []
+    _collect_todos(tree, "", found)
+    return sorted(found, key=lambda t: t.line)
+
+
+def _collect_todos(node, prefix: str, found: list) -> None:
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            qualname = f"{prefix}{child.name}"
+            if not isinstance(child, ast.ClassDef):
+                for raised in ast.walk(child):
+                    message = _todo_message(raised)
+                    if message is not None:
+                        found.append(Todo(qualname, raised.lineno, message))
+                        break
+            _collect_todos(child, qualname + ".", found)
+
+
+def _todo_message(node) -> str | None:
+    """The text of `raise NotImplementedError("TODO ...")`, or None when `node` is anything else."""
+    if not isinstance(node, ast.Raise) or node.exc is None:
+        return None
+    exc = node.exc
+    if not (isinstance(exc, ast.Call) and isinstance(exc.func, ast.Name) and exc.func.id == "NotImplementedError"):
+        return None
+    args = exc.args
+    if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str) \
+            and args[0].value.lstrip().upper().startswith("TODO"):
+        return args[0].value.strip().splitlines()[0]
+    return None
+
+
+def learner_failure(exc: BaseException) -> str | None:
+    """A one-line account of an exception raised inside a learner file loaded by this process ("FILE:LINE in
+    QUALNAME: TYPE: message", a TODO named as such), or None when no learner file is on its traceback (then it
+    is not the learner's doing and should surface as it is)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) in _loaded_paths]
+    if not frames:
+        return None
+    frame = frames[-1]
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, NotImplementedError):
+        return f"{frame.filename}:{frame.lineno}: {frame.name} is still a TODO ({text or 'NotImplementedError'})"
+    return f"{frame.filename}:{frame.lineno} in {frame.name}: {type(exc).__name__}: {text}"
+
+
+def top_level_names(path: str) -> set:
+    """The classes, functions and assigned names a Python file defines at its top level (without running it;
+    empty when it does not parse)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (SyntaxError, ValueError, OSError):
+        return set()
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom):
+            names.update(alias.asname or alias.name for alias in node.names)
+    return names
