@@ -43,6 +43,14 @@ def positive_int(text: str) -> int:
     return _number_in(text, int, 1, None, "a positive integer")
 
 
+def steps_or_auto(text: str) -> int:
+    """argparse type: a positive number of steps, or -1 for "the script works it out"."""
+    value = _number_in(text, int, -1, None, "a positive number of steps or -1")
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a positive number of steps or -1, got 0")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: a whole number >= 0."""
     return _number_in(text, int, 0, None, "a number >= 0")

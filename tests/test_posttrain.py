@@ -156,3 +156,17 @@ def test_offline_problems_are_fixed_per_index_and_scored_like_gsm8k():
     choice = SyntheticChoice(size=20)
     for conversation in choice:
         assert choice.evaluate(conversation, conversation["messages"][1]["content"])
+
+
+@pytest.mark.parametrize("script", ["mid_train", "chat_sft", "chat_rl"])
+def test_stages_share_their_flags_and_refuse_a_zero_step_horizon(script, capsys):
+    import importlib
+
+    parse_args = importlib.import_module(f"nanochat.scripts.{script}").parse_args
+    args = parse_args(["--data", "offline", "--num_iterations", "3", "--eval_every", "7"])
+    assert (args.data, args.num_iterations, args.eval_every) == ("offline", 3, 7)
+    assert parse_args([]).num_iterations == -1
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--num_iterations", "0"])
+    assert e.value.code == 2
+    assert "--num_iterations: expected a positive number of steps or -1, got 0" in capsys.readouterr().err

@@ -20,8 +20,9 @@ import torch
 from nanochat import model_source as model_sources
 from nanochat.checkpoint_manager import (CheckpointError, build_model, checkpoints_dir, find_largest_model,
                                          find_last_step, load_checkpoint, model_path, save_checkpoint)
-from nanochat.common import HelpFormatter, autodetect_device_type, compute_cleanup, print0
+from nanochat.common import HelpFormatter, autodetect_device_type, compute_cleanup, print0, steps_or_auto
 from nanochat.model_source import ModelSourceError
+from nanochat.posttrain import mixtures
 from nanochat.training import (Compute, StopFlag, any_rank, append_jsonl, config_dict, format_duration,
                                setup_compute, truncate_metrics)
 
@@ -34,8 +35,18 @@ MAKES = {
 }
 
 
-def stage_parser(prog, description, input_choices):
-    """The flags every post-training stage has; the script adds its own groups."""
+@dataclasses.dataclass(frozen=True)
+class StageFlags:
+    """What differs between the stages in the flags they share: each stage's defaults and wording."""
+    data_help: str  # what --data full and offline read
+    iterations_help: str  # what --num_iterations -1 means
+    init_lr_frac: float  # default peak lr as a fraction of the flags' lrs
+    eval_every: int  # default steps between evals
+    eval_help: str = "steps between val bpb evals; -1 = never"
+
+
+def stage_parser(prog, description, input_choices, flags: StageFlags):
+    """The flags every post-training stage has (a "data and batch" group is returned for the script's own)."""
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
     g = p.add_argument_group("run")
     g.add_argument("--run", default="dummy", help="run name (wandb is not used by this stage; kept for speedrun)")
@@ -58,7 +69,13 @@ def stage_parser(prog, description, input_choices):
     g.add_argument("--save_every", type=int, default=-1, help="steps between checkpoints; -1 = only at the end")
     g.add_argument("--resume_from_step", type=int, default=-1,
                    help="continue this stage from its own saved step; -1 = start from the input checkpoint")
-    return p
+    g.add_argument("--eval_every", type=int, default=flags.eval_every, help=flags.eval_help)
+    g = p.add_argument_group("data and batch")
+    g.add_argument("--data", default="full", choices=mixtures.KINDS, help=flags.data_help)
+    g.add_argument("--num_iterations", type=steps_or_auto, default=-1, help=flags.iterations_help)
+    g.add_argument("--init_lr_frac", type=float, default=flags.init_lr_frac,
+                   help="peak lr as a fraction of the flags' lrs")
+    return p, g
 
 
 def check_stage_args(p, args):

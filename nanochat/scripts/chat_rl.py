@@ -27,17 +27,18 @@ from nanochat.posttrain import mixtures
 from nanochat.posttrain.rl import advantages, pass_at_k, policy_gradient_loss, rollout_batch
 from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args, log_record, log_train_step,
                                       open_stage, print_done, report_items, restore_loop, run_loop, run_main,
-                                      stage_parser)
+                                      stage_parser, StageFlags)
 from nanochat.training import Timer, lr_multiplier, mean_over_ranks, optimizer_step
 
 EVAL_SEED = 1_000_000_007  # eval samples use seeds of their own, apart from every training step's
 
 
 def parse_args(argv=None):
-    p = stage_parser("python -m nanochat.scripts.chat_rl", __doc__.split("\n")[0], ("sft", "mid"))
+    p, g = stage_parser("python -m nanochat.scripts.chat_rl", __doc__.split("\n")[0], ("sft", "mid"), StageFlags(
+        data_help="full: GSM8K (downloaded); offline: generated GSM8K-style problems",
+        iterations_help="optimizer steps; -1 = from --num_epochs", init_lr_frac=0.05, eval_every=60,
+        eval_help="steps between pass@k evals; -1 = never"))
     g = p.add_argument_group("rollouts")
-    g.add_argument("--data", default="full", choices=mixtures.KINDS,
-                   help="full: GSM8K (downloaded); offline: generated GSM8K-style problems")
     g.add_argument("--num_samples", type=positive_int, default=16, help="answers sampled per problem")
     g.add_argument("--max_new_tokens", type=positive_int, default=256, help="longest answer")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -45,14 +46,9 @@ def parse_args(argv=None):
     g.add_argument("--examples_per_step", type=positive_int, default=16, help="problems per optimizer step")
     g.add_argument("--device_batch_size", type=positive_int, default=8, help="answers per forward/backward")
     g.add_argument("--num_epochs", type=positive_int, default=1, help="passes over the problems")
-    g.add_argument("--num_iterations", type=int, default=-1, help="optimizer steps; -1 = from --num_epochs")
-    g.add_argument("--init_lr_frac", type=float, default=0.05, help="peak lr as a fraction of the flags' lrs")
-    g.add_argument("--eval_every", type=int, default=60, help="steps between pass@k evals; -1 = never")
     g.add_argument("--eval_examples", type=positive_int, default=400, help="held-out problems per eval")
     args = p.parse_args(argv)
     check_stage_args(p, args)
-    if args.num_iterations == 0 or args.num_iterations < -1:
-        p.error(f"--num_iterations must be a positive number of steps or -1, got {args.num_iterations}")
     if args.temperature <= 0:
         p.error(f"--temperature must be > 0 (RL needs different answers to compare), got {args.temperature}")
     return args

@@ -28,30 +28,24 @@ from nanochat.posttrain import mixtures
 from nanochat.posttrain.batches import collate_sft
 from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args, log_record, log_train_step,
                                       open_stage, print_done, report_items, restore_loop, run_loop, run_main,
-                                      stage_parser)
+                                      stage_parser, StageFlags)
 from nanochat.tokenizer import get_token_bytes
 from nanochat.training import Timer, accumulate_gradients, lr_multiplier, mean_over_ranks, optimizer_step
 
 
 def parse_args(argv=None):
-    p = stage_parser("python -m nanochat.scripts.chat_sft", __doc__.split("\n")[0], ("mid", "base"))
-    g = p.add_argument_group("data and batch")
-    g.add_argument("--data", default="full", choices=mixtures.KINDS,
-                   help="full: nanochat's SFT mixture (downloaded tasks); offline: generated and packaged data only")
+    p, g = stage_parser("python -m nanochat.scripts.chat_sft", __doc__.split("\n")[0], ("mid", "base"), StageFlags(
+        data_help="full: nanochat's SFT mixture (downloaded tasks); offline: generated and packaged data only",
+        iterations_help="optimizer steps; -1 = from --num_epochs", init_lr_frac=0.02, eval_every=100))
     g.add_argument("--device_batch_size", type=positive_int, default=4, help="conversations per forward per rank")
     g.add_argument("--examples_per_step", type=positive_int, default=32, help="conversations per optimizer step")
     g.add_argument("--num_epochs", type=positive_int, default=1, help="passes over the mixture")
-    g.add_argument("--num_iterations", type=int, default=-1, help="optimizer steps; -1 = from --num_epochs")
-    g.add_argument("--init_lr_frac", type=float, default=0.02, help="peak lr as a fraction of the flags' lrs")
-    g.add_argument("--eval_every", type=int, default=100, help="steps between val bpb evals; -1 = never")
     g.add_argument("--eval_steps", type=positive_int, default=100, help="val batches per eval")
     g.add_argument("--chat_eval_tasks", default="ARC-Easy,MMLU",
                    help="chat_eval tasks measured at the end (comma-separated; missing data is skipped)")
     g.add_argument("--chat_eval_problems", type=int, default=1024, help="problems per task at the end; 0 = none")
     args = p.parse_args(argv)
     check_stage_args(p, args)
-    if args.num_iterations == 0 or args.num_iterations < -1:
-        p.error(f"--num_iterations must be a positive number of steps or -1, got {args.num_iterations}")
     if args.chat_eval_problems < 0:
         p.error(f"--chat_eval_problems must be >= 0, got {args.chat_eval_problems}")
     return args

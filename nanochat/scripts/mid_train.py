@@ -29,7 +29,7 @@ from nanochat.posttrain import mixtures
 from nanochat.posttrain.batches import PackPosition, packed_batch
 from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args, log_record, log_train_step,
                                       open_stage, print_done, report_items, restore_loop, run_loop, run_main,
-                                      stage_parser, steady_throughput)
+                                      stage_parser, StageFlags, steady_throughput)
 from nanochat.tokenizer import get_token_bytes
 from nanochat.training import (Timer, accumulate_gradients, flops_per_token, lr_multiplier, mean_over_ranks,
                                muon_momentum, optimizer_step, peak_flops_per_device)
@@ -38,24 +38,18 @@ HORIZON_SAMPLE = 2000  # conversations rendered to estimate the tokens of one pa
 
 
 def parse_args(argv=None):
-    p = stage_parser("python -m nanochat.scripts.mid_train", __doc__.split("\n")[0], ("base",))
-    g = p.add_argument_group("data and batch")
-    g.add_argument("--data", default="full", choices=mixtures.KINDS,
-                   help="full: nanochat's mixture (downloaded tasks); offline: generated and packaged data only")
+    p, g = stage_parser("python -m nanochat.scripts.mid_train", __doc__.split("\n")[0], ("base",), StageFlags(
+        data_help="full: nanochat's mixture (downloaded tasks); offline: generated and packaged data only",
+        iterations_help="optimizer steps; -1 = one pass over the mixture", init_lr_frac=1.0, eval_every=150))
     g.add_argument("--max_seq_len", type=positive_int, default=2048, help="tokens per row")
     g.add_argument("--device_batch_size", type=positive_int, default=32, help="rows per forward/backward per rank")
     g.add_argument("--total_batch_size", type=positive_int, default=524288, help="tokens per optimizer step")
-    g.add_argument("--num_iterations", type=int, default=-1, help="optimizer steps; -1 = one pass over the mixture")
-    g.add_argument("--init_lr_frac", type=float, default=1.0, help="peak lr as a fraction of the flags' lrs")
     g.add_argument("--warmdown_ratio", type=float, default=0.2, help="fraction of steps of linear decay to 0")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile (default: on for cuda)")
-    g.add_argument("--eval_every", type=int, default=150, help="steps between val bpb evals; -1 = never")
     g.add_argument("--eval_tokens", type=positive_int, default=None,
                    help="val tokens per eval (default: 20 x total_batch_size)")
     args = p.parse_args(argv)
     check_stage_args(p, args)
-    if args.num_iterations == 0 or args.num_iterations < -1:
-        p.error(f"--num_iterations must be a positive number of steps or -1, got {args.num_iterations}")
     if not 0.0 <= args.warmdown_ratio <= 1.0:
         p.error(f"--warmdown_ratio must be between 0 and 1, got {args.warmdown_ratio}")
     return args
