@@ -8,8 +8,11 @@
   about who the model is (nanochat mixes such a file in so the model can say what it is).
 """
 
+import functools
 import os
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from nanochat.tasks.common import CategoricalTask, Conversation, mc_conversation
 from nanochat.tasks.gsm8k import GSM8K
@@ -20,38 +23,56 @@ NAMES = ["Ava", "Ben", "Chloe", "Dan", "Ella", "Finn", "Grace", "Hugo", "Iris", 
 ITEMS = ["apples", "pencils", "stickers", "marbles", "cookies", "books", "stamps", "shells", "cards", "balloons"]
 
 
-def _add(rng):
-    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+@dataclass(frozen=True)
+class OneStep:
+    """A one-operation word problem: how its numbers are drawn, and the wording of question and worked answer."""
+    draw: Callable  # rng -> (x, y, result) of `x op y = result`
+    op: str
+    question: str  # with {name} {item} {x} {y}
+    answer: str  # with {name} {item} and {calc}: "x op y = <<x op y=result>>result"
+
+
+def _draw_add(rng):
     a, b = rng.randint(2, 60), rng.randint(2, 60)
-    question = f"{name} has {a} {item}. {name} gets {b} more. How many {item} does {name} have now?"
-    answer = f"{name} has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} {item} now.\n#### {a + b}"
-    return question, answer
+    return a, b, a + b
 
 
-def _subtract(rng):
-    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+def _draw_subtract(rng):
     a = rng.randint(10, 90)
     b = rng.randint(1, a - 1)
-    question = f"{name} had {a} {item} and gave {b} of them to a friend. How many {item} are left?"
-    answer = f"{name} has {a} - {b} = <<{a}-{b}={a - b}>>{a - b} {item} left.\n#### {a - b}"
-    return question, answer
+    return a, b, a - b
 
 
-def _multiply(rng):
-    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+def _draw_multiply(rng):
     a, b = rng.randint(2, 12), rng.randint(2, 15)
-    question = f"{name} buys {a} bags with {b} {item} in each bag. How many {item} does {name} buy in total?"
-    answer = f"{name} buys {a} * {b} = <<{a}*{b}={a * b}>>{a * b} {item}.\n#### {a * b}"
-    return question, answer
+    return a, b, a * b
 
 
-def _divide(rng):
+def _draw_divide(rng):
+    friends, each = rng.randint(2, 9), rng.randint(2, 12)
+    return friends * each, friends, each
+
+
+ONE_STEP = (
+    OneStep(_draw_add, "+", "{name} has {x} {item}. {name} gets {y} more. How many {item} does {name} have now?",
+            "{name} has {calc} {item} now."),
+    OneStep(_draw_subtract, "-", "{name} had {x} {item} and gave {y} of them to a friend. How many {item} are left?",
+            "{name} has {calc} {item} left."),
+    OneStep(_draw_multiply, "*",
+            "{name} buys {x} bags with {y} {item} in each bag. How many {item} does {name} buy in total?",
+            "{name} buys {calc} {item}."),
+    OneStep(_draw_divide, "/",
+            "{name} shares {x} {item} equally among {y} friends. How many {item} does each friend get?",
+            "Each friend gets {calc} {item}."),
+)
+
+
+def _one_step(kind: OneStep, rng):
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    a, b = rng.randint(2, 9), rng.randint(2, 12)
-    total = a * b
-    question = f"{name} shares {total} {item} equally among {a} friends. How many {item} does each friend get?"
-    answer = f"Each friend gets {total} / {a} = <<{total}/{a}={b}>>{b} {item}.\n#### {b}"
-    return question, answer
+    x, y, result = kind.draw(rng)
+    calc = f"{x} {kind.op} {y} = <<{x}{kind.op}{y}={result}>>{result}"
+    question = kind.question.format(name=name, item=item, x=x, y=y)
+    return question, kind.answer.format(name=name, item=item, calc=calc) + f"\n#### {result}"
 
 
 def _two_steps(rng):
@@ -66,7 +87,7 @@ def _two_steps(rng):
     return question, answer
 
 
-PROBLEM_KINDS = (_add, _subtract, _multiply, _divide, _two_steps)
+PROBLEM_KINDS = (*(functools.partial(_one_step, kind) for kind in ONE_STEP), _two_steps)
 
 
 def synthetic_problem(split: str, index: int) -> dict:
