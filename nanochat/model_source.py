@@ -74,6 +74,7 @@ DATALOADER = LearnerKind("--dataloader", "nanochat.dataloader", functions=(
     "tokenizing_distributed_data_loader_with_state", "tokenizing_distributed_data_loader"))
 TRAINING = LearnerKind("--training", "nanochat.training", functions=(
     "lr_multiplier", "muon_momentum", "accumulate_gradients", "optimizer_step"))
+ENGINE = LearnerKind("--engine", "nanochat.engine", classes=("Engine", "KVCache"), functions=("sample_next_token",))
 
 
 def is_reference(source) -> bool:
