@@ -270,7 +270,9 @@ class _Parsed:
         return Question(qid, text, self.phase_at(start), start, "\n".join(answer).strip("\n"))
 
     def log_section(self, word: str) -> Section | None:
-        return next((s for s in self.sections if word in s.title.lower()), None)
+        """The first section whose title has `word` ("log", "issue"); an "Issue log" is not the learning log."""
+        return next((s for s in self.sections if word in s.title.lower()
+                     and not (word == "log" and "issue" in s.title.lower())), None)
 
     def entries(self, word: str) -> list[LogEntry]:
         sec = self.log_section(word)
@@ -604,9 +606,9 @@ class StatusDoc:
         """Append a dated entry to the learning log (a new "Learning log" section at the end if there is none)."""
         self._add_entry("log", "Learning log", text, when)
 
-    def add_issue(self, text: str, when=None) -> None:
-        """Append a dated entry under "Issues encountered" (created at the end if missing)."""
-        self._add_entry("issue", "Issues encountered", text, when)
+    def add_issue(self, text: str, when=None, title: str = "Issues encountered") -> None:
+        """Append a dated entry to the issues section (`title`, created at the end if the file has none)."""
+        self._add_entry("issue", title, text, when)
 
     def _add_entry(self, word, title, text, when) -> None:
         if not text.strip():
@@ -665,6 +667,26 @@ class StatusDoc:
                 raise StatusDocError(f"{self.path} changed on disk and a staged edit no longer fits: {e.args[0]}; "
                                      f"nothing was written") from None
         self._raw, self._original, self._lines = raw, original, lines
+
+
+def update_status(path, stage) -> str | None:
+    """Load the STATUS.md at `path`, let `stage(doc)` stage its edits, and save them if they change anything.
+
+    Returns None, or what went wrong in one line for the learner (read-only, missing, empty, kept changing, ...).
+    """
+    try:
+        doc = StatusDoc.load(path)
+        before = doc.text
+        stage(doc)
+        if doc.text != before:  # nothing changed: leave the file (and its watchers) alone
+            doc.save()
+    except StatusDocError as e:
+        return str(e)
+    except PermissionError as e:
+        return f"no permission to write {path} ({e.strerror}): the change is shown here but not saved"
+    except OSError as e:
+        return f"cannot write {path}: {e.strerror or e}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ themselves are workbench/status/doc.py's.
 from pathlib import Path
 
 from workbench.check.result import CheckResult, Stage, Status, stage_index
-from workbench.status.doc import Changes, StatusDoc, StatusDocError
+from workbench.status.doc import Changes, StatusDoc, update_status
 
 UNDONE = (Status.MISMATCH, Status.ERROR, Status.TODO)  # clears the workbench's tick of the method
 # stage milestones: reached once the check got past the stage
@@ -72,16 +72,4 @@ def milestones(result: CheckResult, status_by_name: dict[str, list[str]]) -> tup
 def tick_passed(status_path: Path, result: CheckResult) -> str | None:
     """Apply one result to the STATUS.md at `status_path` and save it if anything changed; None, or what went
     wrong (one line for the learner)."""
-    try:
-        doc = StatusDoc.load(status_path)
-        before = doc.text
-        apply_check(doc, result)
-        if doc.text != before:  # nothing to tick: leave the file (and its watchers) alone
-            doc.save()
-    except StatusDocError as e:
-        return str(e)
-    except PermissionError as e:
-        return f"no permission to write {status_path} ({e.strerror}): ticks are shown here but not saved"
-    except OSError as e:
-        return f"cannot write {status_path}: {e.strerror or e}"
-    return None
+    return update_status(status_path, lambda doc: apply_check(doc, result))
