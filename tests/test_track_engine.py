@@ -1,0 +1,139 @@
+"""The engine track: a verbatim copy of nanochat/engine.py passes every row; a planted bug fails the row of the
+function that has it, with the mistake named; a TODO is a TODO; the reference's own functions are not the
+learner's; the spec's challenges each plant a bug the check blames where the challenge says."""
+
+import pytest
+
+import nanochat.engine as reference
+from nanochat.model_source import ENGINE, load_learner
+from workbench.check.result import Status
+from workbench.tracks.base import Track, track_spec
+from workbench.tracks.engine.probes import check
+from workbench.tracks.engine.spec import CHALLENGES, EXERCISES, SPEC
+
+SOURCE = open(reference.__file__, encoding="utf-8").read()
+QUALNAMES = [e.qualname for e in EXERCISES]
+
+
+def planted(tmp_path, edits, name="learner_engine.py"):
+    text = SOURCE
+    for find, replace in edits:
+        assert text.count(find) == 1, f"edit does not match nanochat/engine.py exactly once: {find!r}"
+        text = text.replace(find, replace)
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    kind = ENGINE.__class__(**{**ENGINE.__dict__, "allow_todos": True})
+    return load_learner(str(path), kind)
+
+
+def by_name(rows):
+    return {r["qualname"]: r for r in rows}
+
+
+def failing(rows):
+    return {r["qualname"]: r["detail"] for r in rows if r["status"] != Status.PASS}
+
+
+def test_spec_is_the_engine_track():
+    assert track_spec(Track.ENGINE) is SPEC
+    (file,) = SPEC.files
+    assert (file.learner_file, file.reference_module) == ("learner_engine.py", "nanochat.engine")
+    for qualname in QUALNAMES:  # every exercise is a real function of the reference
+        obj = reference
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        assert callable(obj)
+
+
+def test_a_verbatim_copy_passes_every_row(tmp_path):
+    rows = check(planted(tmp_path, ()), reference)
+    assert [r["qualname"] for r in rows] == QUALNAMES
+    assert failing(rows) == {}
+
+
+PLANTED = [
+    ("stuck position", [("        if layer_idx == self.num_layers - 1:\n            self.pos = t1\n", "")],
+     "KVCache.insert_kv", "does not advance after the last layer"),
+    ("position per layer", [("        if layer_idx == self.num_layers - 1:\n            self.pos = t1\n",
+                             "        self.pos += T\n")],
+     "KVCache.insert_kv", "advances after layer 0"),
+    ("only new keys", [("        k_all = self.kv[layer_idx, 0, :, :, :t1]\n"
+                        "        v_all = self.kv[layer_idx, 1, :, :, :t1]", "        k_all, v_all = k, v")],
+     "KVCache.insert_kv", "returns only the new keys"),
+    ("swapped", [("        return k_all, v_all\n", "        return v_all, k_all\n")],
+     "KVCache.insert_kv", "keys and values are swapped"),
+    ("no growth", [("        elif needed > self.kv.size(4):", "        elif False:")],
+     "KVCache.insert_kv", "outgrows seq_len"),
+    ("prefill keys only", [("        self.kv[:, :, :, :, :other.pos] = other.kv[:, :, :, :, :other.pos]",
+                            "        self.kv[:, :1, :, :, :other.pos] = other.kv[:, :1, :, :, :other.pos]")],
+     "KVCache.prefill", "only the keys"),
+    ("prefill keeps position", [("        self.pos = other.pos\n", "")],
+     "KVCache.prefill", "leaves the position at 0"),
+    ("prefill one row", [("        self.kv[:, :, :, :, :other.pos] = other.kv[:, :, :, :, :other.pos]",
+                          "        self.kv[:, :, :1, :, :other.pos] = other.kv[:, :, :, :, :other.pos]")],
+     "KVCache.prefill", "first row only"),
+    ("get_pos", [("        return self.pos\n", "        return self.seq_len\n")], "KVCache.get_pos",
+     "a new cache says it is at position 5"),
+    ("temperature multiplies", [("F.softmax(logits / temperature", "F.softmax(logits * temperature")],
+     "sample_next_token", "multiplies the logits"),
+    ("top-k ignored", [("    if top_k is not None and top_k > 0:", "    if False:")], "sample_next_token",
+     "top-k is ignored"),
+    ("global rng", [("    return torch.multinomial(probs, 1, generator=rng)",
+                     "    return torch.multinomial(probs, 1)")],
+     "sample_next_token", "generator=rng"),
+    ("first generator for all", [("    if isinstance(rng, (list, tuple)):",
+                                  "    if isinstance(rng, (list, tuple)):\n        rng = [rng[0]] * len(rng)")],
+     "sample_next_token", "row 1 must draw with rng[1]"),
+    ("no calculator", [("            if result is not None:", "            if False:")], "Engine._advance",
+     "never queued"),
+    ("no markers", [("                row.forced.append(s[\"output_start\"])\n", ""),
+                    ("                row.forced.append(s[\"output_end\"])\n", "")],
+     "Engine._advance", "without its <|output_start|>"),
+    ("one seed", [("            g.manual_seed(seed + i)", "            g.manual_seed(seed)")],
+     "Engine.generate", "all 3 rows sample the same tokens"),
+    ("never stops", [("            if all(row.done for row in rows) or step == steps - 1:",
+                      "            if step == steps - 1:")],
+     "Engine.generate", "goes on after every row ended its turn"),
+    ("forced masked as sampled", [("token, mask = row.forced.popleft(), 0", "token, mask = row.forced.popleft(), 1")],
+     "Engine.generate", "forced tokens have mask 0"),
+    ("prefill per row", [("prefill_cache = self._new_cache(1, len(tokens))",
+                          "prefill_cache = self._new_cache(num_samples, len(tokens))"),
+                         ("ids = torch.tensor([tokens], ", "ids = torch.tensor([tokens] * num_samples, "),
+                         ("        logits = logits.expand(num_samples, -1)\n", "")],
+     "Engine.generate", "run it once (batch 1)"),
+]
+
+
+@pytest.mark.parametrize("name,edits,qualname,words", PLANTED, ids=[p[0] for p in PLANTED])
+def test_a_planted_bug_is_named_at_its_function(tmp_path, name, edits, qualname, words):
+    fails = failing(check(planted(tmp_path, edits), reference))
+    assert list(fails) == [qualname], fails
+    assert words in fails[qualname]
+
+
+@pytest.mark.parametrize("challenge", CHALLENGES, ids=[c.name for c in CHALLENGES])
+def test_each_challenge_fails_where_it_says(tmp_path, challenge):
+    fails = failing(check(planted(tmp_path, challenge.edits), reference))
+    assert list(fails) == [challenge.method], fails
+
+
+def test_todos_are_todos_and_the_generator_waits_for_none_of_them(tmp_path):
+    todo = '        raise NotImplementedError("TODO: KVCache.insert_kv")\n'
+    rows = by_name(check(planted(tmp_path, [("        B, H, T, D = k.shape\n", todo)]), reference))
+    assert rows["KVCache.insert_kv"]["status"] == Status.TODO
+    assert rows["KVCache.insert_kv"]["line"] is not None
+    assert rows["Engine.generate"]["status"] == Status.PASS  # checked with the reference's cache around it
+
+
+def test_a_crash_is_an_error_with_the_learners_line(tmp_path):
+    rows = by_name(check(planted(tmp_path, [("    logits = logits.float()\n", "    logits = logits.flaot()\n")]),
+                         reference))
+    row = rows["sample_next_token"]
+    assert row["status"] == Status.ERROR and "AttributeError" in row["detail"] and row["error_line"]
+
+
+def test_the_references_own_functions_are_not_the_learners(tmp_path):
+    path = tmp_path / "learner_engine.py"
+    path.write_text("from nanochat.engine import *\nfrom nanochat.engine import _Row\n", encoding="utf-8")
+    rows = check(load_learner(str(path), ENGINE), reference)
+    assert all(r["status"] == Status.ERROR and "not yours" in r["detail"] for r in rows)
