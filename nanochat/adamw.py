@@ -1,4 +1,9 @@
-"""AdamW for torchrun, and the fastest AdamW kernel torch has for a device.
+"""AdamW written out from the paper, AdamW for torchrun, and the fastest AdamW kernel torch has for a device.
+
+`adamw_step` and `AdamW`: Adam with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay
+Regularization", 2019, Algorithm 2 with Adam's bias correction), one tensor at a time, readable top to bottom.
+It computes what `torch.optim.AdamW` computes (tests/test_track_optimizer.py compares them); the training scripts use
+torch's, whose kernels are faster, and the optimizer track's learner writes this one (learner_adamw.py).
 
 `DistAdamW`: nanochat does not wrap the model in DistributedDataParallel; the two distributed optimizers (this
 one and `nanochat.muon.DistMuon`) are where gradients meet. It averages the gradients across ranks, then takes
@@ -11,9 +16,54 @@ offers it. The update is the same AdamW, up to floating-point rounding.
 """
 
 import inspect
+import math
 
 import torch
 import torch.distributed as dist
+
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
+    """One AdamW update of one tensor, in place. `step` counts updates from 1 (for the bias correction)."""
+    # decoupled weight decay: shrink the weights directly, instead of adding weight_decay * param to the gradient
+    param.mul_(1 - lr * weight_decay)
+    # moving averages of the gradient and of its square (first and second moments)
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    # both averages start at zero, so early on they are too small by these factors: divide them out
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+    param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+
+
+class AdamW(torch.optim.Optimizer):
+    """AdamW over any parameters, with torch.optim.AdamW's arguments and defaults (no amsgrad, no fused kernels)."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"AdamW: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                adamw_step(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group["lr"],
+                           beta1, beta2, group["eps"], group["weight_decay"])
+        return loss
 
 
 class DistAdamW(torch.optim.AdamW):

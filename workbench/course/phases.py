@@ -56,3 +56,27 @@ def phase_of(qualname: str) -> int | None:
         if qualname in phase.methods:
             return phase.number
     return None
+
+
+# ---- the tracks beyond the model: one phase each, numbered after the model's ------------------------------------
+
+def track_phase_number(track) -> int:
+    """The phase number of a track beyond the model (optimizer 6, data 7, training 8, engine 9)."""
+    from workbench.tracks.base import TRACK_SPEC_MODULES
+    return len(PHASES) + 1 + list(TRACK_SPEC_MODULES).index(track)
+
+
+def track_phases() -> tuple[Phase, ...]:
+    """A phase per track whose spec is there, its exercises in the order the learner writes them."""
+    from workbench.tracks.base import available_track_specs
+    return tuple(Phase(track_phase_number(spec.track), spec.title,
+                       tuple(e.qualname for tf in spec.files for e in tf.exercises))
+                 for spec in available_track_specs())
+
+
+def phase_title(number: int | None) -> str:
+    """The title of a phase of the model or of a track ('' for anything else)."""
+    for phase in PHASES + (track_phases() if number and number > len(PHASES) else ()):
+        if phase.number == number:
+            return phase.title
+    return ""

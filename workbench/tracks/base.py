@@ -12,7 +12,9 @@ This module imports nothing heavy: `init`, `--list` and the TUI read it at start
 """
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from enum import Enum
 
 
@@ -33,6 +35,8 @@ class Exercise:
     qualname: str  # "zeropower_via_newtonschulz5", "KVCache.insert_kv"
     check: str  # what its row checks, shown in the Components table ("orthogonalises like the reference")
     lesson: str | None = None  # lessons/<file>.md that teaches it
+    todo: str | None = None  # what to write, for the skeleton's `raise NotImplementedError("TODO: <qualname>: <todo>")`
+    notes: str | None = None  # extra lines for the skeleton's docstring (shapes, hints), plain text
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,13 @@ class TrackFile:
     reference_module: str  # the module the skeleton is made from and checked against: "nanochat.muon"
     exercises: tuple[Exercise, ...]  # in the order a learner should write them (the next TODO is the first)
     probes_module: str  # "workbench.tracks.optimizer.probes_muon": defines check(learner, reference) -> list[Component]
+
+    def reference_path(self) -> Path:
+        """The reference module's source file, found without importing it (importing it would load torch)."""
+        return Path(importlib.util.find_spec(self.reference_module).origin)
+
+    def exercise(self, qualname: str) -> Exercise:
+        return next(e for e in self.exercises if e.qualname == qualname)
 
 
 @dataclass(frozen=True)
@@ -68,3 +79,28 @@ def track_spec(track: Track) -> TrackSpec:
 
 def track_specs() -> list[TrackSpec]:
     return [track_spec(t) for t in TRACK_SPEC_MODULES]
+
+
+def available_track_specs() -> list[TrackSpec]:
+    """The specs whose module exists (a track still being written is left out, not an error)."""
+    specs = []
+    for track, module in TRACK_SPEC_MODULES.items():
+        try:
+            specs.append(track_spec(track))
+        except ModuleNotFoundError as e:
+            if not (e.name and module.startswith(e.name)):
+                raise  # the spec exists but imports something missing: a real bug
+    return specs
+
+
+def find_track_file(track: Track, learner_file: str | None = None,
+                    reference_module: str | None = None) -> TrackFile | None:
+    """The file of `track` with that learner file name or reference module (None when there is none)."""
+    try:
+        spec = track_spec(track)
+    except (KeyError, ModuleNotFoundError):
+        return None
+    for tf in spec.files:
+        if tf.learner_file == learner_file or tf.reference_module == reference_module:
+            return tf
+    return None

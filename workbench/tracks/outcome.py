@@ -60,7 +60,36 @@ def attempt(exercise: Exercise, learner: ModuleType, fn, *args, **kwargs):
 
 
 def max_abs_diff(got, want) -> float:
-    """The largest absolute difference between two tensors (inf when the shapes differ)."""
-    if tuple(got.shape) != tuple(want.shape):
+    """The largest absolute difference between two tensors (inf when the shapes differ or `got` is no tensor)."""
+    if not hasattr(got, "shape") or not hasattr(got, "double") or tuple(got.shape) != tuple(want.shape):
         return float("inf")
-    return (got.double() - want.double()).abs().max().item() if got.numel() else 0.0
+    if not got.numel():
+        return 0.0
+    g, w = got.double(), want.double()
+    diff = (g - w).abs().masked_fill(g == w, 0.0)  # equal infinities agree
+    return diff.nan_to_num(nan=float("inf")).max().item()  # a NaN on either side never passes
+
+
+FLOAT64_TOL = 1e-9  # a float64 re-run that differs by less than this is the same math
+
+
+def numeric(exercise: Exercise, diff: float, tol: float, ok_detail: str, wrong_detail: str,
+            diff64: float | None = None) -> Component:
+    """A numeric row: a pass within `tol`; else a pass by float rounding when the float64 re-run (`diff64`) agrees;
+    else a mismatch (wrong math) that says `wrong_detail`."""
+    if diff <= tol:
+        return passed(exercise, ok_detail, diff)
+    if diff64 is not None and diff64 <= FLOAT64_TOL:
+        return row(exercise, Status.PASS, f"{ok_detail} (float32 rounding only: float64 agrees to {diff64:.1e})",
+                   diff, verdict=NumericVerdict.FLOAT_NOISE, max_abs_diff_float64=diff64)
+    out = mismatch(exercise, wrong_detail, diff)
+    if diff64 is not None:
+        out["max_abs_diff_float64"] = diff64
+    return out
+
+
+def max_diff_all(got: list, want: list) -> float:
+    """The largest max_abs_diff over pairs of tensors (inf when the counts differ)."""
+    if len(got) != len(want):
+        return float("inf")
+    return max((max_abs_diff(g, w) for g, w in zip(got, want)), default=0.0)
