@@ -5,20 +5,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON_DIR = os.path.dirname(sys.executable)
-
-
-def wb(home: Path, *args, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config"), "XDG_STATE_HOME": str(home / "state"),
-           "NANOCHAT_BASE_DIR": str(home / "local-base")}
-    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
+from fixtures.remote.workbench_cli import SETUP, wb
 
 
 def add_local(home: Path, name: str, setup: str) -> None:
@@ -59,7 +50,7 @@ def test_no_python_and_failing_setup(tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_job_says_so_with_its_last_log_lines(tmp_path):
-    add_local(tmp_path, "here", f"export PATH={PYTHON_DIR}:$PATH")
+    add_local(tmp_path, "here", SETUP)
     launch = ["launch", "--target", "here", "--stage", "base", "--preset", "cpu", "--wait", "--", "--no-such-flag"]
     result = wb(tmp_path, *launch)
     assert result.returncode == 1 and "usage:" not in result.stderr
@@ -91,7 +82,7 @@ def test_full_disk_is_named(tmp_path, tiny_disk):
     from workbench.remote.ssh import ErrorKind, RemoteError, rsync
     from workbench.remote.targets import target_from_dict
     result = wb(tmp_path, "targets", "add", "tiny", "--kind", "local", "--workdir", str(tiny_disk / "w"),
-                "--setup", f"export PATH={PYTHON_DIR}:$PATH")
+                "--setup", SETUP)
     assert result.returncode == 0
     result = wb(tmp_path, "targets", "test", "tiny")
     assert result.returncode == 1 and "✗ 0.0 GB free in the workdir (need ≥ 2 GB)" in result.stdout

@@ -5,32 +5,22 @@ sbatch's own reason is quoted when it refuses a job.
 """
 
 import json
-import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from fixtures.remote.servers import Slurm, Unavailable
-
-REPO = Path(__file__).resolve().parents[1]
-PYTHON_DIR = os.path.dirname(sys.executable)
-TINY_RUN = ["--", "--num_iterations=2", "--device_batch_size=1", "--total_batch_size=512", "--eval_every=-1"]
+from fixtures.remote import workbench_cli
+from fixtures.remote.servers import Slurm
+from fixtures.remote.workbench_cli import REPO, SETUP, TINY_RUN, serving, wait_until
 LONG_RUN = ["--", "--num_iterations=100000", "--device_batch_size=1", "--total_batch_size=512"]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    slurm = Slurm(tmp_path_factory.mktemp("slurm"))
-    try:
-        slurm.start()
-    except Unavailable as e:
-        pytest.skip(str(e))
-    yield slurm
-    slurm.stop()
+    yield from serving(Slurm(tmp_path_factory.mktemp("slurm")))
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +29,16 @@ def home(tmp_path_factory):
 
 
 def wb_env(home: Path, cluster: Slurm) -> dict:
-    return {**cluster.env(), "XDG_CONFIG_HOME": str(home / "config"), "XDG_STATE_HOME": str(home / "state"),
-            "NANOCHAT_BASE_DIR": str(home / "local-base")}
+    return workbench_cli.wb_env(home, cluster.env())
 
 
 def wb(home: Path, cluster: Slurm, *args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True,
-                          env=wb_env(home, cluster), timeout=timeout, cwd=REPO)
+    return workbench_cli.wb(home, *args, env=cluster.env(), timeout=timeout)
 
 
 def add_target(home, cluster, name, *extra) -> None:
     result = wb(home, cluster, "targets", "add", name, "--kind", "slurm", "--host", "localhost",
-                "--workdir", str(home / "workdir"), "--setup", f"export PATH={PYTHON_DIR}:$PATH", "--gpus", "0",
+                "--workdir", str(home / "workdir"), "--setup", SETUP, "--gpus", "0",
                 *extra)
     assert result.returncode == 0, result.stderr
 
@@ -59,16 +47,6 @@ def runs(home, cluster) -> dict[str, dict]:
     result = wb(home, cluster, "runs", "--json")
     assert result.returncode == 0, result.stderr
     return {r["id"]: r for r in json.loads(result.stdout)}
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_sbatch_rejection_quotes_slurms_reason(home, cluster):

@@ -5,29 +5,19 @@ messages for a refused key and an unreachable host. The "remote" side runs this 
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from fixtures.remote.servers import Sshd, Unavailable, free_port
-
-REPO = Path(__file__).resolve().parents[1]
-PYTHON_DIR = os.path.dirname(sys.executable)
-TINY_RUN = ["--", "--num_iterations=2", "--device_batch_size=1", "--total_batch_size=512", "--eval_every=-1"]
+from fixtures.remote.servers import Sshd, free_port
+from fixtures.remote.workbench_cli import SETUP, TINY_RUN, serving, wb
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    server = Sshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except Unavailable as e:
-        pytest.skip(str(e))
-    yield server
-    server.stop()
+    yield from serving(Sshd(tmp_path_factory.mktemp("sshd")))
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +26,11 @@ def home(tmp_path_factory):
     return tmp_path_factory.mktemp("remote-home")
 
 
-def wb(home: Path, *args, timeout=600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config"), "XDG_STATE_HOME": str(home / "state"),
-           "NANOCHAT_BASE_DIR": str(home / "local-base")}
-    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=REPO)
-
-
 def add_target(home: Path, name: str, sshd: Sshd, key: Path, port: int | None = None) -> None:
     options = [f"--ssh-option={o}" for o in sshd.ssh_options()]
     result = wb(home, "targets", "add", name, "--kind", "ssh", "--host", "127.0.0.1", "--port", str(port or sshd.port),
                 "--user", sshd.user, "--identity-file", str(key), *options, "--workdir", str(home / f"{name}-workdir"),
-                "--setup", f"export PATH={PYTHON_DIR}:$PATH", "--gpus", "0", "--replace")
+                "--setup", SETUP, "--gpus", "0", "--replace")
     assert result.returncode == 0, result.stderr
 
 
