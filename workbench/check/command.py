@@ -1,5 +1,9 @@
 """`nanochat-workbench check FILE`: run the learner's GPT through the depth-4 checks and report.
 
+A file of another track (learner_muon.py, learner_dataloader.py, ...: recognised by workbench/tracks/recognise.py
+from its header, name or definitions) is checked by the track runner (workbench/tracks/runner.py) instead; the
+report and `--json` read the same result dict.
+
     nanochat-workbench check learner_gpt.py            a readable report: next TODO, components, shapes, losses
     nanochat-workbench check learner_gpt.py --json     one JSON object (the same dict the TUI gets)
 
@@ -16,6 +20,7 @@ from nanochat.common import positive_float, positive_int
 from workbench.check.client import DEFAULT_SEQ, DEFAULT_TIMEOUT, RunnerError, check_file
 from workbench.check.result import failed_result
 from workbench.check.spare import CHILD_ENV, STRATEGIES, choose_strategy, platform_default
+from workbench.tracks.recognise import recognise
 
 CLI_STEPS = 10  # one-shot runs can afford a few more steps than the TUI's warm path
 
@@ -57,6 +62,12 @@ def run(args) -> int:
     if not path.endswith(".py"):
         return usage_error(f"{args.file} is not a .py file")
     try:
+        track_file = recognise(path).track_file
+    except OSError as e:
+        return usage_error(f"cannot read {args.file}: {e.strerror or e}")
+    if track_file is not None:
+        return run_track(args, path)
+    try:
         child = choose_strategy(args.child)
     except ValueError as e:
         return usage_error(f"${CHILD_ENV}: {e}")
@@ -76,6 +87,27 @@ def run(args) -> int:
         else:
             print(f"nanochat-workbench check: the checker could not run: {e}", file=sys.stderr)
         return 1
+    finally:
+        if status:
+            status.stop()
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        from workbench.check.report import print_report
+        print_report(result)
+    return 0 if result.get("ok") else 1
+
+
+def run_track(args, path: str) -> int:
+    """A track file (optimizer, data, training, engine): its check in a child process, the same report or JSON."""
+    from workbench.tracks.runner import check_track_file
+    status = None
+    if not args.json and sys.stderr.isatty():
+        from rich.console import Console
+        status = Console(stderr=True).status("checking (torch and the reference module load first)…")
+        status.start()
+    try:
+        result = check_track_file(path, timeout=args.timeout)
     finally:
         if status:
             status.stop()
