@@ -12,16 +12,14 @@ it measures, per layer (the embedding, each block's attention and MLP, lm_head):
 The learner's code runs in this process, guarded like `trace`: a TODO or an error is one line, not a traceback.
 """
 
-import argparse
 import math
 from collections import OrderedDict
 
 from rich.console import Console
 from rich.markup import escape
-from rich.rule import Rule
 from rich.table import Table
 
-from workbench.course.trace import _batch, _Stop, _Tracer, config_kwargs
+from workbench.course.trace import open_trace
 
 
 def layer_of(name: str) -> str:
@@ -55,7 +53,7 @@ def layer_stats(named_params, before: dict) -> "OrderedDict[str, dict]":
     return stats
 
 
-def _one_step(tracer: _Tracer, model, optimizers, inputs, targets, step: int):
+def _one_step(tracer, model, optimizers, inputs, targets, step: int):
     """Forward, backward, optimizer step; (loss, per-layer stats)."""
     named = list(model.named_parameters())
     before = {n: p.detach().clone() for n, p in named}
@@ -92,21 +90,11 @@ def _table(history: list) -> Table:
 def trace_grad(console: Console, args) -> bool:
     """Print the gradient trace; True when some part of it could not run."""
     import torch
-    from nanochat.model_source import ModelSourceError, describe, load_model_module
 
-    tracer = _Tracer(console, args.file)
-    try:
-        module = load_model_module(args.file or "reference")
-    except ModelSourceError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise _Stop() from None
-    ids, vocab_size, batch_note = _batch(argparse.Namespace(**{**vars(args), "seq": args.seq + 1}))
+    setup = open_trace(console, args, "trace --grad", extra_tokens=1)  # one more token: the last one's target
+    tracer, module, ids = setup.tracer, setup.module, setup.ids
     inputs, targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
-    kwargs = config_kwargs(args.depth, vocab_size, args.seq, args.kv_heads)
-    console.print(Rule(f"[bold]trace --grad: {escape(describe(args.file or 'reference'))}"))
-    console.print("config: " + ", ".join(f"{k}={v}" for k, v in kwargs.items()))
-    console.print(f"batch: {batch_note}")
-    config = tracer.guard("GPTConfig", module.GPTConfig, **kwargs)
+    config = tracer.guard("GPTConfig", module.GPTConfig, **setup.kwargs)
     torch.manual_seed(args.seed)
     model = tracer.guard("building the model", module.GPT, config)
     tracer.guard("init_weights", model.init_weights)

@@ -17,6 +17,7 @@ The learner's code runs in this process (it is a read-only look, unlike `check`)
 guarded: a TODO or an exception ends the trace with one clear line, not a traceback wall.
 """
 
+import argparse
 import math
 import os
 import traceback
@@ -252,9 +253,18 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def _trace(console: Console, args) -> bool:
-    """Print the whole trace; True when some part of it could not run."""
-    import torch
+@dataclass
+class Setup:
+    """What both traces start from: the guard, the model's module, a batch of ids and the config's kwargs."""
+    tracer: "_Tracer"
+    module: object
+    ids: object
+    vocab_size: int
+    kwargs: dict
+
+
+def open_trace(console: Console, args, title: str, extra_tokens: int = 0) -> Setup:
+    """Load FILE (or the reference), cut a batch of `args.seq + extra_tokens` tokens, print the header."""
     from nanochat.model_source import ModelSourceError, describe, load_model_module
 
     tracer = _Tracer(console, args.file)
@@ -263,13 +273,20 @@ def _trace(console: Console, args) -> bool:
     except ModelSourceError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise _Stop() from None
-
-    ids, vocab_size, batch_note = _batch(args)
+    ids, vocab_size, batch_note = _batch(argparse.Namespace(**{**vars(args), "seq": args.seq + extra_tokens}))
     kwargs = config_kwargs(args.depth, vocab_size, args.seq, args.kv_heads)
-    console.print(Rule(f"[bold]trace: {escape(describe(args.file or 'reference'))}"))
+    console.print(Rule(f"[bold]{title}: {escape(describe(args.file or 'reference'))}"))
     console.print("config: " + ", ".join(f"{k}={v}" for k, v in kwargs.items()))
     console.print(f"batch: {batch_note}")
+    return Setup(tracer, module, ids, vocab_size, kwargs)
 
+
+def _trace(console: Console, args) -> bool:
+    """Print the whole trace; True when some part of it could not run."""
+    import torch
+
+    setup = open_trace(console, args, "trace")
+    tracer, module, ids, vocab_size, kwargs = setup.tracer, setup.module, setup.ids, setup.vocab_size, setup.kwargs
     config = tracer.guard("GPTConfig", module.GPTConfig, **kwargs)
     torch.manual_seed(args.seed)
     model = tracer.guard("building the model", module.GPT, config)
