@@ -1,17 +1,22 @@
-"""`nanochat-workbench init`: create a learner's workspace (the GPT skeleton and STATUS.md), never overwriting.
+"""`nanochat-workbench init`: create a learner's workspace (skeletons and STATUS.md), never overwriting.
 
-Both files come from workbench/course/templates/. The skeleton is copied as it is; STATUS.md gets the learner
-file's name filled in. If either file already exists nothing is written at all, and the message says how to start
-fresh.
+`--track model` (the default) writes the GPT skeleton and STATUS.md from workbench/course/templates/ (the
+skeleton as it is, STATUS.md with the learner file's name filled in). `--track optimizer|data|training|engine`
+writes that track's files instead, each made from its reference module (workbench/tracks/skeleton.py), and a
+phase per track in STATUS.md: in a new STATUS.md, or added to the one already there. `--track all` is the model
+and every track there is. If a file to write already exists nothing is written at all, and the message says how
+to start fresh.
 """
 
 import argparse
+import functools
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nanochat.fsutil import read_regular_file
+from workbench.tracks.base import TRACK_SPEC_MODULES, Track, TrackSpec, available_track_specs
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SKELETON_TEMPLATE = TEMPLATES / "learner_gpt.py"
@@ -19,6 +24,7 @@ STATUS_TEMPLATE = TEMPLATES / "STATUS.md"
 DEFAULT_NAME = "learner_gpt.py"
 STATUS_NAME = "STATUS.md"
 MAX_LEARNER_BYTES = 4 << 20  # a model file is tens of kilobytes; a bigger one is not read
+TRACK_CHOICES = tuple(str(t) for t in Track) + ("all",)
 
 # names that, as a file in the learner's directory, would shadow a package the stack imports when Python runs there
 _SHADOWED = {"torch", "nanochat", "workbench", "rustbpe", "numpy", "tiktoken", "pyarrow", "rich", "textual",
@@ -36,8 +42,11 @@ class UsageError(WorkspaceError):
 @dataclass
 class Workspace:
     directory: Path
-    learner_file: Path
+    learner_file: Path  # the first file written (the GPT for the model track)
     status_file: Path
+    files: list[Path] = field(default_factory=list)  # every learner file written, in order
+    specs: list[TrackSpec] = field(default_factory=list)  # the tracks beyond the model that were laid out
+    status_created: bool = True  # False: the tracks' phases were added to a STATUS.md that was there
 
 
 def read_learner_file(path, errors: str = "strict") -> str:
@@ -74,34 +83,91 @@ def check_learner_name(name: str) -> None:
                          f"pick another name, e.g. my_gpt.py")
 
 
-def render_status(learner_name: str) -> str:
-    return STATUS_TEMPLATE.read_text(encoding="utf-8").replace("{learner_file}", learner_name)
+def selected_specs(track: str) -> tuple[bool, list[TrackSpec]]:
+    """(whether the model is included, the specs of the tracks beyond it) for `--track`."""
+    if track == "all":
+        return True, available_track_specs()
+    chosen = Track(track)
+    if chosen is Track.MODEL:
+        return True, []
+    spec = next((s for s in available_track_specs() if s.track is chosen), None)
+    if spec is None:
+        raise UsageError(f"the {track} track is not part of this version of the workbench")
+    return False, [spec]
 
 
-def init_workspace(directory, name: str = DEFAULT_NAME) -> Workspace:
-    """Create `directory` (if needed) with the skeleton as `name` and STATUS.md. Raises WorkspaceError."""
-    check_learner_name(name)
-    directory = Path(directory).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise WorkspaceError(f"{directory} is a file, not a directory; pass a directory to create the workspace in")
-    learner, status = directory / name, directory / STATUS_NAME
-    existing = [p for p in (learner, status) if p.exists() or p.is_symlink()]
-    if existing:
-        listed = " and ".join(str(p) for p in existing)
-        hints = ["`nanochat-workbench init NEW_DIR` for a workspace elsewhere"]
-        if learner in existing and status not in existing:
-            hints.insert(0, f"`--name other_gpt.py` to keep {learner.name} and start a second file")
-        hints.append("or move/delete " + ("them" if len(existing) > 1 else "it") + " yourself first")
-        raise WorkspaceError(f"{listed} already exist{'s' if len(existing) == 1 else ''}; nothing was written "
-                             f"(init never overwrites your work). To start fresh use " + ", ".join(hints) + ".")
+def phase_section(spec: TrackSpec) -> str:
+    """STATUS.md's section for a track: its files, its lessons and a box per exercise."""
+    from workbench.course.phases import track_phase_number
+    files = ", ".join(f"`{tf.learner_file}` (from `{tf.reference_module.replace('.', '/')}.py`)" for tf in spec.files)
+    lessons = sorted({e.lesson for tf in spec.files for e in tf.exercises if e.lesson})
+    lines = [f"## Phase {track_phase_number(spec.track)}: {spec.title}", "",
+             f"Files: {files}.", "`nanochat-workbench check FILE` names the next function to write.", ""]
+    if lessons:
+        lines += ["Lessons: " + ", ".join(f"`lessons/{name}`" for name in lessons), ""]
+    lines += [f"- [ ] `{e.qualname}` — {e.check}" for tf in spec.files for e in tf.exercises]
+    return "\n".join(lines) + "\n"
+
+
+def insert_sections(lines: list[str], sections: list[str]) -> None:
+    """Put `sections` before the Milestones heading (at the end when there is none); a StatusDoc edit op."""
+    at = next((i for i, line in enumerate(lines) if line.strip().lower() == "## milestones"), len(lines))
+    new = []
+    for text in sections:
+        new += [line + "\n" for line in text.splitlines()] + ["\n"]
+    if at == len(lines) and lines and lines[-1].strip():
+        new.insert(0, "\n")
+    lines[at:at] = new
+
+
+def render_status(learner_name: str, specs=()) -> str:
+    text = STATUS_TEMPLATE.read_text(encoding="utf-8").replace("{learner_file}", learner_name)
+    if not specs:
+        return text
+    lines = text.splitlines(keepends=True)
+    insert_sections(lines, [phase_section(spec) for spec in specs])
+    return "".join(lines)
+
+
+def add_phases(status: Path, specs: list[TrackSpec]) -> None:
+    """Add the phases of `specs` that STATUS.md lacks, through the status document's safe merge."""
+    from workbench.course.phases import track_phase_number
+    from workbench.status.doc import StatusDoc, StatusDocError
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WorkspaceError(f"cannot create {directory}: {e.strerror}") from None
+        doc = StatusDoc.load(status)
+        have = {p.number for p in doc.phases}
+        missing = [phase_section(s) for s in specs if track_phase_number(s.track) not in have]
+        if missing:
+            doc.edit(functools.partial(insert_sections, sections=missing))
+            doc.save()
+    except (StatusDocError, OSError) as e:
+        raise WorkspaceError(f"the track files were written, but their phases could not be added to {status}: {e}")
 
+
+def planned_files(include_model: bool, specs: list[TrackSpec], directory: Path, name: str) -> list[tuple[Path, str]]:
+    """(path, text) of every learner file to write."""
+    from workbench.tracks.skeleton import make_skeleton
+    files = [(directory / name, SKELETON_TEMPLATE.read_text(encoding="utf-8"))] if include_model else []
+    for spec in specs:
+        files += [(directory / tf.learner_file, make_skeleton(spec.track, tf)) for tf in spec.files]
+    return files
+
+
+def refuse_existing(existing: list[Path], learner: Path | None, status: Path) -> None:
+    listed = " and ".join(str(p) for p in existing)
+    hints = ["`nanochat-workbench init NEW_DIR` for a workspace elsewhere"]
+    if learner in existing and status not in existing:
+        hints.insert(0, f"`--name other_gpt.py` to keep {learner.name} and start a second file")
+    hints.append("or move/delete " + ("them" if len(existing) > 1 else "it") + " yourself first")
+    raise WorkspaceError(f"{listed} already exist{'s' if len(existing) == 1 else ''}; nothing was written "
+                         f"(init never overwrites your work). To start fresh use " + ", ".join(hints) + ".")
+
+
+def write_new(files: list[tuple[Path, str]], directory: Path) -> None:
+    """Create every file (none may exist); on any failure remove the ones this call created."""
     created = []
     try:
-        for path, text in ((learner, SKELETON_TEMPLATE.read_text(encoding="utf-8")), (status, render_status(name))):
+        for path, text in files:
             with open(path, "x", encoding="utf-8", newline="\n") as f:  # "x": fail rather than overwrite a race
                 created.append(path)
                 f.write(text)
@@ -114,31 +180,74 @@ def init_workspace(directory, name: str = DEFAULT_NAME) -> Workspace:
         for path in created:
             path.unlink(missing_ok=True)
         raise WorkspaceError(f"cannot write {e.filename or directory}: {e.strerror}") from None
-    return Workspace(directory, learner, status)
+
+
+def init_workspace(directory, name: str = DEFAULT_NAME, track: str = "model") -> Workspace:
+    """Create `directory` (if needed) with the skeletons of `track` and STATUS.md. Raises WorkspaceError.
+
+    With the model track (or all), STATUS.md must not exist yet; with other tracks only, an existing STATUS.md
+    gets their phases added."""
+    check_learner_name(name)
+    include_model, specs = selected_specs(track)
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise WorkspaceError(f"{directory} is a file, not a directory; pass a directory to create the workspace in")
+    status = directory / STATUS_NAME
+    files = planned_files(include_model, specs, directory, name)
+    keep_status = not include_model and (status.is_file() and not status.is_symlink())
+    targets = [p for p, _ in files] + ([] if keep_status else [status])
+    existing = [p for p in targets if p.exists() or p.is_symlink()]
+    if existing:
+        refuse_existing(existing, directory / name if include_model else None, status)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkspaceError(f"cannot create {directory}: {e.strerror}") from None
+    status_text = render_status(name if include_model else DEFAULT_NAME, specs)
+    write_new(files + ([] if keep_status else [(status, status_text)]), directory)
+    if keep_status:
+        add_phases(status, specs)
+    return Workspace(directory, files[0][0], status, [p for p, _ in files], specs, not keep_status)
+
+
+def _shown(ws: Workspace, path: Path) -> Path:
+    return path if ws.directory != Path(".") else Path(path.name)
 
 
 def next_steps(ws: Workspace) -> str:
     """What to tell the learner after init."""
-    shown = ws.learner_file if ws.directory != Path(".") else Path(ws.learner_file.name)
-    return "\n".join([
-        f"Created {ws.learner_file} (your GPT, every method a TODO) and {ws.status_file} (your progress).",
-        "",
-        "Next:",
-        f"  1. open {shown}: start with GPT.__init__ (lesson: lessons/03-embeddings-and-config.md)",
-        f"  2. nanochat-workbench check {shown}    checks your code against the reference, names the next TODO",
-        f"  3. nanochat-workbench trace {shown}    once the forward pass runs: shapes and statistics, layer by layer",
-    ])
+    gpt = [p for p in ws.files if p.name not in {tf.learner_file for s in ws.specs for tf in s.files}]
+    written = ", ".join(p.name for p in ws.files)
+    status = "created" if ws.status_created else "added the tracks' phases to"
+    lines = [f"Created {written} in {ws.directory} (every exercise a TODO); {status} {ws.status_file.name} "
+             f"(your progress).", "", "Next:"]
+    if gpt:
+        lines += [f"  1. open {_shown(ws, gpt[0])}: start with GPT.__init__ (lesson: lessons/03-embeddings-and-config.md)",
+                  f"  2. nanochat-workbench check {_shown(ws, gpt[0])}    checks your code against the reference, "
+                  f"names the next TODO",
+                  f"  3. nanochat-workbench trace {_shown(ws, gpt[0])}    once the forward pass runs: shapes and statistics, "
+                  f"layer by layer"]
+    for spec in ws.specs:
+        for tf in spec.files:
+            first = tf.exercises[0]
+            lesson = f" (lesson: lessons/{first.lesson})" if first.lesson else ""
+            lines.append(f"  - {spec.track}: nanochat-workbench check {_shown(ws, ws.directory / tf.learner_file)}    "
+                         f"start with {first.qualname}{lesson}")
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="workspace directory (default: here)")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"file name of your GPT (default: {DEFAULT_NAME})")
+    parser.add_argument("--track", choices=TRACK_CHOICES, default=str(Track.MODEL),
+                        help="what to write: the GPT (model, the default), one of the tracks beyond it "
+                             f"({', '.join(str(t) for t in TRACK_SPEC_MODULES)}), or all of them")
 
 
 def run(args) -> int:
-    """`nanochat-workbench init [DIR] [--name FILE]`."""
+    """`nanochat-workbench init [DIR] [--name FILE] [--track TRACK]`."""
     try:
-        ws = init_workspace(args.dir, args.name)
+        ws = init_workspace(args.dir, args.name, args.track)
     except UsageError as e:
         print(f"nanochat-workbench init: error: {e}", file=sys.stderr)
         return 2
