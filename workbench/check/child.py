@@ -16,7 +16,9 @@ this module can not fake a result.
    downstream. Tensors go to files in the run's scratch directory; events go to the worker as JSON lines.
 """
 
+import contextlib
 import copy
+import functools
 import importlib.util
 import itertools
 import json
@@ -31,7 +33,7 @@ import torch
 from nanochat import gpt as ref_gpt
 from workbench.check import ownership, probe, verify
 from workbench.check.reference import (GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T, PROMPT_LEN, SEED,
-                                       describe_optimizers)
+                                       describe_optimizers, initial_model, shared_adamw, train_curve)
 from workbench.check.result import Outcome, Stage
 from workbench.course.phases import ALL_METHODS
 
@@ -76,9 +78,10 @@ def _jsonable(obj):
 
 
 class Context:
-    def __init__(self, path: str, ref, channel: Channel, steps: int):
+    def __init__(self, path: str, ref, channel: Channel, steps: int, experiments=()):
         self.path = os.path.abspath(path)
         self.smap = probe.SourceMap(self.path)
+        self.experiments = probe.experiments(self.smap, experiments)  # methods that differ from the reference on purpose
         self.ref = ref
         self.channel = channel
         self.steps = max(1, steps)
@@ -549,6 +552,97 @@ def exp_whole_model(ctx, obs, tensors):
             m64 = copy.deepcopy(model).double()
             tensors["logits@64"] = m64(idx)
             tensors["loss@64"] = m64(idx, tgt)
+    if ctx.experiments:
+        try:
+            reference_with_experiments(ctx, obs, tensors)
+        except Exception as e:  # the judge then compares with the plain reference only
+            obs["data"]["xref_error"] = f"{type(e).__name__}: {e}"[:300]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# experiments: the reference with the learner's experiments in place, and the learner's model trained
+
+
+def experiment_globals(ctx) -> contextlib.ExitStack:
+    """Globals for reference code running the learner's experiments: the learner's module is lent the reference's
+    norm / apply_rotary_emb except those that are experiments, and nanochat.gpt is lent those."""
+    mine = {f: getattr(ctx.mod, f) for f in FUNCTIONS if f in ctx.experiments and callable(getattr(ctx.mod, f, None))}
+    lent = {f: getattr(ref_gpt, f) for f in FUNCTIONS if f not in mine}
+    stack = contextlib.ExitStack()
+    stack.enter_context(probe.swapped_globals(ctx.mod, **lent))
+    stack.enter_context(probe.swapped_globals(ref_gpt, **mine))
+    return stack
+
+
+def experimental_reference(ctx):
+    """A copy of the reference model (the shared weights) whose experiment methods are the learner's: the model
+    the learner's would be if everything but the experiments were the reference's. An __init__ can not be put
+    into a model already built, so experiments in constructors are left out."""
+    model = copy.deepcopy(ctx.ref.model)
+    methods: dict[str, set] = {}
+    for qualname in ctx.experiments:
+        owner, _, method = qualname.rpartition(".")
+        if owner and method != "__init__":
+            methods.setdefault(owner, set()).add(method)
+    for module in model.modules():
+        name = type(module).__name__
+        if name in methods:
+            module.__class__ = ctx.hybrid(name, methods[name])
+    return model
+
+
+def reference_with_experiments(ctx, obs, tensors):
+    """What the whole-model and gradient rows are compared with when the plain reference differs: the reference
+    with the learner's experiments in place, on the same prefix ("xref:logits", "xref:loss", "xref:grad:NAME")."""
+    ref = ctx.ref
+    model = experimental_reference(ctx).eval()
+    idx, tgt = ref.inputs[:, :LOGITS_T].clone(), ref.targets[:, :LOGITS_T].clone()
+    with experiment_globals(ctx):
+        loss = _as_tensor(model(idx, tgt), "GPT.forward(idx, targets)")
+        loss.backward()
+        with torch.no_grad():
+            tensors["xref:logits"] = _as_tensor(model(idx), "GPT.forward(idx)")
+    tensors["xref:loss"] = loss.detach()
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            tensors["xref:grad:" + n] = p.grad
+
+
+def _progress(ctx, step):
+    ctx.channel.send({"kind": "progress", "step": step})  # the worker watches for a stall (worker.py)
+
+
+def train_experiment(ctx) -> None:
+    """The learner's own model trained on the experiment stream as the worker trains the reference
+    (workbench/check/reference.py: same start, same batches, same optimizer unless setup_optimizers or an init
+    is an experiment); one `experiment_run` event with the losses, or the reason it could not train."""
+    event = {"kind": "experiment_run", "qualnames": ctx.experiments, "losses": [], "final": None,
+             "same_start": False, "reason": None}
+    try:
+        if ctx.mod is None:
+            raise Skip("your file did not import")
+        with torch.random.fork_rng():
+            torch.manual_seed(SEED)
+            model = ctx.mod.GPT(ctx.config())
+            if not {"GPT.init_weights", "GPT._init_weights"} & set(ctx.experiments):
+                with contextlib.suppress(Exception):  # other parameter names or shapes: the learner's own init
+                    model.load_state_dict(initial_model(ctx.ref.config()).state_dict(), strict=True)
+                    event["same_start"] = True
+            if not event["same_start"]:
+                torch.manual_seed(SEED)
+                model.init_weights()
+            optimizers = (model.setup_optimizers() if "GPT.setup_optimizers" in ctx.experiments
+                          else shared_adamw(model))
+            torch.manual_seed(SEED)
+            event["losses"], event["final"] = train_curve(model, optimizers, ctx.ref.stream, ctx.ref.held_out,
+                                                          functools.partial(_progress, ctx))
+    except Skip as e:
+        event["reason"] = str(e)
+    except BaseException as e:  # the learner's code may raise anything
+        info = probe.exception_info(e, ctx.smap)
+        where = f" (line {info['line']} in {info['qualname']})" if info.get("line") and info.get("qualname") else ""
+        event["reason"] = f"your model could not be trained: {info.get('type')}: {info.get('message')}{where}"
+    ctx.channel.send(event)
 
 
 def exp_get_device(ctx, obs, tensors):
@@ -731,12 +825,15 @@ def run_experiment(ctx: Context, qualname: str, fn) -> None:
         ctx.channel.send({k: v for k, v in obs.items() if k != "tensor_file"})
 
 
-def run(path: str, ref, channel: Channel, steps: int) -> None:
-    """Everything the child does: the pipeline, then every experiment, then a final event."""
-    ctx = Context(path, ref, channel, steps)
+def run(path: str, ref, channel: Channel, steps: int, experiments=()) -> None:
+    """Everything the child does: the pipeline, then every component's experiment, then (when the file has
+    methods marked as experiments, or `experiments` names some) the training side by side, then a final event."""
+    ctx = Context(path, ref, channel, steps, experiments)
     run_pipeline(ctx)
     for qualname, fn in EXPERIMENTS:
         run_experiment(ctx, qualname, fn)
+    if ctx.experiments:
+        train_experiment(ctx)
     channel.send({"kind": "end"})
 
 

@@ -181,8 +181,9 @@ class Runner:
     # ---- runs -------------------------------------------------------------------------------------------------
 
     def submit(self, path, *, steps: int | None = None, timeout: float | None = None,
-               memory_gb: float | None = None) -> tuple[int, concurrent.futures.Future]:
-        """Queue a check; returns (id, future). A run already in flight is cancelled by the worker."""
+               memory_gb: float | None = None, experiments=()) -> tuple[int, concurrent.futures.Future]:
+        """Queue a check; returns (id, future). A run already in flight is cancelled by the worker.
+        `experiments`: qualnames checked as experiments besides those marked in the file."""
         self.start()
         if self._fatal:
             self.wait_ready(0)
@@ -192,7 +193,8 @@ class Runner:
             self._pending[run_id] = fut
             self._send({"op": "run", "id": run_id, "path": os.path.abspath(os.fspath(path)),
                         "steps": steps or self.steps, "timeout": timeout or self.timeout,
-                        "memory_gb": memory_gb if memory_gb is not None else self.memory_gb})
+                        "memory_gb": memory_gb if memory_gb is not None else self.memory_gb,
+                        "experiments": list(experiments)})
         return run_id, fut
 
     async def run(self, path, **kw) -> dict:
@@ -264,8 +266,8 @@ class Runner:
 
 
 def check_file(path, *, steps: int = DEFAULT_STEPS, timeout: float = DEFAULT_TIMEOUT, seq_len: int = DEFAULT_SEQ,
-               memory_gb: float | None = None, child: str | None = None) -> dict:
+               memory_gb: float | None = None, child: str | None = None, experiments=()) -> dict:
     """One check, one-shot: start a worker, run, stop it. The CLI uses this."""
     with Runner(seq_len=seq_len, steps=steps, timeout=timeout, memory_gb=memory_gb, child=child) as runner:
         runner.wait_ready()
-        return runner.run_sync(path)
+        return runner.run_sync(path, experiments=experiments)

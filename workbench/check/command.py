@@ -6,8 +6,9 @@ report and `--json` read the same result dict.
 
     nanochat-workbench check learner_gpt.py            a readable report: next TODO, components, shapes, losses
     nanochat-workbench check learner_gpt.py --json     one JSON object (the same dict the TUI gets)
+    nanochat-workbench check learner_gpt.py --experiment MLP.forward    a method that differs on purpose
 
-Exit code 0 when everything passes, 1 when not (a TODO, a mismatch, an error), 2 for usage errors. The checks
+Exit code 0 when everything passes (methods marked as experiments may differ), 1 when not (a TODO, a mismatch, an error), 2 for usage errors. The checks
 run in a separate worker process (workbench/check/client.py); this process never imports the learner's file.
 """
 
@@ -21,6 +22,7 @@ from workbench.check.client import DEFAULT_SEQ, DEFAULT_TIMEOUT, RunnerError, ch
 from workbench.check.result import failed_result
 from workbench.check.spare import CHILD_ENV, STRATEGIES, choose_strategy, platform_default
 from workbench.tracks.recognise import recognise
+from workbench.course.phases import ALL_METHODS
 
 CLI_STEPS = 10  # one-shot runs can afford a few more steps than the TUI's warm path
 
@@ -43,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sequence length of the batch (default {DEFAULT_SEQ})")
     parser.add_argument("--memory", type=positive_float, default=None, metavar="GB",
                         help="memory your code may allocate before it is stopped (default: half the RAM)")
+    parser.add_argument("--experiment", action="append", default=[], metavar="QUALNAME",
+                        help="check this method as an experiment (repeatable; like a '# workbench: experiment' "
+                             "comment in it): differing from the reference is not a failure, and your model and "
+                             "the reference are trained side by side")
     parser.add_argument("--child", choices=STRATEGIES, default=None,
                         help=f"how each check's process starts: fork it from the warm worker, or hand it to a warm "
                              f"spawned spare (default: ${CHILD_ENV}, else {platform_default()} here)")
@@ -61,6 +67,9 @@ def run(args) -> int:
         return usage_error(f"{args.file} is a directory; pass your GPT file, e.g. {os.path.join(args.file, 'learner_gpt.py')}")
     if not path.endswith(".py"):
         return usage_error(f"{args.file} is not a .py file")
+    unknown = [q for q in args.experiment if q not in ALL_METHODS]
+    if unknown:
+        return usage_error(f"--experiment {unknown[0]}: not a method of the GPT file (one of: {', '.join(ALL_METHODS)})")
     try:
         track_file = recognise(path).track_file
     except OSError as e:
@@ -78,7 +87,7 @@ def run(args) -> int:
         status.start()
     try:
         result = check_file(path, steps=args.steps, timeout=args.timeout, seq_len=args.seq, memory_gb=args.memory,
-                            child=child)
+                            child=child, experiments=args.experiment)
     except RunnerError as e:
         if status:
             status.stop()

@@ -20,9 +20,10 @@ from nanochat import gpt as ref_gpt
 from nanochat.fsutil import FileRefused
 from workbench.check import mistakes, verify
 from workbench.check.child import CUSTOM_LRS, SAMPLED_TOKENS, SAMPLING, to_float64
-from workbench.check.reference import GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T
-from workbench.check.result import (CheckError, CheckResult, NumericVerdict, Outcome, Stage, Status, is_failing,
-                                    lead_component, stage_index)
+from workbench.check.reference import (EXPERIMENT_LR, EXPERIMENT_T, GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T,
+                                       reference_curve, shared_adamw)
+from workbench.check.result import (CheckError, CheckResult, ExperimentRun, NumericVerdict, Outcome, Stage, Status,
+                                    is_accepted, is_failing, lead_component, stage_index)
 from workbench.course.phases import LESSON_FOR, phase_of
 
 FN_TOL = 1e-5  # norm, apply_rotary_emb (fp32)
@@ -98,11 +99,13 @@ def _shape(t) -> str:
 
 
 class Judge:
-    def __init__(self, ref, path: str):
+    def __init__(self, ref, path: str, experiments=()):
         self.ref = ref
         self.path = path
         self.name = os.path.basename(path)
+        self.experiments = list(experiments)  # methods the learner marked as experiments
         self.float_noise = False  # the row being judged passed only because the float64 re-run showed rounding
+        self.followed = None  # the row being judged passed against the reference with the experiments in place
 
     # ---- numeric comparison with the float64 re-run ----------------------------------------------------------
 
@@ -395,6 +398,9 @@ class Judge:
         try:
             worst, note = self._logits_and_loss(t, "your model's logits", "your model's loss", prefix=True)
         except Verdict as v:
+            followed = self._against_experiments(v, t)
+            if followed is not None:
+                return followed
             if where:
                 v.detail += f"; the first NaN/inf appears in {where['name']} ({where['type']})"
             upstream = next((r["qualname"] for r in self._rows if is_failing(r)), None)
@@ -404,17 +410,47 @@ class Judge:
             raise
         return note or "your own model with the reference's weights gives the reference's logits and loss", worst
 
+    def _against_experiments(self, verdict: Verdict, t):
+        """(detail, max |Δ|) when the learner's whole model, which differs from the reference, gives what the
+        reference gives with the learner's experiments in place (computed in the check's process: the worker
+        never runs learner code); None when there are no experiments or it differs from that too."""
+        xlogits, xloss = t.get("xref:logits"), t.get("xref:loss")
+        if not self.experiments or verdict.status != Status.MISMATCH or xlogits is None or xloss is None:
+            return None
+        logits, loss = t.get("logits"), t.get("loss")
+        if not isinstance(logits, torch.Tensor) or not isinstance(loss, torch.Tensor) or logits.shape != xlogits.shape:
+            return None
+        d = max(max_abs_diff(logits, xlogits), max_abs_diff(loss.reshape(()), xloss.reshape(())))
+        if d > MODULE_TOL:
+            return None
+        self.followed = list(self.experiments)
+        names = ", ".join(self.experiments)
+        return (f"follows your experiment ({names}): the reference with it in place gives the same logits and loss "
+                f"(max |Δ| {_fmt(d)}); the experiment moves them by max |Δ| {_fmt(verdict.max_abs_diff)} from "
+                f"the plain reference"), d
+
     def row_gradients(self, obs, t):
+        ref = self.ref
+        if self._follows("GPT (whole model)"):  # compare with the reference that has the experiments in place
+            return self._gradients_against(obs, t, {n: t.get("xref:grad:" + n) for n in ref.grads},
+                                           "the reference's with your experiment in place")
+        return self._gradients_against(obs, t, ref.grads, "the reference's")
+
+    def _follows(self, qualname):
+        return next((bool(r.get("follows_experiment")) for r in getattr(self, "_rows", []) if r["qualname"] == qualname),
+                    False)
+
+    def _gradients_against(self, obs, t, expected: dict, whose: str):
         ref = self.ref
         no_grad = obs["data"].get("no_grad", [])
         if no_grad:
             raise Mismatch(f"no gradient reaches {no_grad[0]}" + (f" (and {len(no_grad) - 1} more)" if len(no_grad) > 1 else "")
                            + ": it is not used in the forward pass, or the graph is cut (.detach(), .data, torch.no_grad)")
         worst = 0.0
-        for name, want in ref.grads.items():
+        for name, want in expected.items():
             got = t.get("grad:" + name)
-            if got is None:
-                raise Mismatch(f"no gradient for {name}")
+            if got is None or want is None:
+                raise Mismatch(f"no gradient for {name}" + ("" if got is None else f" from {whose}"))
             if tuple(got.shape) != tuple(want.shape):
                 raise Mismatch(f"the gradient of {name} has shape {_shape(got.shape)}")
             scale = ref.grad_scale[name] + 1e-12
@@ -430,8 +466,10 @@ class Judge:
             logits_ok = self._status_of("GPT (whole model)") == Status.PASS
             why = (" although the logits and loss match: the forward cuts or reshapes the graph somewhere "
                    "(.detach(), .data, an in-place op)") if logits_ok else " (follows from the forward mismatch above)"
-            raise Mismatch(f"the gradient of {name} differs from the reference's — max |Δ| {_fmt(d)}{why}", d)
-        return "every gradient is finite and matches the reference's", worst
+            raise Mismatch(f"the gradient of {name} differs from {whose} — max |Δ| {_fmt(d)}{why}", d)
+        if whose != "the reference's":
+            self.followed = list(self.experiments)
+        return f"every gradient is finite and matches {whose}", worst
 
     def row_setup_optimizers(self, obs, t):
         d = obs["data"]
@@ -649,6 +687,8 @@ class Judge:
                                                   f"({type(e).__name__}: {e})")
             if row["max_abs_diff"] is not None and not math.isfinite(row["max_abs_diff"]):
                 row["max_abs_diff"] = None
+            if qualname in self.experiments:
+                mark_experiment(row)
             self._rows.append(row)
         return self._rows
 
@@ -684,11 +724,13 @@ class Judge:
             raise Verdict(Status.ERROR, f"{oom}{exc.get('type', 'Error')}: {exc.get('message', '')}{where}",
                           error_line=exc.get("line"))
         tensors = obs.get("tensors") or {}
-        self.float_noise = False
+        self.float_noise, self.followed = False, None
         detail, diff = self.JUDGES[qualname](self, obs, tensors)
         row.update(status=Status.PASS, detail=detail, max_abs_diff=diff)
         if self.float_noise:  # set by compare() when only the float64 re-run tells it apart
             row["verdict"] = NumericVerdict.FLOAT_NOISE
+        if self.followed:  # set when it matches only the reference with the learner's experiments in place
+            row["follows_experiment"] = self.followed
         if obs.get("isolation") == "the reference's __init__" and qualname.endswith(("forward", "init_weights")):
             row["detail"] += " (checked on the reference's layout: your __init__ is not usable yet)"
 
@@ -702,6 +744,16 @@ class Judge:
         if interrupted:
             return Verdict(Status.NOT_REACHED, f"not reached: the check process stopped during {interrupted}")
         return None
+
+
+def mark_experiment(row) -> None:
+    """A row of a method the learner marked as an experiment: differing from the reference is what it is for,
+    so a mismatch becomes `experiment` (the reason still says how it differs); a pass says it is marked; an
+    error or a TODO stays what it is (an experiment still has to run)."""
+    if row["status"] == Status.MISMATCH:
+        row.update(status=Status.EXPERIMENT, detail=f"experiment (not a failure): {row['detail']}")
+    elif row["status"] == Status.PASS:
+        row["detail"] += " (marked as an experiment, but it matches the reference)"
 
 
 def _recomputed(pipeline: dict, which: str) -> float:
@@ -757,12 +809,14 @@ def parse_fault_dump(text: str, path: str) -> tuple[int | None, str]:
 
 
 def build_result(ref, path, events, *, steps, status, kill_reason, timeout, fault_text, output, output_bytes,
-                 output_lines, memory_limit, token=None) -> CheckResult:
+                 output_lines, memory_limit, token=None, experiments=()) -> CheckResult:
     """The check result from the child's events, its exit `status`, why it was killed (if it was) and its output.
-    With the run's `token`, events the check did not send are dropped and fail the run (workbench/check/verify.py)."""
-    from workbench.check.probe import SourceMap
+    With the run's `token`, events the check did not send are dropped and fail the run (workbench/check/verify.py).
+    `experiments`: methods checked as experiments besides those marked in the file (`check --experiment`)."""
+    from workbench.check import probe
 
-    smap = SourceMap(path)
+    smap = probe.SourceMap(path)
+    experiments = probe.experiments(smap, experiments)
     events, tampering = verify.screen(events, token) if token is not None else (events, [])
     run = _read_events(events)
     pipeline = run.pipeline
@@ -783,7 +837,7 @@ def build_result(ref, path, events, *, steps, status, kill_reason, timeout, faul
         if error is None or kill_reason in ("timeout", "stall", "stopped"):
             error = crash
 
-    rows = Judge(ref, path).rows(run.experiments, pipeline or {}, steps, interrupted, smap.def_line)
+    rows = Judge(ref, path, experiments).rows(run.experiments, pipeline or {}, steps, interrupted, smap.def_line)
     if next_todo is None and error is None:
         for row in rows:
             obs = run.experiments.get(row["qualname"])
@@ -796,13 +850,13 @@ def build_result(ref, path, events, *, steps, status, kill_reason, timeout, faul
             if row["status"] == Status.PASS:
                 row.update(status=Status.ERROR, detail="not graded: the check's result channel was written to")
     ok = bool(pipeline and pipeline.get("outcome") == Outcome.DONE and run.ended and error is None
-              and all(r["status"] == Status.PASS for r in rows))
+              and all(is_accepted(r) for r in rows))
     lead = lead_component(rows)
     pipeline = pipeline or {}
     first_nonfinite = pipeline.get("first_nonfinite")
     if first_nonfinite and error is not None and error.get("type") == "NonFinite":
         error["message"] += f"; the first NaN/inf appears in {first_nonfinite['name']} ({first_nonfinite['type']})"
-    return {
+    result: CheckResult = {
         "file": path,
         "ok": ok,
         "stage": stage,
@@ -822,6 +876,29 @@ def build_result(ref, path, events, *, steps, status, kill_reason, timeout, faul
         "steps": steps,
         "reference": {"loss": ref.loss, "ln_vocab": ref.ln_vocab, "tokenizer": ref.tokenizer_name},
     }
+    if experiments:
+        result["experiment"] = experiment_run(ref, experiments, run.experiment_run)
+    return result
+
+
+def experiment_run(ref, qualnames: list, event: dict | None) -> ExperimentRun:
+    """The training side by side: the learner's losses as the check's process reported them (an experiment is
+    shown, not graded), the reference's computed here (once per optimizer setup, kept in `ref.cache64`)."""
+    own_optimizer = "GPT.setup_optimizers" in qualnames
+    key = ("experiment curve", own_optimizer)
+    if key not in ref.cache64:
+        ref.cache64[key] = reference_curve(ref, ref_gpt.GPT.setup_optimizers if own_optimizer else shared_adamw)
+    ref_losses, ref_final = ref.cache64[key]
+    event = event or {}
+    losses = [float(x) for x in (event.get("losses") or [])[:len(ref_losses)] if isinstance(x, (int, float))]
+    final = event.get("final")
+    reason = event.get("reason") if event else "the check stopped before training your model"
+    return {"qualnames": list(qualnames), "steps": len(ref_losses), "tokens_per_step": EXPERIMENT_T,
+            "optimizer": ("each model's own setup_optimizers (GPT.setup_optimizers is an experiment)" if own_optimizer
+                          else f"AdamW, lr {EXPERIMENT_LR:g} on every parameter, the same for both"),
+            "same_start": bool(event.get("same_start")), "learner_losses": losses, "reference_losses": ref_losses,
+            "learner_final": float(final) if isinstance(final, (int, float)) and losses else None,
+            "reference_final": ref_final, "reason": reason}
 
 
 @dataclass
@@ -834,6 +911,7 @@ class _ChildRun:
     ended: bool
     internal: dict | None  # the child's report of a bug of ours
     load_s: float
+    experiment_run: dict | None  # the learner's side of the training side by side (files with experiments)
 
 
 def _read_events(events: list) -> _ChildRun:
@@ -856,7 +934,8 @@ def _read_events(events: list) -> _ChildRun:
         running=next((q for q in reversed(started) if q not in experiments), None),
         ended=any(e.get("kind") == "end" for e in events),
         internal=next((e for e in events if e.get("kind") == "internal_error"), None),
-        load_s=time.perf_counter() - t_load)
+        load_s=time.perf_counter() - t_load,
+        experiment_run=next((e for e in events if e.get("kind") == "experiment_run"), None))
 
 
 def _load_tensors(path: str) -> dict:

@@ -1,8 +1,9 @@
 """Watching the learner's code run without changing it.
 
 Runs inside the forked check process. It answers three questions about the learner's file:
-- where did something happen? (`SourceMap`: line -> qualname from the file's syntax tree; `locate` and
-  `exception_info` turn an exception into file, line, qualname and a traceback trimmed to what matters);
+- where did something happen? (`SourceMap`: line -> qualname from the file's syntax tree, and which methods
+  carry the `# workbench: experiment` marker; `locate` and `exception_info` turn an exception into file, line,
+  qualname and a traceback trimmed to what matters);
 - what flowed through the model? (`ShapeRecorder`: forward hooks on every submodule, and wrappers around the
   module's `norm` / `apply_rotary_emb`, recording input/output shapes, dtypes and non-finite values);
 - how to run one method of the learner's on its own? (`swapped_globals`: lend the module reference versions of
@@ -12,12 +13,16 @@ Runs inside the forked check process. It answers three questions about the learn
 import ast
 import contextlib
 import inspect
+import io
 import os
 import sys
+import tokenize
 import traceback
 
 import torch
 
+from workbench.check.result import EXPERIMENT_MARKER
+from workbench.course.phases import ALL_METHODS
 from workbench.course.workspace import read_learner_file
 
 
@@ -28,14 +33,16 @@ class SourceMap:
         self.path = os.path.abspath(path)
         self.spans: list[tuple[int, int, str]] = []  # (first line, last line, qualname), outer before inner
         self.nodes: dict[int, ast.AST] = {}  # first line -> function node
+        self.experiments: list[str] = []  # qualnames of the functions with the experiment marker, in file order
         try:  # only a regular file, size-capped: a FIFO or a device put in its place must not hang the worker
             source = read_learner_file(self.path, errors="replace")
             tree = ast.parse(source, filename=self.path)
             self._visit(tree.body, "")
-        except (OSError, SyntaxError, ValueError, MemoryError, RecursionError):
+            self.experiments = self._marked(source)
+        except (OSError, SyntaxError, ValueError, MemoryError, RecursionError, tokenize.TokenError):
             # unreadable, or too deeply nested for the parser (`x = ---...1`): no map; importing the file
             # reports the learner's own error
-            self.spans, self.nodes = [], {}
+            self.spans, self.nodes, self.experiments = [], {}, []
 
     def _visit(self, body, prefix: str) -> None:
         for node in body:
@@ -48,6 +55,17 @@ class SourceMap:
                     self._visit(node.body, qualname + ".<locals>.")
                 else:
                     self._visit(node.body, qualname + ".")
+
+    def _marked(self, source: str) -> list[str]:
+        """The functions holding a `# workbench: experiment` comment (a real comment token, not text in a string)."""
+        marked = []
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            words = " ".join(tok.string.lstrip("#").split()).lower()
+            if tok.type == tokenize.COMMENT and words.startswith(EXPERIMENT_MARKER.lstrip("# ")):
+                qualname = self.qualname_at(tok.start[0])
+                if qualname and qualname not in marked:
+                    marked.append(qualname)
+        return marked
 
     def qualname_at(self, line: int | None) -> str | None:
         """The innermost function or method containing `line`, or None for module level."""
@@ -167,6 +185,13 @@ def exception_info(exc: BaseException, smap: SourceMap) -> dict:
         "traceback": trimmed_traceback(exc, smap.path),
         "out_of_memory": is_out_of_memory(exc),
     }
+
+
+def experiments(smap: SourceMap, requested=()) -> list[str]:
+    """The methods of the GPT contract checked as experiments: those marked in the file, then those asked for
+    (`check --experiment QUALNAME`)."""
+    names = list(smap.experiments) + [q for q in requested if q not in smap.experiments]
+    return [q for q in names if q in ALL_METHODS]
 
 
 @contextlib.contextmanager

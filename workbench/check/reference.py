@@ -30,6 +30,11 @@ PROMPT_LEN = 16  # prompt for the generation checks: the first tokens of the bat
 GEN_TOKENS = 6  # greedy tokens generated in the generation checks
 KV_PREFIX = 8  # the isolated KV-cache checks prefill this many tokens, then decode one
 SEED = 1337
+# experiments: the learner's model and the reference trained side by side on a stream of fresh batches
+EXPERIMENT_STEPS = 30
+EXPERIMENT_T = 128  # tokens per step (batch 1): ~0.15 s a step for the depth-4 model on one CPU thread
+EXPERIMENT_VAL_ROWS = 4  # held-out batch (EXPERIMENT_VAL_ROWS, EXPERIMENT_T) for the final losses
+EXPERIMENT_LR = 3e-3  # AdamW on every parameter, for both models (Muon's Newton–Schulz costs ~0.7 s a step on CPU)
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Reference:
     greedy: list  # GEN_TOKENS greedy tokens after the prompt, uncached
     greedy_logits: torch.Tensor  # (GEN_TOKENS, V) logits that chose them
     ln_vocab: float
+    stream: tuple  # (inputs, targets), each (EXPERIMENT_STEPS, 1, EXPERIMENT_T): one fresh batch per training step
+    held_out: tuple  # (inputs, targets), each (EXPERIMENT_VAL_ROWS, EXPERIMENT_T), from the validation split
     timings: dict = field(default_factory=dict)
     cache64: dict = field(default_factory=dict)  # float64 reference outputs, computed when a check needs them
 
@@ -107,15 +114,72 @@ def _param_shapes(module) -> dict:
 
 def load_batch(seq_len: int):
     """The tokenizer and the first training batch of the embedded corpus, (1, seq_len) inputs and targets."""
-    from nanochat.dataloader import tokenizing_distributed_data_loader
     from nanochat.tokenizer import get_tokenizer
 
     tokenizer = get_tokenizer()
-    loader = tokenizing_distributed_data_loader(1, seq_len, "train", tokenizer_threads=1, source="embedded",
-                                                tokenizer=tokenizer)
-    inputs, targets = next(loader)
-    loader.close()
+    (inputs, targets), = _batches(tokenizer, 1, seq_len, "train", 1)
     return tokenizer, inputs, targets
+
+
+def _batches(tokenizer, rows: int, seq_len: int, split: str, n: int) -> list:
+    """The first `n` (inputs, targets) batches of the embedded corpus's `split`."""
+    from nanochat.dataloader import tokenizing_distributed_data_loader
+
+    loader = tokenizing_distributed_data_loader(rows, seq_len, split, tokenizer_threads=1, source="embedded",
+                                                tokenizer=tokenizer)
+    batches = [next(loader) for _ in range(n)]
+    loader.close()
+    return batches
+
+
+def experiment_data(tokenizer) -> tuple:
+    """The experiments' training stream and held-out batch (see Reference.stream / held_out)."""
+    stream = _batches(tokenizer, 1, EXPERIMENT_T, "train", EXPERIMENT_STEPS)
+    (val,) = _batches(tokenizer, EXPERIMENT_VAL_ROWS, EXPERIMENT_T, "val", 1)
+    return (torch.stack([x for x, _ in stream]), torch.stack([y for _, y in stream])), val
+
+
+def shared_adamw(model) -> list:
+    """The optimizer both sides of an experiment train with: AdamW at one learning rate on every parameter."""
+    return [torch.optim.AdamW(model.parameters(), lr=EXPERIMENT_LR, betas=(0.9, 0.95), weight_decay=0.0)]
+
+
+def train_curve(model, optimizers, stream, held_out, progress=None) -> tuple[list[float], float]:
+    """Train `model` one step per batch of `stream`; the loss at each step (before its update) and the mean
+    loss on `held_out` after the last one. `progress(step)` is called before every step."""
+    inputs, targets = stream
+    losses = []
+    model.train()
+    for step in range(inputs.size(0)):
+        if progress is not None:
+            progress(step)
+        loss = model(inputs[step].clone(), targets[step].clone())
+        losses.append(float(loss.detach()))
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.no_grad():
+        final = float(model(held_out[0].clone(), held_out[1].clone()).detach())
+    return losses, final
+
+
+def initial_model(config):
+    """The reference model both sides of an experiment start from: seeded, built and initialised."""
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        model = ref_gpt.GPT(config)
+        model.init_weights()
+    return model
+
+
+def reference_curve(ref, optimizer_setup=shared_adamw) -> tuple[list[float], float]:
+    """The reference's side of an experiment (computed in the worker, once per optimizer setup)."""
+    model = initial_model(ref.config())
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        return train_curve(model, optimizer_setup(model), ref.stream, ref.held_out)
 
 
 def build_reference(seq_len: int = 512, data_loaded=None) -> Reference:
@@ -123,6 +187,7 @@ def build_reference(seq_len: int = 512, data_loaded=None) -> Reference:
     import time
     t0 = time.perf_counter()
     tokenizer, inputs, targets = load_batch(seq_len)
+    stream, held_out = experiment_data(tokenizer)
     t_data = time.perf_counter() - t0
     if data_loaded is not None:
         data_loaded()
@@ -159,7 +224,7 @@ def build_reference(seq_len: int = 512, data_loaded=None) -> Reference:
         logits=logits, loss=float(loss), loss_none=loss_none, grads=grads,
         grad_scale={n: float(g.abs().max()) for n, g in grads.items()}, optimizers=optimizers, flops=flops,
         prompt=prompt, greedy=greedy, greedy_logits=torch.stack(greedy_logits),
-        ln_vocab=math.log(vocab),
+        ln_vocab=math.log(vocab), stream=stream, held_out=held_out,
     )
     ref.timings = {"data_s": t_data, "total_s": time.perf_counter() - t0}
     return ref

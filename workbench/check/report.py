@@ -1,7 +1,8 @@
 """The human-readable report of a check result (the dict from workbench/check/client.py), printed with rich.
 
 Order: the verdict line, then what to do next (the error, or the next TODO, or the first mismatch), then every
-component with its reason, the shapes of the forward pass, the losses and the learner's own prints.
+component with its reason, the shapes of the forward pass, the losses, the training side by side of a file with
+experiments (both loss curves drawn with plotext, and the final losses) and the learner's own prints.
 """
 
 import os
@@ -12,12 +13,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from workbench.check.result import CheckResult, Component, Status, lead_component
+from workbench.check.result import CheckResult, Component, ExperimentRun, Status, lead_component
 from workbench.course.phases import PHASES
 
 STATUS_STYLE = {Status.PASS: ("✓", "green"), Status.MISMATCH: ("✗", "bold red"), Status.ERROR: ("!", "bold red"),
                 Status.TODO: ("·", "yellow"), Status.SKIPPED: ("-", "dim"),
-                Status.NOT_REACHED: ("-", "dim")}
+                Status.NOT_REACHED: ("-", "dim"), Status.EXPERIMENT: ("~", "bold magenta")}
 PHASE_TITLE = {p.number: p.title for p in PHASES}
 
 
@@ -69,6 +70,8 @@ def print_report(result: CheckResult, console: Console | None = None, max_shapes
     if losses:
         line = " → ".join(f"{x:.3f}" for x in losses[:12]) + (" → …" if len(losses) > 12 else "")
         console.print(Text("loss (one batch, before and after each step): ", style="bold") + Text(line))
+    if result.get("experiment"):
+        print_experiment(console, result["experiment"])
     tail = (result.get("stdout_tail") or "").rstrip()
     if tail:
         lines = tail.splitlines()
@@ -161,3 +164,50 @@ def shapes_table(shapes: list[dict], max_shapes: int) -> Table:
     if len(shapes) > max_shapes:
         t.add_row(f"… {len(shapes) - max_shapes} more (see --json)", "", "", "", "")
     return t
+
+
+def print_experiment(console: Console, run: ExperimentRun) -> None:
+    """The learner's model and the reference trained side by side: how, both curves, the final losses."""
+    names = ", ".join(run.get("qualnames") or [])
+    console.print(Text(f"experiment: {names}", style="bold magenta"))
+    start = "from the same weights" if run.get("same_start") else "each from its own init (same seed)"
+    console.print(Text(f"your model and the reference trained {run.get('steps')} steps × {run.get('tokens_per_step')} "
+                       f"tokens on the same batches, {start}; optimizer: {run.get('optimizer')}", style="dim"))
+    mine, ref = run.get("learner_losses") or [], run.get("reference_losses") or []
+    if run.get("reason"):
+        console.print(Text(f"your model was not trained: {run['reason']}", style="yellow"))
+    if ref:
+        console.print(loss_curves(mine, ref, min(console.width, 100)))
+    yours, theirs = run.get("learner_final"), run.get("reference_final")
+    if theirs is not None:
+        line = Text("final loss on held-out batches: ", style="bold")
+        line.append(f"yours {yours:.3f}" if yours is not None else "yours —")
+        line.append(f" · reference {theirs:.3f}")
+        if yours is not None:
+            line.append(f" (yours {yours - theirs:+.3f})", style="green" if yours <= theirs else "red")
+        console.print(line)
+
+
+def loss_curves(mine: list[float], ref: list[float], width: int):
+    """Both training curves in one plot (plotext), or a table of every fifth step where plotext cannot draw."""
+    try:
+        import plotext as plt
+        plt.clear_figure()
+        plt.plotsize(max(40, width), 16)
+        plt.theme("clear")
+        steps = list(range(1, len(ref) + 1))
+        plt.plot(steps, ref, label="reference", marker="·")
+        if mine:
+            plt.plot(steps[:len(mine)], mine, label="yours", marker="+")
+        plt.xticks([s for s in steps if s == 1 or s % 5 == 0])
+        plt.xlabel("step")
+        plt.title("training loss (one fresh batch per step)")
+        return Text.from_ansi(plt.build())
+    except Exception:  # an old plotext, or a plot it cannot lay out: the numbers instead
+        table = Table(title="training loss", title_justify="left", show_edge=False, pad_edge=False)
+        for col in ("step", "yours", "reference"):
+            table.add_column(col, justify="right")
+        for i, value in enumerate(ref):
+            if i == 0 or (i + 1) % 5 == 0 or i == len(ref) - 1:
+                table.add_row(str(i + 1), f"{mine[i]:.3f}" if i < len(mine) else "—", f"{value:.3f}")
+        return table

@@ -26,9 +26,12 @@ class Status(_Word):
     TODO = "todo"  # not written yet, or waits for a method that is not
     SKIPPED = "skipped"  # not run (the check stopped earlier)
     NOT_REACHED = "not reached"  # could not run: the check process stopped first (timeout, crash, exit, stop)
+    EXPERIMENT = "experiment"  # differs from the reference on purpose: the learner marked it as an experiment
 
 
 FAILING = (Status.MISMATCH, Status.ERROR)  # what the learner has to fix (a TODO is not a failure)
+ACCEPTED = (Status.PASS, Status.EXPERIMENT)  # a check whose rows are all of these is ok (exit code 0)
+EXPERIMENT_MARKER = "# workbench: experiment"  # a comment inside a method that marks it as an experiment
 
 
 class Outcome(_Word):
@@ -85,6 +88,27 @@ class Component(TypedDict, total=False):
     verdict: NumericVerdict  # with a numeric mismatch, and with a pass that only float rounding separates
     max_abs_diff_float64: float | None
     error_line: int | None
+    follows_experiment: list[str]  # passes against the reference with these experiments of the learner in place
+    notes: list[str]  # remarks that change nothing in the verdict (e.g. "rotary tables kept in bfloat16")
+
+
+class ExperimentRun(TypedDict, total=False):
+    """The learner's model and the reference trained side by side, when the file has experiments.
+
+    One run for all experiments (they live in one model). `learner_losses[i]` / `reference_losses[i]` is the
+    training loss at step i (on batch i, before that step's update); the finals are the mean loss on held-out
+    batches after the last step. When the learner's model could not be trained, `learner_losses` is empty and
+    `reason` says why."""
+    qualnames: list[str]  # the methods marked as experiments
+    steps: int
+    tokens_per_step: int
+    optimizer: str  # how both were trained (the same for both unless setup_optimizers is an experiment)
+    same_start: bool  # both started from the same weights (the reference's init, loaded into the learner's model)
+    learner_losses: list[float]
+    reference_losses: list[float]
+    learner_final: float | None
+    reference_final: float | None
+    reason: str | None
 
 
 class Todo(TypedDict):
@@ -112,6 +136,7 @@ class CheckError(TypedDict, total=False):
 
 class CheckResult(TypedDict, total=False):
     file: str
+    track: str  # a track file's result (workbench/tracks/runner.py): "optimizer", "data", ...; absent for the GPT
     ok: bool
     stage: Stage
     next_todo: Todo | None
@@ -129,6 +154,7 @@ class CheckResult(TypedDict, total=False):
     config: dict
     steps: int
     reference: dict
+    experiment: ExperimentRun  # only when the file has experiments (marked, or `check --experiment`)
 
 
 def failed_result(path: str, message: str, traceback: str = "") -> CheckResult:
@@ -141,6 +167,10 @@ def failed_result(path: str, message: str, traceback: str = "") -> CheckResult:
 
 def is_failing(component: Component) -> bool:
     return component.get("status") in FAILING
+
+
+def is_accepted(component: Component) -> bool:
+    return component.get("status") in ACCEPTED
 
 
 def lead_component(components: list[Component]) -> Component | None:

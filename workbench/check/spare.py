@@ -149,7 +149,7 @@ class SparePool:
         run.fault.close()
         run.fault, run.result_r, run.out_r = spare.fault, spare.result_r, spare.out_r
         spare.hand({"path": run.path, "steps": run.steps, "timeout": run.timeout, "scratch": run.scratch,
-                    "token": run.token, "memory_budget": run.memory_budget})
+                    "token": run.token, "memory_budget": run.memory_budget, "experiments": run.experiments})
         self.taken.append(spare.proc.stdin)
         self.spare = Spare(self.ref_file, self.scratch)  # the next check's, warming while this one runs
         return spare.pid
@@ -266,7 +266,7 @@ def main(argv=None) -> int:
         os._exit = functools.partial(recording_exit, fault, real_exit)
         channel = child.Channel(result_fd, request["scratch"], request.get("token", ""))
         try:
-            child.run(request["path"], ref, channel, int(request["steps"]))
+            child.run(request["path"], ref, channel, int(request["steps"]), request.get("experiments") or ())
             code = 0
         except BaseException as e:  # a bug of ours (the learner's exceptions are caught inside)
             try:

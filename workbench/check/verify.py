@@ -15,7 +15,7 @@ defences, both in the worker:
 
 import torch
 
-SINGLE_KINDS = ("pipeline", "end")  # the check sends each of these once
+SINGLE_KINDS = ("pipeline", "experiment_run", "end")  # the check sends each of these once
 
 
 def screen(events: list[dict], token: str) -> tuple[list[dict], list[str]]:

@@ -4,7 +4,7 @@ answers loaded, and forks a fresh child for every check of the learner's file.
     python -m workbench.check.worker [--seq 512]
 
 Protocol (JSON lines): the caller (workbench/check/client.py) writes requests to stdin —
-`{"op": "run", "id": 1, "path": "...", "steps": 2, "timeout": 60, "memory_gb": null}`, `{"op": "cancel", "id": 1}`,
+`{"op": "run", "id": 1, "path": "...", "steps": 2, "timeout": 60, "memory_gb": null, "experiments": []}`, `{"op": "cancel", "id": 1}`,
 `{"op": "quit"}` — and reads events from stdout: `{"event": "ready", ...}` once warm, then per run
 `{"event": "started", "id": 1, "pid": ...}` and `{"event": "result", "id": 1, "result": {...}}` or
 `{"event": "cancelled", "id": 1}`; `{"event": "fatal", ...}`
@@ -124,6 +124,7 @@ class Run:
         self.id = request["id"]
         self.path = os.path.abspath(request["path"])
         self.steps = int(request.get("steps") or 1)
+        self.experiments = [str(q) for q in request.get("experiments") or []]  # `check --experiment QUALNAME`
         self.timeout = float(request.get("timeout") or 60.0)
         gb = request.get("memory_gb")
         self.memory_budget = int(float(gb) * (1 << 30)) if gb else default_memory_budget()
@@ -446,7 +447,7 @@ class Worker:
             from workbench.check import child
             channel = child.Channel(run.result_w, run.scratch, run.token)
             try:
-                child.run(run.path, self.ref, channel, run.steps)
+                child.run(run.path, self.ref, channel, run.steps, run.experiments)
                 code = 0
             except BaseException as e:  # a bug of ours (the learner's exceptions are caught inside)
                 try:
@@ -607,7 +608,7 @@ class Worker:
             result = build_result(self.ref, run.path, run.events, steps=run.steps, status=run.status,
                                   kill_reason=run.kill_reason, timeout=run.timeout, fault_text=fault_text,
                                   output=bytes(run.out_tail), output_bytes=run.out_bytes, output_lines=run.out_lines,
-                                  memory_limit=run.memory_budget, token=run.token)
+                                  memory_limit=run.memory_budget, token=run.token, experiments=run.experiments)
         except Exception as e:
             result = failed_result(run.path, f"the workbench failed to read the check's results "
                                              f"({type(e).__name__}: {e}); this is a workbench bug",
