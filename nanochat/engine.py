@@ -118,6 +118,34 @@ def sample_next_token(logits, rng, temperature=1.0, top_k=None):
     return torch.multinomial(probs, 1, generator=rng)
 
 
+class CandidateTap:
+    """Watches a model's forward passes and keeps, for row 0's last position, the `k` likeliest next tokens with
+    their probabilities (softmax of the logits at temperature 1, before any top-k): what the chat's top-5 view shows.
+
+    It works with any engine, the reference's or a learner's, since it sits on the model, not in the engine:
+    `tap = CandidateTap(model)` replaces `model.forward` on that one object, `tap.latest` is [(token, p), ...] for
+    the forward that ran last (so for the column the engine yields next), and `tap.close()` puts `forward` back.
+    When it is not installed, generation costs exactly what it did.
+    """
+
+    def __init__(self, model, k=5):
+        self.model, self.k, self.latest = model, k, []
+        self._forward = model.forward
+        model.forward = self._forward_and_keep
+
+    def _forward_and_keep(self, *args, **kwargs):
+        out = self._forward(*args, **kwargs)
+        logits = out[0] if isinstance(out, tuple) else out
+        probs = torch.softmax(logits[0, -1].float(), dim=-1)
+        top = torch.topk(probs, min(self.k, probs.numel()))
+        self.latest = list(zip(top.indices.tolist(), top.values.tolist()))
+        return out
+
+    def close(self):
+        if self.model.__dict__.get("forward") == self._forward_and_keep:
+            del self.model.forward
+
+
 class _Row:
     """What one completion is doing: tokens queued to be forced in, and the calculator expression being read."""
 

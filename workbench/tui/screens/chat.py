@@ -3,6 +3,7 @@
 It only displays: the model process belongs to the app's ChatModel service (workbench/tui/services/chat_model.py),
 which posts the worker's events here as ChatEvents. Base checkpoints have never seen a chat, so with them the
 prompt is continued as plain text. Typing anywhere on this screen goes to the message box; esc leaves it.
+ctrl+o shows, under the conversation, the five likeliest tokens at each step of the answers that follow.
 """
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from workbench.tui.messages import ChatEvent
 from workbench.tui.screens.base import WorkbenchScreen
 from workbench.tui.services.runs import Checkpoint, base_dir, list_checkpoints
 from workbench.tui.services.training import RunBusy
+from workbench.tui.widgets.candidates import CandidatesPanel
 from workbench.tui.widgets.chat_turn import ChatTurn
 from workbench.tui.widgets.run_state import RunState
 from workbench.tui.widgets.top_bar import TopBar
@@ -34,8 +36,11 @@ class ChatScreen(WorkbenchScreen):
         Binding("ctrl+x", "stop", "Stop reply", priority=True),
         Binding("ctrl+l", "clear", "Clear chat"),
         Binding("ctrl+t", "train_tiny", "Train a tiny model"),
-        Binding("ctrl+r", "rescan", "Rescan checkpoints"),
+        Binding("ctrl+r", "rescan", "Rescan checkpoints", show=False,  # done on every visit and after each run
+                tooltip="List the checkpoints again (done by itself on every visit and when a run ends)"),
         Binding("ctrl+w", "web_chat", "Web chat server"),
+        Binding("ctrl+o", "toggle_candidates", "Top-5",
+                tooltip="Show the 5 likeliest tokens, with their probabilities, at each step of the next answers"),
     ]
 
     def __init__(self, **kwargs):
@@ -65,11 +70,13 @@ class ChatScreen(WorkbenchScreen):
         yield Static("", id="chat-web")
         yield Static("", id="chat-empty")
         yield VerticalScroll(id="chat-log")
+        yield CandidatesPanel(id="chat-candidates")
         yield Input(placeholder="type a message, enter to send", id="chat-input", disabled=True, select_on_focus=False)
         yield RunState(classes="run-state")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one(CandidatesPanel).display = False
         self.app.bind_run_state(self.query_one(RunState))
         self.query_one(TopBar).mode, self.query_one(TopBar).file = "chat", self.app.learner_path.name
         self.watch(self.app, "checkpoints_version", lambda _: self.action_rescan())  # a run ended: list it
@@ -119,6 +126,8 @@ class ChatScreen(WorkbenchScreen):
                                "a base model continues text: type the start of a sentence, enter")
             box.focus()
             self.notify(f"Ready on {event.data.get('device')} ({self.mode} mode).", timeout=3)
+        elif event.kind == "candidates":
+            self.query_one(CandidatesPanel).add(event.data.get("token"), event.text, event.data.get("top") or [])
         elif event.kind in ("token", "tool", "tool_output") and self.reply is not None:
             await self.reply.append(event.kind, event.text)
             self.query_one("#chat-log", VerticalScroll).scroll_end(animate=False)
@@ -204,11 +213,25 @@ class ChatScreen(WorkbenchScreen):
         log.scroll_end(animate=False)
         messages = history + [user.as_message()] if self.mode == "chat" else [user.as_message()]
         request = {"cmd": "generate", "messages": messages, "temperature": max(0.0, temperature),
-                   "top_k": top_k if top_k > 0 else None, "max_tokens": 256}
+                   "top_k": top_k if top_k > 0 else None, "max_tokens": 256, "top5": self.show_candidates}
+        if self.show_candidates:
+            self.query_one(CandidatesPanel).reset()
         self.generating = True
         self.query_one("#chat-stop", Button).disabled = False
         if not await self.app.chat_model.send(request):
             await self._finish_reply("the model is not running: pick a checkpoint")
+
+    @property
+    def show_candidates(self) -> bool:
+        return self.query_one(CandidatesPanel).display
+
+    def action_toggle_candidates(self) -> None:
+        """Show or hide the top-5 view; the model reports candidates only for answers asked while it is shown."""
+        panel = self.query_one(CandidatesPanel)
+        panel.display = not panel.display
+        if panel.display and not panel.tokens:
+            self.notify("Top-5 on: the next answer shows the 5 likeliest tokens at each step (ctrl+o hides them).",
+                        timeout=4)
 
     @on(Button.Pressed, "#chat-stop")
     def action_stop(self) -> None:

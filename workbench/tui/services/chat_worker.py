@@ -6,7 +6,7 @@ stdin/stdout, one JSON object per line.
 
 Requests (stdin):
     {"cmd": "generate", "messages": [{"role": "user", "content": "..."}, ...],
-     "temperature": 0.8, "top_k": 50, "max_tokens": 256}
+     "temperature": 0.8, "top_k": 50, "max_tokens": 256, "top5": false}
         chat checkpoints (mid/sft/rl): the conversation is rendered with the chat special tokens;
         base checkpoints: the last user message is a prompt to continue (a base model has never seen a chat).
     {"cmd": "stop"}      end the current generation early
@@ -15,6 +15,9 @@ Events (stdout):
     {"event": "token", "text"}            sampled text (decoded incrementally, never half a UTF-8 character)
     {"event": "tool", "text"}             a calculator expression the model wrote (<|python_start|>…<|python_end|>)
     {"event": "tool_output", "text"}      the calculator's answer, forced into the stream by the engine
+    {"event": "candidates", "token", "text", "top": [[id, text, p], ...]}
+                                          with "top5": the 5 likeliest tokens at a sampled step (the model's
+                                          probabilities at temperature 1), before that step's text events
     {"event": "done", "tokens", "seconds", "stopped"}
     {"event": "error", "message"}
 """
@@ -71,7 +74,30 @@ def read_requests(requests: "queue.Queue[dict]", stop: threading.Event) -> None:
     requests.put({"cmd": "exit"})
 
 
+def token_text(tokenizer, token: int) -> str:
+    """One token as text; a piece of a UTF-8 character is shown as its id."""
+    text = tokenizer.decode([token])
+    return f"<{token}>" if "\ufffd" in text else text
+
+
+def emit_candidates(tokenizer, token: int, tap) -> None:
+    top = [[t, token_text(tokenizer, t), round(p, 4)] for t, p in tap.latest]
+    emit("candidates", token=token, text=token_text(tokenizer, token), top=top)
+
+
 def generate(engine, tokenizer, mode: str, request: dict, stop: threading.Event) -> None:
+    tap = None
+    if request.get("top5"):  # only then is the model watched: a normal reply costs what it did
+        from nanochat.engine import CandidateTap
+        tap = CandidateTap(engine.model, 5)
+    try:
+        stream(engine, tokenizer, mode, request, stop, tap)
+    finally:
+        if tap is not None:
+            tap.close()
+
+
+def stream(engine, tokenizer, mode: str, request: dict, stop: threading.Event, tap=None) -> None:
     messages = request.get("messages") or []
     if mode == "chat":
         prompt = tokenizer.render_for_completion({"messages": messages})
@@ -84,12 +110,14 @@ def generate(engine, tokenizer, mode: str, request: dict, stop: threading.Event)
     t0, count, kind = time.perf_counter(), 0, "token"
     segment = Segment(tokenizer)
     top_k = request.get("top_k")
-    for column, _masks in engine.generate(prompt, num_samples=1, max_tokens=int(request.get("max_tokens", 256)),
+    for column, masks in engine.generate(prompt, num_samples=1, max_tokens=int(request.get("max_tokens", 256)),
                                           temperature=float(request.get("temperature", 0.8)),
                                           top_k=int(top_k) if top_k else None,
                                           seed=int(request.get("seed", time.time_ns() % 2**31))):
         token = column[0]
         count += 1
+        if tap is not None and masks[0]:
+            emit_candidates(tokenizer, token, tap)
         if token in (special["assistant_end"], special["bos"]):
             break
         if token in (special["python_start"], special["output_start"]):
