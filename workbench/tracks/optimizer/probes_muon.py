@@ -3,8 +3,10 @@
 Each function is run with the reference's versions of the functions it calls (so a bug shows where it is), in
 float32 as training runs it and, when that differs, again in float64 to tell wrong math from rounding. A
 mismatch is named when the learner's numbers match a known mistake, simulated here from the reference's parts:
-no Nesterov look-ahead, momentum as a running sum, no update_scale, a buffer that is not kept, the wrong sign,
+no Nesterov look-ahead, the momentum average weighted backwards, no update_scale, a buffer that is not kept, the wrong sign,
 other Newton–Schulz coefficients, a tall matrix handed back transposed, a result that depends on G's scale.
+(Momentum as a running sum, buf = momentum·buf + grad with the matching look-ahead, is no mistake here: it is the
+average times 1/(1 - momentum), and the orthogonalisation divides any scale out.)
 """
 
 import torch
@@ -146,7 +148,7 @@ def run_update(fn, dtype, group=GROUP):
     return out
 
 
-def simulate(reference, dtype, nesterov=True, running_sum=False, scaled=True, keep=True, sign=-1.0, orthogonal=True):
+def simulate(reference, dtype, nesterov=True, backwards=False, scaled=True, keep=True, sign=-1.0, orthogonal=True):
     """The reference's muon_update with one thing done differently (the mistakes the check names)."""
     params, grads = update_inputs(dtype)
     bufs = [torch.zeros_like(p) for p in params]
@@ -155,8 +157,8 @@ def simulate(reference, dtype, nesterov=True, running_sum=False, scaled=True, ke
         if not keep:
             bufs = [torch.zeros_like(p) for p in params]
         for p, g, buf in zip(params, step_grads, bufs):
-            buf.mul_(m).add_(g) if running_sum else buf.lerp_(g, 1 - m)
-            d = (g + m * buf if running_sum else g.lerp(buf, m)) if nesterov else buf
+            buf.lerp_(g, m if backwards else 1 - m)
+            d = g.lerp(buf, m) if nesterov else buf
             u = reference.zeropower_via_newtonschulz5(d, steps=GROUP["ns_steps"], dtype=dtype) if orthogonal else d
             p.add_(u, alpha=sign * GROUP["lr"] * (reference.update_scale(p.shape) if scaled else 1.0))
         out.append([p.clone() for p in params])
@@ -166,8 +168,8 @@ def simulate(reference, dtype, nesterov=True, running_sum=False, scaled=True, ke
 UPDATE_MISTAKES = (
     (dict(nesterov=False), "your Muon skips the Nesterov look-ahead: with nesterov=True the direction is "
                            "lerp(grad, buf, momentum), not the buffer itself"),
-    (dict(running_sum=True), "the momentum buffer is a running sum (buf = momentum·buf + grad); the reference keeps "
-                             "an average: buf.lerp_(grad, 1 - momentum)"),
+    (dict(backwards=True), "the momentum buffer's average is weighted backwards: buf.lerp_(grad, 1 - momentum) keeps "
+                           "momentum (95%) of the old buffer and takes 5% of the new gradient"),
     (dict(scaled=False), "the step is not multiplied by update_scale(shape): tall matrices move too little"),
     (dict(keep=False), "the momentum buffer starts from zero every step: keep it in state['momentum_buffer']"),
     (dict(sign=1.0), "the update is added: a step goes against the direction, by -lr"),
