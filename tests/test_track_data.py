@@ -2,19 +2,28 @@
 
 A verbatim copy passes every row; each challenge and each planted bug below is named at the function that has
 it, with the symptom the learner should read; the rows of the other functions stay green (each function is
-checked on its own). The probes run in-process here, on the learner file imported from disk as the runner does.
+checked on its own). Most probes run in-process on the learner file imported from disk; the skeleton goes through the child's own
+`run_check`, and one CLI run through the real child process.
 """
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from nanochat import dataloader as reference
 from workbench.check.result import Status, lead_component
+from workbench.tracks.base import Track
+from workbench.tracks.child import run_check
 from workbench.tracks.data import probes
 from workbench.tracks.data.spec import CHALLENGES, EXERCISES, SPEC
+from workbench.tracks.skeleton import make_skeleton
 
+ROOT = Path(__file__).resolve().parent.parent
 SOURCE = Path(reference.__file__).read_text(encoding="utf-8")
 
 # (name, edits, the function blamed, words from the explanation)
@@ -110,3 +119,26 @@ def test_a_crash_in_the_learners_code_is_an_error_with_its_line(tmp_path):
     line = 1 + path.read_text().splitlines().index("    bos = tokenizer.get_bos_token_idx()")
     assert row["status"] == Status.ERROR and row["error_line"] == line, row
     assert "AttributeError" in row["detail"]
+
+
+def test_the_skeleton_names_the_first_todo(tmp_path):
+    (track_file,) = SPEC.files
+    skeleton = tmp_path / track_file.learner_file
+    skeleton.write_text(make_skeleton(Track.DATA, track_file))
+    result = run_check(str(skeleton), track_file, Track.DATA)
+    todo = result["next_todo"]
+    assert not result["ok"] and todo["qualname"] == "_resume_position" and todo["lesson"] == "19-data-pipeline.md"
+    assert {c["status"] for c in result["components"]} == {Status.TODO}
+
+
+def test_cli_check_passes_a_copy_and_names_a_challenge(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    copy = tmp_path / "learner_dataloader.py"
+    copy.write_text(SOURCE)
+    challenge = planted(tmp_path, "same-pages", CHALLENGES[0].edits)
+    for path, code in ((copy, 0), (challenge, 1)):
+        proc = subprocess.run([sys.executable, "-m", "workbench", "check", str(path), "--json"], capture_output=True,
+                              text=True, env=env, timeout=300)
+        assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-2000:]
+        result = json.loads(proc.stdout)
+        assert result["track"] == "data" and result["lead"] == (None if code == 0 else CHALLENGES[0].method)
