@@ -3,6 +3,7 @@
 One table that the skeleton, the runner's "next TODO", STATUS.md and the lessons all agree on.
 """
 
+import functools
 from dataclasses import dataclass
 
 
@@ -51,8 +52,11 @@ ALL_METHODS: tuple[str, ...] = tuple(m for phase in PHASES for m in phase.method
 
 
 def phase_of(qualname: str) -> int | None:
-    """The phase number a method belongs to, or None for names outside the learner's path."""
+    """The phase number a method (of the GPT, or an exercise of a track) belongs to, or None for other names."""
     for phase in PHASES:
+        if qualname in phase.methods:
+            return phase.number
+    for phase in track_phases():
         if qualname in phase.methods:
             return phase.number
     return None
@@ -66,12 +70,18 @@ def track_phase_number(track) -> int:
     return len(PHASES) + 1 + list(TRACK_SPEC_MODULES).index(track)
 
 
+@functools.lru_cache(maxsize=1)
 def track_phases() -> tuple[Phase, ...]:
     """A phase per track whose spec is there, its exercises in the order the learner writes them."""
     from workbench.tracks.base import available_track_specs
     return tuple(Phase(track_phase_number(spec.track), spec.title,
                        tuple(e.qualname for tf in spec.files for e in tf.exercises))
                  for spec in available_track_specs())
+
+
+def known_qualnames() -> frozenset[str]:
+    """Every name STATUS.md may have a box for: the GPT's methods and every track's exercises."""
+    return frozenset(ALL_METHODS).union(*(phase.methods for phase in track_phases()))
 
 
 def phase_title(number: int | None) -> str:

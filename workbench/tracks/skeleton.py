@@ -36,11 +36,17 @@ def string_literal(text: str) -> str:
 def docstring_block(text: str, indent: str) -> list[str]:
     """A triple-quoted docstring of `text` at `indent`, first line on the quotes, as nanochat writes them."""
     text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"').strip()
+    width = MAX_LINE - len(indent)
     first, _, rest = text.partition("\n")
+    first, *spill = textwrap.wrap(first, width - 6) or [""]
+    rest = "\n".join(spill + ([rest] if rest else []))
     if not rest:
         return [f'{indent}"""{first}"""\n']
     lines = [f'{indent}"""{first}\n']
-    lines += [f"{indent}{line}\n" if line.strip() else "\n" for line in textwrap.dedent(rest).splitlines()]
+    for line in textwrap.dedent(rest).splitlines():
+        lead = line[: len(line) - len(line.lstrip())]
+        wrapped = textwrap.wrap(line, width, initial_indent="", subsequent_indent=lead) if line.strip() else [""]
+        lines += [f"{indent}{part}\n" if part.strip() else "\n" for part in wrapped]
     return lines + [f'{indent}"""\n']
 
 
