@@ -218,7 +218,7 @@ def process_group_exit():
             raise
         rank, world_size = dist.get_rank(), dist.get_world_size()
         dist.destroy_process_group()
-        if _from_a_collective(e):
+        if from_a_collective(e):
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[-1]
             raise SystemExit(
                 f"error: rank {rank} of {world_size} stopped waiting for the other ranks ({first_line}); one of "
@@ -228,7 +228,7 @@ def process_group_exit():
     compute_cleanup()
 
 
-def _from_a_collective(exc: BaseException) -> bool:
+def from_a_collective(exc: BaseException) -> bool:
     """True for an error raised by torch.distributed's collectives. NCCL's have a type (DistError); gloo's are
     plain RuntimeErrors, raised from distributed_c10d or from an async handle's wait() anywhere, so for those
     gloo's own wording is the only mark torch gives (GLOO_FAILURES)."""

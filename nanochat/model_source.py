@@ -268,14 +268,14 @@ def learner_failure(exc: BaseException) -> str | None:
     return f"{frame.filename}:{frame.lineno} in {frame.name}: {type(exc).__name__}: {text}"
 
 
-def top_level_names(path: str) -> set:
-    """The classes, functions and assigned names a Python file defines at its top level (without running it;
-    empty when it does not parse)."""
+def top_level_names(path: str) -> set | None:
+    """The classes, functions and assigned names a Python file defines at its top level (without running it);
+    None when it cannot be read or does not parse (importing it says why)."""
     try:
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), filename=path)
     except (SyntaxError, ValueError, OSError):
-        return set()
+        return None
     names = set()
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

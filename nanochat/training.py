@@ -139,6 +139,16 @@ def mean_over_ranks(value: torch.Tensor, compute: Compute) -> float:
     return value.item()
 
 
+def means_over_ranks(values: list, compute: Compute) -> list:
+    """`mean_over_ranks` of several scalar tensors at once: one collective and one wait for the device (a
+    training loop that reports every N steps keeps the N losses on the device until then)."""
+    stacked = torch.stack([v.detach().float() for v in values])
+    if compute.ddp:
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        stacked /= compute.world_size
+    return stacked.tolist()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # throughput
 

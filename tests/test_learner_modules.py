@@ -120,3 +120,110 @@ def test_a_crash_inside_a_learner_file_is_located(tmp_path):
         1 / 0
     except ZeroDivisionError as exc:  # raised by no learner file: not theirs to hear about
         assert model_source.learner_failure(exc) is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# base_train with the learner's files
+
+TINY_RUN = ["--depth=2", "--max_seq_len=64", "--device_batch_size=2", "--total_batch_size=128",
+            "--num_iterations=4", "--eval_every=-1", "--sample_every=-1", "--data=embedded"]
+
+
+def base_train(tag, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "nanochat.scripts.base_train", *TINY_RUN, f"--model-tag={tag}",
+                           *extra], capture_output=True, text=True, timeout=1800)
+
+
+def losses_of(tag):
+    import json
+    import os
+
+    path = os.path.join(os.environ["NANOCHAT_BASE_DIR"], "base_checkpoints", tag, "metrics.jsonl")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line)["loss"] for line in f if '"loss"' in line]
+
+
+def test_verbatim_copies_train_exactly_as_the_reference(tmp_path):
+    reference = base_train("learner_ref")
+    assert reference.returncode == 0, reference.stderr
+    files = {flag: copy_reference(tmp_path, name, f"learner_{name}")
+             for flag, name in (("--optimizer", "muon.py"), ("--dataloader", "dataloader.py"),
+                                ("--training", "training.py"))}
+    result = base_train("learner_copies", *[x for flag, path in files.items() for x in (flag, str(path))])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"--optimizer {files['--optimizer']}" in result.stdout  # the banner says whose code runs
+    assert losses_of("learner_copies") == losses_of("learner_ref")  # the same code: the same losses, exactly
+    assert len(losses_of("learner_ref")) == 4
+
+
+def test_a_todo_skeleton_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "learner_muon.py"
+    path.write_text(MUON_SKELETON)
+    result = base_train("learner_todo", "--optimizer", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"error: {path}:7: zeropower_via_newtonschulz5 is still a TODO (TODO: five "
+                                     f"quintic Newton-Schulz steps (lesson 09)); write it (nanochat-workbench check "
+                                     f"learner_muon.py says what is left) or leave out --optimizer")
+
+
+def test_a_crash_in_the_learners_step_is_one_line_naming_it(tmp_path):
+    source = open(f"{REPO_NANOCHAT}/training.py").read()
+    marker = "def lr_multiplier(step, num_iterations, warmup_ratio, warmdown_ratio, final_lr_frac):\n"
+    assert marker in source
+    broken = source.replace(marker, marker + "    if step == 2:\n        return 1 / 0\n")
+    path = tmp_path / "learner_training.py"
+    path.write_text(broken)
+    line = broken.splitlines().index("        return 1 / 0") + 1
+    result = base_train("learner_crash", "--training", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == (f"error: your code stopped training at {path}:{line} in lr_multiplier: "
+                                     f"ZeroDivisionError: division by zero")
+    assert "step 00001/00004" in result.stdout  # it trained until the step that crashed
+
+
+def test_optimizers_are_rebuilt_from_the_learners_classes(tmp_path):
+    import torch
+
+    from nanochat import learner_code
+    from nanochat.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(sequence_len=16, vocab_size=64, n_layer=2, n_head=1, n_kv_head=1, n_embd=32))
+    model.init_weights()
+    adamw, muon = model.setup_optimizers(matrix_lr=0.03)
+    path = copy_reference(tmp_path, "muon.py", "learner_muon.py")
+    code = learner_code.LearnerCode(training=None, dataloader=None, muon=load_learner(str(path), MUON))
+    new_adamw, new_muon = learner_code.with_learner_optimizers([adamw, muon], code, ddp=False)
+    assert new_adamw is adamw and type(new_muon) is code.muon.Muon and type(new_muon) is not type(muon)
+    assert [p for g in new_muon.param_groups for p in g["params"]] == [p for g in muon.param_groups for p in g["params"]]
+    assert all(g["lr"] == g["initial_lr"] == 0.03 for g in new_muon.param_groups)
+    with pytest.raises(LearnerFileError, match="does not define DistMuon as a class, which torchrun needs"):
+        learner_code.with_learner_optimizers([adamw, muon], learner_code.LearnerCode(
+            None, None, muon=load_learner(str(write_module(tmp_path, "class Muon: pass\n")), MUON)), ddp=True)
+    assert isinstance(new_adamw, torch.optim.AdamW)
+
+
+def write_module(tmp_path, text, name="learner_partial.py"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_optimizer_files_are_recognised_by_their_names(tmp_path):
+    import argparse
+
+    from nanochat import learner_code
+
+    muon = copy_reference(tmp_path, "muon.py", "mine_1.py")
+    adamw = copy_reference(tmp_path, "adamw.py", "mine_2.py")
+    args = argparse.Namespace(training=None, dataloader=None, optimizer=[str(adamw), str(muon)])
+    code = learner_code.load(args)
+    assert code.muon.__file__ == str(muon) and code.adamw.__file__ == str(adamw)
+    assert learner_code.describe(code) == f"your code: --optimizer {adamw}, {muon}"
+    neither = write_module(tmp_path, "def step(): pass\n", "mine_3.py")
+    with pytest.raises(LearnerFileError, match="defines neither Muon .* nor DistAdamW"):
+        learner_code.load(argparse.Namespace(training=None, dataloader=None, optimizer=[str(neither)]))
+    with pytest.raises(LearnerFileError, match="a second nanochat/muon.py"):
+        learner_code.load(argparse.Namespace(training=None, dataloader=None, optimizer=[str(muon), str(muon)]))

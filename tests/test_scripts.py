@@ -175,6 +175,8 @@ def test_ctrl_c_saves_a_resumable_checkpoint(fresh_base_dir):
     (["--warmup_ratio=2"], 2, "--warmup_ratio must be between 0 and 1"),
     (["--total_batch_size=1000"], 1, "is not a multiple of device_batch_size x max_seq_len"),
     (["--model", "/no/such/learner_gpt.py"], 1, "does not exist"),
+    (["--log_every=0"], 2, "--log_every: expected a positive integer"),
+    (["--optimizer", "/no/such/learner_muon.py"], 1, "error: --optimizer /no/such/learner_muon.py does not exist"),
     (["--resume_from_step=7"], 1, "--resume_from_step=7: no checkpoint"),
 ])
 def test_bad_flags_give_one_clear_error(fresh_base_dir, extra, code, message):

@@ -1,6 +1,7 @@
 """base_train's speed choices, as a user sees them: the loss curve of a seeded run is the one the plain code
-gave, torch.compile is chosen only where it pays and its time is printed apart from the steps, and short runs
-do not spend their time evaluating.
+gave, torch.compile is chosen only where it pays and its time is printed apart from the steps, short runs
+do not spend their time evaluating (nor compiling again for it), the host reads the loss only on the steps it
+reports (--log_every), and the next batches are cut in a background thread while a step runs.
 
 REFERENCE_LOSSES are the losses of `seeded_losses` below with the optimizers as they were before the speed work
 (commit 7327014: fp32 Newton–Schulz one matrix at a time, unfused AdamW on CPU): a depth-2 model as base_train
@@ -15,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -82,28 +84,63 @@ TINY_RUN = ["--depth=2", "--max_seq_len=64", "--device_batch_size=2", "--total_b
             "--num_iterations=3", "--eval_every=-1", "--sample_every=-1", "--data=embedded"]
 
 
-def train_losses(tag, extra=()):
+def train_records(tag, extra=(), env=None):
     """Run base_train in this session's base dir (its embedded tokenizer is trained once); return the finished
-    process and the per-step losses from its metrics.jsonl."""
+    process and the training records of its metrics.jsonl."""
     result = subprocess.run([sys.executable, "-m", "nanochat.scripts.base_train", *TINY_RUN, *extra,
-                             f"--model-tag={tag}"], capture_output=True, text=True, timeout=1800)
+                             f"--model-tag={tag}"], capture_output=True, text=True, timeout=1800,
+                            env={**os.environ, **(env or {})})
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     metrics = os.path.join(os.environ["NANOCHAT_BASE_DIR"], "base_checkpoints", tag, "metrics.jsonl")
     with open(metrics, encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
-    return result, [r["loss"] for r in records if "loss" in r]
+    return result, [r for r in records if "loss" in r]
+
+
+def train_losses(tag, extra=(), env=None):
+    result, records = train_records(tag, extra, env)
+    return result, [r["loss"] for r in records]
 
 
 @pytest.mark.slow
 def test_compile_time_is_printed_before_step_0_and_the_curve_is_unchanged():
     eager, eager_losses = train_losses("speed_eager")
     assert "| compile: False" in eager.stdout and "torch.compile:" not in eager.stdout  # short CPU run: eager
-    result, losses = train_losses("speed_compiled", ["--compile"])
+    # evaluated and sampled along the way: neither may compile the model again (dynamo logs every recompile)
+    result, losses = train_losses("speed_compiled", ["--compile", "--eval_every=2", "--sample_every=2"],
+                                  env={"TORCH_LOGS": "recompiles"})
     assert "| compile: True" in result.stdout
     m = re.search(r"^torch\.compile: (\d+\.\d)s compiling before step 0", result.stdout, re.M)
     assert m and float(m.group(1)) > 0, result.stdout
     assert m.start() < result.stdout.index("step 00000/")  # printed before the first step's line
     assert max(abs(a - b) for a, b in zip(losses, eager_losses)) < LOSS_TOLERANCE
+    assert "step 00002 | val bpb" in result.stdout and "samples (greedy)" in result.stdout
+    assert "Recompiling" not in result.stderr, result.stderr
+
+
+def test_log_every_reports_fewer_steps_of_the_same_curve():
+    # 7 steps, a line every 3: after the first step (alone: it pays for warm-up), then steps 3 and 6 of the
+    # count (records 2 and 5), and the last step before the final save
+    _, every = train_records("log_every_1", ["--num_iterations=7"])
+    result, sparse = train_records("log_every_3", ["--num_iterations=7", "--log_every=3"])
+    assert [r["step"] for r in every] == list(range(7))  # the default on CPU: every step
+    assert [r["step"] for r in sparse] == [0, 2, 5, 6]
+    lines = [line for line in result.stdout.splitlines() if re.match(r"step \d{5}/\d{5} ", line)]
+    assert [line[5:16] for line in lines] == ["00000/00007", "00002/00007", "00005/00007", "00006/00007"]
+    assert "a progress line every 3 step(s)" in result.stdout
+    by_step = {r["step"]: r for r in every}
+    for r in sparse:  # the same run, read less often: each reported step's loss and smoothed loss are the same
+        assert r["loss"] == by_step[r["step"]]["loss"]
+        assert abs(r["loss_smooth"] - by_step[r["step"]]["loss_smooth"]) < 1e-9
+        assert r["total_tokens"] == (r["step"] + 1) * 128 and r["dt_ms"] > 0 and r["tok_per_sec"] > 0
+    assert sparse[-1]["elapsed_s"] >= sparse[-1]["dt_ms"] / 1000 * 3
+
+
+def test_log_every_defaults_by_device():
+    assert base_train.default_log_every(None, "cpu") == 1
+    assert base_train.default_log_every(None, "cuda") == base_train.LOG_EVERY_ACCELERATOR
+    assert base_train.default_log_every(None, "mps") == base_train.LOG_EVERY_ACCELERATOR
+    assert base_train.default_log_every(7, "cuda") == 7
 
 
 def test_compile_is_chosen_where_it_pays():
@@ -151,3 +188,85 @@ def test_the_loader_pins_memory_only_for_cuda():
     if torch.cuda.is_available():
         x, y, _ = next(tokenizing_distributed_data_loader_with_state(2, 16, "train", device="cuda", source="embedded"))
         assert x.is_cuda and y.is_cuda
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the background batches (nanochat/prefetch.py)
+
+def test_prefetched_batches_are_the_loaders():
+    from nanochat.dataloader import tokenizing_distributed_data_loader_with_state as loader
+    from nanochat.prefetch import Prefetcher
+
+    plain = loader(2, 16, "train", device="cpu", source="embedded")
+    with Prefetcher(loader(2, 16, "train", device="cpu", source="embedded")) as ahead:
+        for _ in range(6):
+            (x, y, state), (px, py, pstate) = next(plain), next(ahead)
+            assert torch.equal(x, px) and torch.equal(y, py) and state == pstate
+
+
+def counting(n, produced, gate=None):
+    """A generator of 0..n-1 recording what it produced; `gate` (an Event) holds it before item 3."""
+    try:
+        for i in range(n):
+            if i == 3 and gate is not None:
+                gate.wait()
+            produced.append(i)
+            yield i
+    finally:
+        produced.append("closed")
+
+
+def test_the_thread_runs_at_most_depth_items_ahead_and_close_stops_it():
+    from nanochat.prefetch import Prefetcher
+
+    produced = []
+    fetch = Prefetcher(counting(1000, produced), depth=2)
+    assert next(fetch) == 0
+    # the thread fills the queue (items 1, 2) and then holds item 3 until there is room: never more
+    deadline = threading.Event()
+    for _ in range(200):
+        if len(produced) >= 4:
+            break
+        deadline.wait(0.01)
+    assert produced[:4] == [0, 1, 2, 3] and len(produced) == 4
+    fetch.close()  # returns with the thread gone and the generator closed (in its own thread)
+    assert not fetch._thread.is_alive() and produced[-1] == "closed"
+    with pytest.raises(StopIteration):
+        next(fetch)
+
+
+def test_a_loader_error_is_raised_where_its_batch_would_have_been():
+    from nanochat.prefetch import Prefetcher
+
+    class ShardError(Exception):
+        pass
+
+    def failing():
+        yield "a"
+        yield "b"
+        raise ShardError("row group 3 is unreadable")
+
+    fetch = Prefetcher(failing())
+    assert [next(fetch), next(fetch)] == ["a", "b"]
+    with pytest.raises(ShardError, match="row group 3") as e:
+        next(fetch)
+    assert any(frame.name == "failing" for frame in __import__("traceback").extract_tb(e.value.__traceback__))
+    with pytest.raises(StopIteration):
+        next(fetch)
+    fetch.close()
+    assert list(Prefetcher(iter([1, 2, 3]))) == [1, 2, 3]  # a finite loader ends with StopIteration
+
+
+def test_close_while_the_loader_is_busy_waits_for_it():
+    from nanochat.prefetch import Prefetcher
+
+    produced, gate = [], threading.Event()
+    fetch = Prefetcher(counting(10, produced, gate), depth=8)
+    assert next(fetch) == 0
+    closer = threading.Thread(target=fetch.close)
+    closer.start()
+    closer.join(timeout=0.2)
+    assert closer.is_alive()  # the loader is inside its item 3: close waits for it ...
+    gate.set()
+    closer.join(timeout=30)
+    assert not closer.is_alive() and produced[-1] == "closed" and 4 not in produced  # ... and it stops there

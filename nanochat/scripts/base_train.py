@@ -11,7 +11,9 @@ On a GPU node (one process per GPU; gradients are averaged by the distributed op
 
 What one run does, top to bottom:
 1. build the model from `--depth` (n_layer = depth, n_embd = 64·depth, head dim 128) on the device,
-   from the reference `nanochat.gpt` or the learner's file given with `--model`;
+   from the reference `nanochat.gpt` or the learner's file given with `--model`; the optimizers, the data
+   loader and the schedule/step likewise come from the learner's copies of nanochat/muon.py or adamw.py,
+   dataloader.py and training.py with `--optimizer`, `--dataloader`, `--training` (nanochat/learner_code.py);
 2. work out the batch: `--total_batch_size` tokens per optimizer step, made of `--device_batch_size` rows of
    `--max_seq_len` tokens per forward/backward on each rank, and as many gradient-accumulation micro-steps
    as that takes;
@@ -23,10 +25,14 @@ What one run does, top to bottom:
    samples, every `--save_every` steps (and at the end) save a checkpoint. At the end the checkpoint is
    written FIRST, then the final evaluation runs, so an evaluation that crashes loses no training.
 
-Progress is printed every step and appended as JSON lines to `<checkpoint dir>/metrics.jsonl`:
+Progress is printed and appended as JSON lines to `<checkpoint dir>/metrics.jsonl` after the first step, then
+every `--log_every` steps (default: every step on cpu, every 10 on cuda/mps) and before each save, evaluation
+and sampling. Between two lines the losses stay on the device, so the host never waits for it in between:
     {"step", "loss", "loss_smooth", "lr_mult", "tok_per_sec", "mfu", "dt_ms", "eta_s", "elapsed_s",
-     "total_tokens"}   after each training step (loss = this step's mean training loss)
+     "total_tokens"}   at a reported step (loss = that step's mean training loss, loss_smooth = the smoothed
+                       loss over every step, dt_ms/tok_per_sec/mfu = the mean over the steps since the last line)
     {"step", "val_bpb", "elapsed_s"}   after each evaluation
+The next batches are tokenized in a background thread while a step runs (nanochat/prefetch.py).
 
 MFU is the model FLOPs per second over the accelerator's peak. The peak is known for a few GPUs (H100/H200
 SXM 989 TFLOP/s bf16 dense, H100 PCIe 756, A100 312); elsewhere (other GPUs, CPU, MPS) MFU is null unless
@@ -48,23 +54,25 @@ import dataclasses
 import importlib.util
 import math
 import os
+import time
 
 import torch
 import torch.distributed as dist
 
-from nanochat import dataset, model_source as model_sources
+from nanochat import dataset, learner_code, model_source as model_sources
 from nanochat.checkpoint_manager import CheckpointError, find_last_step, load_checkpoint, model_path, save_checkpoint
-from nanochat.common import (HelpFormatter, autodetect_device_type, compute_dtype, get_base_dir, positive_int,
-                             print0, process_group_exit)
-from nanochat.dataloader import tokenizing_distributed_data_loader, tokenizing_distributed_data_loader_with_state
+from nanochat.common import (HelpFormatter, autodetect_device_type, compute_dtype, from_a_collective, get_base_dir,
+                             positive_int, print0, process_group_exit)
 from nanochat.adamw import with_fused_kernel
 from nanochat.engine import Engine
+from nanochat.learner_code import LearnerCode
 from nanochat.loss_eval import evaluate_bpb
-from nanochat.model_source import ModelSourceError
+from nanochat.model_source import LearnerFileError
+from nanochat.prefetch import Prefetcher
 from nanochat.tokenizer import get_token_bytes, get_tokenizer
-from nanochat.training import (Compute, StopFlag, Timer, accumulate_gradients, any_rank, append_jsonl, config_dict,
-                               flops_per_token, format_duration, lr_multiplier, mean_over_ranks, muon_momentum,
-                               optimizer_step, peak_flops_per_device, setup_compute, truncate_metrics)
+from nanochat.training import (Compute, StopFlag, Timer, any_rank, append_jsonl, config_dict, flops_per_token,
+                               format_duration, means_over_ranks, peak_flops_per_device, setup_compute,
+                               truncate_metrics)
 
 SAMPLE_PROMPTS = [
     "The capital of France is",
@@ -72,6 +80,9 @@ SAMPLE_PROMPTS = [
     "The opposite of hot is",
     "If yesterday was Friday, then tomorrow will be",
 ]
+# progress lines on cuda/mps: reading a step's loss makes the host wait for the device, which then idles until
+# the host has queued the next step's kernels; every 10 steps that costs a tenth as much
+LOG_EVERY_ACCELERATOR = 10
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -98,6 +109,7 @@ def parse_args(argv=None):
     g.add_argument("--device_type", default="", help="cuda|mps|cpu; empty = autodetect (cuda > mps > cpu)")
     g.add_argument("--model", default=model_sources.REFERENCE,
                    help="'reference' (nanochat.gpt) or the path of your own model file defining GPT and GPTConfig")
+    learner_code.add_flags(g)
     g.add_argument("--model-tag", "--model_tag", dest="model_tag", default=None,
                    help="checkpoint directory name (default: d<depth>)")
     g.add_argument("--data", default="auto", choices=list(dataset.SOURCES),
@@ -108,6 +120,10 @@ def parse_args(argv=None):
                         "to repay the compile time, see COMPILE_MIN_FLOPS)")
     g.add_argument("--peak_flops", type=float, default=None,
                    help="peak FLOP/s per device for MFU (default: known GPUs only; MFU is null otherwise)")
+    g.add_argument("--log_every", type=positive_int, default=None,
+                   help="steps per progress line and metrics record (default: 1 on cpu, where reading the loss "
+                        f"costs nothing; {LOG_EVERY_ACCELERATOR} on cuda/mps, which otherwise wait for the device "
+                        "every step)")
     g = p.add_argument_group("model")
     g.add_argument("--depth", type=positive_int, default=20, help="layers; n_embd = 64*depth, head dim 128")
     g.add_argument("--max_seq_len", type=positive_int, default=2048, help="tokens per training row")
@@ -295,13 +311,22 @@ def choose_compile(flag, device_type, training_flops):
     return device_type == "cuda" or training_flops >= COMPILE_MIN_FLOPS
 
 
-def fastest_optimizers(optimizers, device_type, compiled):
-    """[adamw, muon] from setup_optimizers, made fast: torch's fused AdamW kernel wherever it has one (cpu too),
-    Muon's Newton–Schulz torch.compile'd when the model is and the device is cuda (bf16 there, by Muon's default)."""
+def fastest_optimizers(optimizers, device_type, compiled, fuse_adamw=True):
+    """[adamw, muon] from setup_optimizers, made fast: torch's fused AdamW kernel wherever it has one (cpu too;
+    not for a learner's own AdamW, `fuse_adamw` False), Muon's Newton–Schulz torch.compile'd when the model is
+    and the device is cuda (bf16 there, by Muon's default)."""
     adamw, muon = optimizers
     if hasattr(muon, "ns_compile"):
         muon.ns_compile = compiled and device_type == "cuda"
-    return [with_fused_kernel(adamw), muon]
+    return [with_fused_kernel(adamw) if fuse_adamw else adamw, muon]
+
+
+def default_log_every(flag, device_type):
+    """--log_every when given; otherwise every step on cpu (its loss is ready when the step returns, so reading
+    it costs nothing and a learner sees every step) and every LOG_EVERY_ACCELERATOR steps on cuda/mps."""
+    if flag is not None:
+        return flag
+    return 1 if device_type == "cpu" else LOG_EVERY_ACCELERATOR
 
 
 def default_eval_tokens(total_batch_size, num_iterations, eval_every):
@@ -356,6 +381,8 @@ class Run:
     model_tag: str
     checkpoint_dir: str
     metrics_path: str
+    code: LearnerCode  # the schedule, step and loaders: the reference's, or the learner's files
+    log_every: int
     wandb_run: object = None
 
 
@@ -368,7 +395,11 @@ class LoopState:
     elapsed: float = 0.0
     min_val_bpb: float | None = None
     val_bpb: float | None = None
-    step_times: list = dataclasses.field(default_factory=list)
+    # steps trained since the last progress line: (step, loss on the device, lr multiplier), and when they began
+    pending: list = dataclasses.field(default_factory=list)
+    pending_start: float = 0.0
+    timed_s: float = 0.0  # steps after a run's first (which pays for warm-up): their seconds and count, for the ETA
+    timed_steps: int = 0
 
 
 def check_data(choice):
@@ -464,9 +495,11 @@ def make_plan(args, compute, model, config):
     return Plan(B, T, accum_steps, num_iterations, horizon_from, eval_steps, num_params, token_flops, peak)
 
 
-def print_plan(args, compute, config, plan, data_source, checkpoint_dir):
+def print_plan(args, compute, config, plan, data_source, checkpoint_dir, code, log_every):
     total_tokens = plan.num_iterations * args.total_batch_size
     print0(f"model: {model_sources.describe(args.model)}")
+    if learner_code.describe(code):
+        print0(learner_code.describe(code))
     print0(f"config: {config_dict(config)}")
     print0(f"parameters: {plan.num_params:,} | FLOPs per token: {plan.flops_per_token:.3e}")
     print0(f"device: {compute.device} x {compute.world_size} rank(s) | dtype: {compute_dtype(compute.device_type)} "
@@ -476,7 +509,8 @@ def print_plan(args, compute, config, plan, data_source, checkpoint_dir):
     print0(f"horizon: {plan.num_iterations:,} steps ({plan.horizon_from}) = {total_tokens:,} tokens, "
            f"{total_tokens / plan.num_params:.2f} tokens per parameter, "
            f"{plan.flops_per_token * total_tokens:.3e} FLOPs")
-    print0(f"data: {data_source} | checkpoints and metrics: {checkpoint_dir}")
+    print0(f"data: {data_source} | checkpoints and metrics: {checkpoint_dir} | a progress line every "
+           f"{log_every} step(s)")
 
 
 def restore_loop_state(resume, optimizers, compute, num_iterations, checkpoint_dir):
@@ -558,14 +592,17 @@ def save(run, loop, step):
 
 
 def evaluate(run, loop, step):
-    """Validation bits per byte over `eval_steps` batches (all ranks); recorded as this step's val_bpb."""
+    """Validation bits per byte over `eval_steps` batches (all ranks); recorded as this step's val_bpb.
+
+    It runs the uncompiled model (the same weights): the compiled one would compile again for eval mode and the
+    per-token loss, which costs more than a short run's whole evaluation."""
     plan, compute = run.plan, run.compute
-    val_loader = tokenizing_distributed_data_loader(plan.rows, plan.seq_len, "val", device=compute.device,
-                                                    source=run.data_source)
-    run.model.eval()
-    with compute.autocast_ctx:
-        bpb = evaluate_bpb(run.model, val_loader, plan.eval_steps, run.token_bytes)
-    run.model.train()
+    val_loader = run.code.dataloader.tokenizing_distributed_data_loader(plan.rows, plan.seq_len, "val",
+                                                                        device=compute.device, source=run.data_source)
+    run.orig_model.eval()
+    with Prefetcher(val_loader, device=compute.device) as batches, compute.autocast_ctx:
+        bpb = evaluate_bpb(run.orig_model, batches, plan.eval_steps, run.token_bytes)
+    run.orig_model.train()
     loop.val_bpb = bpb
     loop.min_val_bpb = bpb if loop.min_val_bpb is None else min(loop.min_val_bpb, bpb)
     print0(f"step {step:05d} | val bpb {bpb:.4f} ({plan.eval_steps * plan.rows * plan.seq_len * compute.world_size:,} "
@@ -588,70 +625,92 @@ def sample(run, step):
 
 
 def train_step(run, loop, loader, batch):
-    """One optimizer step at `loop.step`: accumulate, clip, schedule, step. Returns (loss, lr multiplier, seconds,
-    the next prefetched batch)."""
-    args, plan = run.args, run.plan
-    with Timer(run.compute) as timer:
-        step_loss, loop.consumed, batch = accumulate_gradients(run.model, loader, batch, plan.accum_steps,
-                                                               run.compute.autocast_ctx)
-        lrm = lr_multiplier(loop.step, plan.num_iterations, args.warmup_ratio, args.warmdown_ratio,
-                            args.final_lr_frac)
-        optimizer_step(run.orig_model, run.optimizers, run.optimizers[1], lrm, muon_momentum(loop.step),
-                       args.grad_clip)
-        train_loss = mean_over_ranks(step_loss, run.compute)  # also waits for the device
-    return train_loss, lrm, timer.seconds, batch
+    """One optimizer step at `loop.step`: accumulate, clip, schedule, step; returns the next prefetched batch.
+
+    Nothing here waits for the device: the step's loss stays a device tensor in `loop.pending` until
+    `report_steps` reads the pending losses all at once."""
+    args, plan, code = run.args, run.plan, run.code.training
+    if not loop.pending:
+        loop.pending_start = time.perf_counter()
+    step_loss, loop.consumed, batch = code.accumulate_gradients(run.model, loader, batch, plan.accum_steps,
+                                                                run.compute.autocast_ctx)
+    lrm = code.lr_multiplier(loop.step, plan.num_iterations, args.warmup_ratio, args.warmdown_ratio,
+                             args.final_lr_frac)
+    code.optimizer_step(run.orig_model, run.optimizers, run.optimizers[1], lrm, code.muon_momentum(loop.step),
+                        args.grad_clip)
+    loop.pending.append((loop.step, step_loss, lrm))
+    loop.step += 1
+    return batch
 
 
-def report_step(run, loop, train_loss, lrm, dt):
-    """Update the smoothed loss and timings, print the step's line and record it."""
-    plan, step = run.plan, loop.step
-    loop.elapsed += dt
-    loop.step_times.append(dt)
-    done = step + 1
+def report_steps(run, loop, first_of_run):
+    """Wait for the device once, fold the pending steps' losses into the smoothed loss, then print and record
+    one line for the last of them: its own loss, the smoothed loss, and the mean step time since the last line
+    (dt, tok/sec, MFU). `first_of_run`: the pending step is the run's first, whose warm-up the ETA leaves out."""
+    plan, pending = run.plan, loop.pending
+    losses = means_over_ranks([loss for _, loss, _ in pending], run.compute)  # waits for the device
+    run.compute.synchronize()
+    seconds = time.perf_counter() - loop.pending_start
     beta = 0.9
-    loop.smooth_loss = beta * loop.smooth_loss + (1 - beta) * train_loss
+    for (step, _, _), loss in zip(pending, losses):
+        if not math.isfinite(loss):
+            raise SystemExit(f"error: the training loss became {loss} at step {step}; lower the learning rates "
+                             f"or check the model (last checkpoint: see {run.checkpoint_dir})")
+        loop.smooth_loss = beta * loop.smooth_loss + (1 - beta) * loss
+    step, _, lrm = pending[-1]
+    done, dt = step + 1, seconds / len(pending)
+    loop.elapsed += seconds
+    if not first_of_run:
+        loop.timed_s, loop.timed_steps = loop.timed_s + seconds, loop.timed_steps + len(pending)
+    loop.pending = []
     debiased = loop.smooth_loss / (1 - beta ** done)
     tok_per_sec = run.args.total_batch_size / dt
     mfu = plan.flops_per_token * tok_per_sec / (plan.peak_flops * run.compute.world_size) if plan.peak_flops else None
-    recent = loop.step_times[1:] if len(loop.step_times) > 1 else loop.step_times  # step 0 pays for warm-up
-    eta = sum(recent) / len(recent) * (plan.num_iterations - done)
-    if not math.isfinite(train_loss):
-        raise SystemExit(f"error: the training loss became {train_loss} at step {step}; lower the learning "
-                         f"rates or check the model (last checkpoint: see {run.checkpoint_dir})")
+    eta = (loop.timed_s / loop.timed_steps if loop.timed_steps else dt) * (plan.num_iterations - done)
     mfu_text = f"{100 * mfu:.2f}%" if mfu is not None else "n/a"
     print0(f"step {step:05d}/{plan.num_iterations:05d} ({100 * done / plan.num_iterations:.1f}%) | "
-           f"loss {train_loss:.6f} (smooth {debiased:.4f}) | lrm {lrm:.2f} | dt {dt * 1000:.1f}ms | "
+           f"loss {losses[-1]:.6f} (smooth {debiased:.4f}) | lrm {lrm:.2f} | dt {dt * 1000:.1f}ms | "
            f"tok/sec {tok_per_sec:,.0f} | mfu {mfu_text} | eta {format_duration(eta)} | "
            f"elapsed {format_duration(loop.elapsed)}", flush=True)
-    log_record(run, {"step": step, "loss": train_loss, "loss_smooth": debiased, "lr_mult": lrm,
+    log_record(run, {"step": step, "loss": losses[-1], "loss_smooth": debiased, "lr_mult": lrm,
                      "tok_per_sec": tok_per_sec, "mfu": mfu, "dt_ms": dt * 1000, "eta_s": eta,
                      "elapsed_s": loop.elapsed, "total_tokens": done * run.args.total_batch_size}, step)
 
 
 def training_loop(run, loop, loader, batch):
-    """Step until the horizon (or a stop request): save, evaluate and sample when due, then train one step."""
-    args, start_step = run.args, loop.step
+    """Step until the horizon (or a stop request): save, evaluate and sample when due, then train one step.
+
+    A progress line comes after the run's first step, after every `log_every`-th step, and before anything
+    else that waits for the device (a save, an evaluation, samples, the end)."""
+    args, compute, start_step = run.args, run.compute, loop.step
     stop = StopFlag()
     stop.install()
     while True:
         step = loop.step
         last_step = step == run.plan.num_iterations
-        stop_now = any_rank(stop.requested, run.compute)  # all ranks stop together or not at all
+        # all ranks stop together or not at all; under torchrun asking them waits for the device, so it is
+        # asked only at a progress line (a single process reads its own flag every step)
+        stop_now = any_rank(stop.requested, compute) if not (compute.ddp and loop.pending) else False
+        save_now = last_step or stop_now or (args.save_every > 0 and step % args.save_every == 0 and step != start_step)
+        eval_now = args.eval_every > 0 and (last_step or step % args.eval_every == 0)
+        sample_now = args.sample_every > 0 and (last_step or (step % args.sample_every == 0 and step > 0))
+        if loop.pending and (save_now or eval_now or sample_now):  # the same on every rank
+            report_steps(run, loop, first_of_run=False)
         # save first, then evaluate: a crash in an eval or sample must never cost the trained weights
-        if last_step or stop_now or (args.save_every > 0 and step % args.save_every == 0 and step != start_step):
+        if save_now:
             save(run, loop, step)
         if stop_now and not last_step:
             print0(f"stopped at step {step}; continue with --resume_from_step={step} (and the same flags)")
             return
-        if args.eval_every > 0 and (last_step or step % args.eval_every == 0):
+        if eval_now:
             evaluate(run, loop, step)
-        if args.sample_every > 0 and run.compute.master and (last_step or (step % args.sample_every == 0 and step > 0)):
+        if sample_now and compute.master:
             sample(run, step)
         if last_step:
             return
-        train_loss, lrm, dt, batch = train_step(run, loop, loader, batch)
-        report_step(run, loop, train_loss, lrm, dt)
-        loop.step += 1
+        batch = train_step(run, loop, loader, batch)
+        if step == start_step or loop.step % run.log_every == 0:
+            report_steps(run, loop, first_of_run=step == start_step)
 
 
 def print_summary(run, loop):
@@ -681,7 +740,17 @@ def log_report(run, loop):
         "model_source": model_sources.canonical(run.args.model)})
 
 
+def make_optimizers(args, orig_model, code, compute):
+    """The model's [adamw, muon] with this run's learning rates, from the learner's optimizer files where
+    --optimizer named them, made as fast as the device allows."""
+    optimizers = orig_model.setup_optimizers(unembedding_lr=args.unembedding_lr, embedding_lr=args.embedding_lr,
+                                             matrix_lr=args.matrix_lr, weight_decay=args.weight_decay)
+    optimizers = learner_code.with_learner_optimizers(optimizers, code, compute.ddp)
+    return fastest_optimizers(optimizers, compute.device_type, compute.use_compile, fuse_adamw=code.adamw is None)
+
+
 def train(args):
+    code = learner_code.load(args)  # a learner file that cannot run fails here, before anything is built
     compute = setup_compute(args.device_type, args.compile)
     data_source = check_data(args.data)
     tokenizer = get_tokenizer()
@@ -698,11 +767,10 @@ def train(args):
     plan = make_plan(args, compute, orig_model, config)
     training_flops = plan.flops_per_token * plan.num_iterations * args.total_batch_size
     compute.use_compile = choose_compile(args.compile, compute.device_type, training_flops)
-    print_plan(args, compute, config, plan, data_source, checkpoint_dir)
+    log_every = default_log_every(args.log_every, compute.device_type)
+    print_plan(args, compute, config, plan, data_source, checkpoint_dir, code, log_every)
 
-    optimizers = orig_model.setup_optimizers(unembedding_lr=args.unembedding_lr, embedding_lr=args.embedding_lr,
-                                             matrix_lr=args.matrix_lr, weight_decay=args.weight_decay)
-    optimizers = fastest_optimizers(optimizers, compute.device_type, compute.use_compile)
+    optimizers = make_optimizers(args, orig_model, code, compute)
     model = torch.compile(orig_model, dynamic=False) if compute.use_compile else orig_model
     loop = LoopState()
     if resume is not None:
@@ -711,16 +779,17 @@ def train(args):
     if compute.master:
         start_metrics(checkpoint_dir, metrics_path, loop.step if args.resume_from_step >= 0 else None)
 
-    loader = tokenizing_distributed_data_loader_with_state(
-        plan.rows, plan.seq_len, "train", device=compute.device, resume_state_dict=loop.consumed, source=data_source)
-    batch = next(loader)  # prefetched: (inputs, targets, loader state after them)
-    if compute.use_compile and loop.step < plan.num_iterations:
-        print0(f"torch.compile: {compile_warm_up(model, orig_model, batch, compute):.1f}s compiling before step "
-               f"{loop.step} (not counted in any step's time)", flush=True)
     wandb_run = start_wandb(args, compute.master, plan.num_iterations)
     run = Run(args, compute, tokenizer, token_bytes, config, orig_model, model, optimizers, plan, data_source,
-              model_tag, checkpoint_dir, metrics_path, wandb_run)
-    training_loop(run, loop, loader, batch)
+              model_tag, checkpoint_dir, metrics_path, code, log_every, wandb_run)
+    loader = code.dataloader.tokenizing_distributed_data_loader_with_state(
+        plan.rows, plan.seq_len, "train", device=compute.device, resume_state_dict=loop.consumed, source=data_source)
+    with Prefetcher(loader, device=compute.device) as batches:  # the next batches are cut while a step runs
+        batch = next(batches)  # (inputs, targets, loader state after them)
+        if compute.use_compile and loop.step < plan.num_iterations:
+            print0(f"torch.compile: {compile_warm_up(model, orig_model, batch, compute):.1f}s compiling before "
+                   f"step {loop.step} (not counted in any step's time)", flush=True)
+        training_loop(run, loop, batches, batch)
     print_summary(run, loop)
     log_report(run, loop)
     if wandb_run:
@@ -732,16 +801,17 @@ def main(argv=None):
     with process_group_exit():
         try:
             train(args)
-        except (CheckpointError, ModelSourceError, dataset.DataError) as e:
+        except (CheckpointError, LearnerFileError, dataset.DataError) as e:
             raise SystemExit(f"error: {e}") from None
-        except NotImplementedError as e:
-            if model_sources.is_reference(args.model):
-                raise
-            # a learner file that is still partly skeleton: name what is missing, not a traceback
-            raise SystemExit(f"error: {model_sources.describe(args.model)} does not implement everything "
-                             f"training needs yet: {e or 'NotImplementedError'}") from None
         except KeyboardInterrupt:
             raise SystemExit("interrupted") from None
+        except Exception as e:
+            # raised inside a learner's file (a TODO still to write, a crash): where it happened, not a traceback
+            # (a collective that timed out is process_group_exit's to explain, wherever it waited)
+            where = model_sources.learner_failure(e)
+            if where is None or from_a_collective(e):
+                raise
+            raise SystemExit(f"error: your code stopped training at {where}") from None
 
 
 if __name__ == "__main__":
