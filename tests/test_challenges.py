@@ -16,6 +16,7 @@ from workbench.course.challenge_command import symptom
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
+EVERY = cat.all_challenges()  # the GPT's and every track's
 CHECK_TIMEOUT = 120  # the module's runner (tests/conftest.py)
 
 
@@ -29,6 +30,24 @@ def test_the_catalogue_has_at_least_12_distinct_challenges_across_the_model():
     assert len(names) >= 12 and len(set(names)) == len(names)
     assert len({c.method for c in cat.CHALLENGES}) >= 10  # spread over the model, not one method many times
     assert all(cat.file_name(c) == f"challenge_{c.name}.py" for c in cat.CHALLENGES)
+
+
+def test_the_tracks_add_their_challenges_with_unique_names_and_their_own_sources():
+    names = [c.name for c in EVERY]
+    assert len(set(names)) == len(names) and len(EVERY) > len(cat.CHALLENGES)
+    assert {"nanochat/muon.py", "nanochat/adamw.py"} <= {c.source for c in EVERY}
+    assert all(c.source == cat.DEFAULT_SOURCE for c in cat.CHALLENGES)
+
+
+@pytest.mark.parametrize("challenge", [c for c in EVERY if c.source != cat.DEFAULT_SOURCE], ids=lambda c: c.name)
+def test_a_track_challenge_plants_its_own_module_and_is_recognised_as_its_track(challenge):
+    from workbench.tracks.recognise import recognise_text
+    reference = cat.reference_path(challenge).read_text()
+    assert all(reference.count(find) == 1 for find, _ in challenge.edits), challenge.name
+    planted = cat.plant(challenge)
+    compile(planted, cat.file_name(challenge), "exec")
+    found = recognise_text(planted, cat.file_name(challenge))
+    assert found.how == "header" and found.track_file.reference_module == challenge.module
 
 
 @pytest.mark.parametrize("challenge", cat.CHALLENGES, ids=lambda c: c.name)
@@ -61,11 +80,11 @@ def test_write_list_and_refuse_to_overwrite(tmp_path, capsys):
     capsys.readouterr()
     assert main(["challenge", "--list", "--workspace", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert all(c.name in out for c in cat.CHALLENGES) and f"{len(cat.CHALLENGES)} challenges" in out
+    assert all(c.name in out for c in EVERY) and f"{len(EVERY)} challenges" in out
 
 
 def test_random_picks_an_unsolved_one(tmp_path, capsys):
-    progress = {c.name: {"hints": 0, "solved": "2026-01-01T00:00:00"} for c in cat.CHALLENGES[1:]}
+    progress = {c.name: {"hints": 0, "solved": "2026-01-01T00:00:00"} for c in EVERY[1:]}
     (tmp_path / ".workbench").mkdir()
     (tmp_path / ".workbench" / "challenges.json").write_text(json.dumps(progress))
     assert main(["challenge", "--random", "--workspace", str(tmp_path)]) == 0
@@ -141,3 +160,24 @@ def test_solving_a_challenge_from_the_command_line_records_it_in_status(tmp_path
     assert run("--check", "no-shortcut").returncode == 0  # checking again does not log it twice
     assert (ws / "STATUS.md").read_text().count("Solved challenge `no-shortcut`") == 1
     assert "✓" in run("--list").stdout
+
+
+def test_an_optimizer_challenge_is_checked_by_its_track_and_solved_from_the_command_line(tmp_path):
+    env = dict(os.environ, COLUMNS="200", PYTHONPATH=str(ROOT))
+    cli = [sys.executable, "-m", "workbench"]
+    assert subprocess.run([*cli, "init", str(tmp_path / "ws"), "--track", "optimizer"], env=env,
+                          capture_output=True).returncode == 0
+    ws = tmp_path / "ws"
+    run = lambda *a: subprocess.run([*cli, "challenge", *a, "--workspace", str(ws)], env=env, capture_output=True,
+                                    text=True, timeout=600)
+    assert run("no-lookahead").returncode == 0
+    failing = run("--check", "no-lookahead")
+    assert failing.returncode == 1 and "not yet: muon_update" in failing.stdout, failing
+    assert "Nesterov" not in failing.stdout  # the symptom, not the named mistake
+    path = ws / "challenge_no-lookahead.py"
+    path.write_text(path.read_text().replace(
+        "directions = bufs", 'directions = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] '
+                             "else bufs"))
+    solved = run("--check", "no-lookahead")
+    assert solved.returncode == 0 and "solved" in solved.stdout, solved
+    assert "Solved challenge `no-lookahead`" in (ws / "STATUS.md").read_text()

@@ -15,10 +15,12 @@ import pytest
 import torch
 
 from nanochat.adamw import AdamW, adamw_step
+from workbench.course.challenge_command import symptom
+from workbench.course.challenges import file_name, plant
 from workbench.check.result import Status
 from workbench.tracks.base import Track
 from workbench.tracks.child import run_check
-from workbench.tracks.optimizer.spec import ADAMW, MUON
+from workbench.tracks.optimizer.spec import ADAMW, CHALLENGES, MUON
 from workbench.tracks.skeleton import make_skeleton
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +141,17 @@ def test_each_planted_adamw_bug_is_named_at_its_function(tmp_path, name):
     assert not result["ok"] and result["lead"] == where, (result["lead"], [c["detail"] for c in result["components"]])
     assert words in lead_row(result)["detail"]
     assert all(c["status"] == Status.PASS for c in result["components"] if c["qualname"] != where)
+
+
+@pytest.mark.parametrize("challenge", CHALLENGES, ids=lambda c: c.name)
+def test_each_optimizer_challenge_fails_at_its_method_with_a_symptom_not_the_fix(tmp_path, challenge):
+    path = tmp_path / file_name(challenge)
+    path.write_text(plant(challenge))
+    track_file = MUON if challenge.source == "nanochat/muon.py" else ADAMW
+    result = run_check(str(path), track_file, Track.OPTIMIZER)
+    assert not result["ok"] and result["lead"] == challenge.method
+    said = symptom(result)
+    assert said.startswith(challenge.method) and lead_row(result)["detail"] not in said
 
 
 def test_a_borrowed_function_is_not_the_learners(tmp_path):

@@ -1,4 +1,4 @@
-"""`nanochat-workbench challenge`: debugging challenges — the reference GPT with one planted bug to find and fix.
+"""`nanochat-workbench challenge`: debugging challenges — a reference module with one planted bug to find and fix.
 
     nanochat-workbench challenge --list              the catalogue, with what you have solved
     nanochat-workbench challenge NAME                write challenge_NAME.py into the workspace
@@ -8,7 +8,8 @@
     nanochat-workbench challenge --hint NAME         the next, stronger hint (the last one shows the fix)
 
 `nanochat-workbench check challenge_NAME.py` works on the file too (the full report, which may name the mistake).
-The catalogue and the learner's progress are in workbench/course/challenges.py.
+The catalogue (the GPT's challenges and each track's) and the learner's progress are in
+workbench/course/challenges.py; a track's challenge is checked by its track's checks (workbench/tracks/runner.py).
 """
 
 import argparse
@@ -68,16 +69,17 @@ def run(args) -> int:
 def list_challenges(workspace: Path) -> int:
     progress = cat.load_progress(workspace)
     table = Table(title="debugging challenges", title_justify="left")
-    for column in ("name", "symptom", "hints", "solved"):
+    for column in ("name", "file", "symptom", "hints", "solved"):
         table.add_column(column)
-    for c in cat.CHALLENGES:
+    every = cat.all_challenges()
+    for c in every:
         record = progress.get(c.name) or {}
         solved = record.get("solved")
-        table.add_row(c.name, escape(c.title), str(record.get("hints", 0)) if record else "",
+        table.add_row(c.name, c.source.rsplit("/", 1)[-1], escape(c.title), str(record.get("hints", 0)) if record else "",
                       f"[green]✓ {escape(str(solved)[:10])}[/green]" if solved else "")
     console = Console(highlight=False)
     console.print(table)
-    console.print(f"{len(cat.CHALLENGES)} challenges; start one with `nanochat-workbench challenge NAME` "
+    console.print(f"{len(every)} challenges; start one with `nanochat-workbench challenge NAME` "
                   f"(or --random)")
     return 0
 
@@ -96,9 +98,10 @@ def write_challenge(workspace: Path, challenge: cat.Challenge, force: bool) -> i
     cat.entry(progress, challenge.name)["written"] = cat.now()
     cat.save_progress(workspace, progress)
     print(f"wrote {path}: {challenge.title}.")
-    print("One line of the reference GPT has been changed. Find it with:")
+    print(f"A line of nanochat's {challenge.source} has been changed. Find it with:")
     print(f"  nanochat-workbench challenge --check {challenge.name}   (the symptom)")
-    print(f"  nanochat-workbench trace {path}   (look inside a forward pass)")
+    if challenge.source == cat.DEFAULT_SOURCE:
+        print(f"  nanochat-workbench trace {path}   (look inside a forward pass)")
     print(f"  nanochat-workbench challenge --hint {challenge.name}    (when you are stuck)")
     return 0
 
@@ -142,15 +145,25 @@ def symptom(result: dict) -> str:
     return f"{lead['qualname']} {what} (checked with {lead.get('check') or 'its own check'}{how})"
 
 
+def run_check(path: Path) -> dict:
+    """The check of a challenge's file: its track's checks for a track module, the GPT check otherwise."""
+    from workbench.tracks.recognise import recognise
+    if recognise(path).track_file is not None:
+        from workbench.tracks.runner import check_track_file
+        return check_track_file(str(path))
+    from workbench.check.client import check_file
+    return check_file(path)
+
+
 def check_challenge(workspace: Path, challenge: cat.Challenge) -> int:
-    from workbench.check.client import RunnerError, check_file
+    from workbench.check.client import RunnerError
     path = workspace / cat.file_name(challenge)
     if not path.is_file():
         return usage_error(f"{path} does not exist; start it with `nanochat-workbench challenge {challenge.name}`")
     console = Console(highlight=False)
     try:
-        result = check_file(path)
-    except RunnerError as e:
+        result = run_check(path)
+    except (RunnerError, OSError) as e:
         print(f"nanochat-workbench challenge: the checker could not run: {e}", file=sys.stderr)
         return 1
     progress = cat.load_progress(workspace)

@@ -1,8 +1,11 @@
-"""Debugging challenges: the reference GPT with one planted bug, for the learner to find with the check's help.
+"""Debugging challenges: a reference module with one planted bug, for the learner to find with the check's help.
 
-Each challenge is a small, exact source edit of `nanochat/gpt.py`, applied when the challenge is written (never a
-stored copy): every (find, replace) pair must match the reference exactly once, so a change to gpt.py that the
-catalogue has not followed raises `ChallengeDrift` (and fails the tests) instead of handing out a bug-free file.
+Each challenge is a small, exact source edit of its reference module (`source`: nanochat/gpt.py unless it says
+otherwise), applied when the challenge is written (never a stored copy): every (find, replace) pair must match the
+reference exactly once, so a change to the reference that the catalogue has not followed raises `ChallengeDrift`
+(and fails the tests) instead of handing out a bug-free file. The GPT's challenges are here; each track's spec
+module may add its own in an optional `CHALLENGES` tuple (all_challenges() collects them). A track challenge's
+file starts with the track's header, so `check` and `challenge --check` route it to the track's checks.
 
 The learner's side of a challenge lives in the workspace:
 - `challenge_<name>.py`, the planted copy they fix;
@@ -12,6 +15,7 @@ The learner's side of a challenge lives in the workspace:
 This module imports nothing heavy (no torch): `nanochat-workbench challenge --list` stays instant.
 """
 
+import dataclasses
 import importlib.util
 import json
 import random
@@ -22,6 +26,7 @@ from pathlib import Path
 from nanochat.fsutil import atomic_write, read_regular_file
 
 PROGRESS_FILE = Path(".workbench") / "challenges.json"
+DEFAULT_SOURCE = "nanochat/gpt.py"
 MAX_PROGRESS_BYTES = 1 << 20
 
 
@@ -36,6 +41,12 @@ class Challenge:
     method: str  # the qualname the check blames first (its `lead`)
     edits: tuple[tuple[str, str], ...]  # (find, replace) pairs, each matching the reference exactly once
     hints: tuple[str, str]  # rung 1: the idea to look at; rung 2: where, more precisely (rung 3 shows the fix)
+    source: str = DEFAULT_SOURCE  # the reference module's file, from the repository root: "nanochat/muon.py"
+
+    @property
+    def module(self) -> str:
+        """The reference's module name: "nanochat.muon"."""
+        return self.source[:-3].replace("/", ".")
 
 
 _SDPA = "            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=enable_gqa)"
@@ -149,32 +160,60 @@ CHALLENGES: tuple[Challenge, ...] = (
 )
 
 
+def all_challenges() -> tuple[Challenge, ...]:
+    """The GPT's challenges, then each track's (from its spec module's optional CHALLENGES). A track challenge
+    that does not name its source gets its track's reference module when the track has one file."""
+    from workbench.tracks.base import available_spec_modules
+    found = list(CHALLENGES)
+    for module in available_spec_modules():
+        files = module.SPEC.files
+        for challenge in getattr(module, "CHALLENGES", ()):
+            if challenge.source == DEFAULT_SOURCE and len(files) == 1:
+                challenge = dataclasses.replace(challenge, source=files[0].reference_module.replace(".", "/") + ".py")
+            found.append(challenge)
+    return tuple(found)
+
+
 def by_name(name: str) -> Challenge:
     """The challenge called `name`; KeyError (with the known names) otherwise."""
-    for challenge in CHALLENGES:
+    every = all_challenges()
+    for challenge in every:
         if challenge.name == name:
             return challenge
     raise KeyError(f"no challenge called {name!r}; `challenge --list` shows them: "
-                   + ", ".join(c.name for c in CHALLENGES))
+                   + ", ".join(c.name for c in every))
 
 
-def reference_path() -> Path:
-    """nanochat/gpt.py, located without importing it (importing it would load torch)."""
-    spec = importlib.util.find_spec("nanochat.gpt")
+def reference_path(challenge: Challenge | None = None) -> Path:
+    """The challenge's reference module (nanochat/gpt.py by default), located without importing it (importing it
+    would load torch)."""
+    spec = importlib.util.find_spec(challenge.module if challenge else DEFAULT_SOURCE[:-3].replace("/", "."))
     return Path(spec.origin)
+
+
+def track_header(challenge: Challenge) -> str:
+    """The track header of a challenge whose reference is a track's module ('' for the GPT's)."""
+    from workbench.tracks.base import available_track_specs
+    from workbench.tracks.recognise import header_line
+    for spec in available_track_specs():
+        for tf in spec.files:
+            if tf.reference_module == challenge.module:
+                return header_line(spec.track, tf.reference_module) + "\n"
+    return ""
 
 
 def plant(challenge: Challenge, reference: str | None = None) -> str:
     """The reference's text with the challenge's edits applied; ChallengeDrift if any edit does not fit."""
-    text = reference_path().read_text() if reference is None else reference
+    text = reference_path(challenge).read_text() if reference is None else reference
     for find, replace in challenge.edits:
         count = text.count(find)
         if count != 1:
             raise ChallengeDrift(f"challenge {challenge.name!r}: the reference contains {find!r} {count} times "
-                                 f"(expected exactly once); nanochat/gpt.py changed, update the catalogue")
+                                 f"(expected exactly once); {challenge.source} changed, update the catalogue")
         text = text.replace(find, replace, 1)
-    header = (f'"""Challenge {challenge.name}: {challenge.title}.\n\n'
-              f"One bug has been planted in this copy of nanochat's reference GPT. Find it and fix it:\n"
+    what = "reference GPT" if challenge.source == DEFAULT_SOURCE else challenge.source
+    header = (f'{track_header(challenge)}"""Challenge {challenge.name}: {challenge.title}.\n\n'
+              f"One bug has been planted in this copy of nanochat's {what}. Find it and fix it:\n"
               f"    nanochat-workbench challenge --check {challenge.name}     (what is wrong, not where)\n"
               f"    nanochat-workbench challenge --hint {challenge.name}      (progressively stronger hints)\n"
               f'"""\n\n')
@@ -225,5 +264,6 @@ def now() -> str:
 
 def pick_random(progress: dict, rng: random.Random | None = None) -> Challenge:
     """A random challenge, among the unsolved ones while any is left."""
-    unsolved = [c for c in CHALLENGES if not (progress.get(c.name) or {}).get("solved")]
-    return (rng or random.Random()).choice(unsolved or list(CHALLENGES))
+    every = all_challenges()
+    unsolved = [c for c in every if not (progress.get(c.name) or {}).get("solved")]
+    return (rng or random.Random()).choice(unsolved or list(every))

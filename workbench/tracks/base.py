@@ -81,16 +81,21 @@ def track_specs() -> list[TrackSpec]:
     return [track_spec(t) for t in TRACK_SPEC_MODULES]
 
 
-def available_track_specs() -> list[TrackSpec]:
-    """The specs whose module exists (a track still being written is left out, not an error)."""
-    specs = []
-    for track, module in TRACK_SPEC_MODULES.items():
+def available_spec_modules() -> list:
+    """The tracks' spec modules that exist (a track still being written is left out, not an error)."""
+    modules = []
+    for name in TRACK_SPEC_MODULES.values():
         try:
-            specs.append(track_spec(track))
+            modules.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
-            if not (e.name and module.startswith(e.name)):
+            if not (e.name and name.startswith(e.name)):
                 raise  # the spec exists but imports something missing: a real bug
-    return specs
+    return modules
+
+
+def available_track_specs() -> list[TrackSpec]:
+    """The specs of the tracks whose spec module exists."""
+    return [module.SPEC for module in available_spec_modules()]
 
 
 def find_track_file(track: Track, learner_file: str | None = None,

@@ -3,6 +3,7 @@
 Light to import (no torch): `init --track`, `challenge --list` and the TUI read it at start-up.
 """
 
+from workbench.course.challenges import Challenge
 from workbench.tracks.base import Exercise, Track, TrackFile, TrackSpec
 
 LESSON = "18-adamw-and-muon.md"
@@ -60,3 +61,33 @@ MUON = TrackFile(
 )
 
 SPEC = TrackSpec(Track.OPTIMIZER, "Optimizer: AdamW and Muon", (ADAMW, MUON))
+
+# debugging challenges on the optimizer's modules (`nanochat-workbench challenge NAME`)
+CHALLENGES: tuple[Challenge, ...] = (
+    Challenge(
+        "no-lookahead", "Muon's momentum steers from where the weights are, not where they are going", "muon_update",
+        (('directions = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs',
+          'directions = bufs'),),
+        ("Nesterov momentum evaluates the step a little ahead, where the momentum is about to carry the weights.",
+         "In muon_update, look at which direction goes into the orthogonalisation when group['nesterov'] is True."),
+        source="nanochat/muon.py"),
+    Challenge(
+        "tall-steps", "Tall matrices learn more slowly than wide ones", "muon_update",
+        (('alpha=-group["lr"] * update_scale(shape)', 'alpha=-group["lr"]'),),
+        ("An orthogonalised update of a tall matrix has smaller entries than one of a wide matrix of the same size.",
+         "In muon_update, follow the learning rate into the final in-place add."),
+        source="nanochat/muon.py"),
+    Challenge(
+        "young-moments", "AdamW's first steps are the wrong size", "adamw_step",
+        (("    bias_correction1 = 1 - beta1 ** step\n    bias_correction2 = 1 - beta2 ** step\n",
+          "    bias_correction1 = 1.0\n    bias_correction2 = 1.0\n"),),
+        ("Both moving averages start at zero. What does that do to them over the first few steps?",
+         "In adamw_step, look at what the two averages are divided by before the step."),
+        source="nanochat/adamw.py"),
+    Challenge(
+        "l2-decay", "The weight decay is Adam's kind, not AdamW's", "adamw_step",
+        (("    param.mul_(1 - lr * weight_decay)\n", "    grad = grad + weight_decay * param\n"),),
+        ("Adam with L2 regularisation and AdamW put weight_decay · param in different places.",
+         "In adamw_step, follow weight_decay: does it reach the weights directly, or through the moments?"),
+        source="nanochat/adamw.py"),
+)
