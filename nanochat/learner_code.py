@@ -2,10 +2,11 @@
 `--training`, each a drop-in for a reference module (as `--model` is for nanochat/gpt.py).
 
 - `--optimizer FILE` (repeatable): a copy of nanochat/muon.py (it defines `Muon`) and/or of nanochat/adamw.py
-  (it defines `DistAdamW`), recognised by the names the file defines. The model's `setup_optimizers` still
+  (it defines `AdamW`), recognised by the names the file defines. The model's `setup_optimizers` still
   decides which parameters go to which optimizer and with which learning rates; the optimizer it built is then
-  rebuilt from the learner's class over the same parameters and settings (`DistMuon`/`DistAdamW` under
-  torchrun). A learner's optimizer is never swapped for torch's fused kernel.
+  rebuilt from the learner's class over the same parameters and settings. Under torchrun: the learner's
+  `DistMuon`, and the learner's `AdamW` behind `GradientAveraging` (the gradients averaged over the ranks
+  first, as DistAdamW does for torch's). A learner's optimizer is never swapped for torch's fused kernel.
 - `--dataloader FILE`: its `tokenizing_distributed_data_loader_with_state` (training batches, resumable) and
   `tokenizing_distributed_data_loader` (validation batches).
 - `--training FILE`: its `lr_multiplier`, `muon_momentum`, `accumulate_gradients` and `optimizer_step` (the
@@ -19,6 +20,9 @@ import dataclasses
 import inspect
 from types import ModuleType
 
+import torch
+import torch.distributed as dist
+
 from nanochat import model_source
 from nanochat.model_source import ADAMW, DATALOADER, MUON, TRAINING, LearnerFileError, load_learner
 
@@ -29,7 +33,7 @@ class LearnerCode:
     training: ModuleType  # lr_multiplier, muon_momentum, accumulate_gradients, optimizer_step
     dataloader: ModuleType  # tokenizing_distributed_data_loader(_with_state)
     muon: ModuleType | None = None  # the learner's Muon/DistMuon; None: the model's own choice
-    adamw: ModuleType | None = None  # the learner's DistAdamW (and AdamW where it defines one); None: the model's
+    adamw: ModuleType | None = None  # the learner's AdamW; None: the model's choice
     files: dict = dataclasses.field(default_factory=dict)  # what each flag named, for the banner
 
 
@@ -55,7 +59,7 @@ def load(args) -> LearnerCode:
         kinds = [k for k in (MUON, ADAMW) if names is not None and k.defined_by(names)]
         if names is not None and not kinds:
             raise LearnerFileError(f"--optimizer {model_source.canonical(path)} defines neither Muon (a copy of "
-                                   f"nanochat/muon.py) nor DistAdamW (a copy of nanochat/adamw.py)")
+                                   f"nanochat/muon.py) nor AdamW (a copy of nanochat/adamw.py)")
         if not kinds:
             kinds = [MUON]  # the loader says what is wrong: no such file, a syntax error
         for kind in kinds:
@@ -84,10 +88,30 @@ def with_learner_optimizers(optimizers: list, code: LearnerCode, ddp: bool) -> l
     if code.muon is not None:
         muon = _rebuild_muon(muon, _optimizer_class(code.muon, "DistMuon" if ddp else "Muon"))
     if code.adamw is not None:
-        cls = _optimizer_class(code.adamw, "DistAdamW") if ddp else getattr(code.adamw, "AdamW", None)
-        if cls is not None:
-            adamw = _rebuild_adamw(adamw, cls)
+        cls = _optimizer_class(code.adamw, "AdamW")
+        if ddp:
+            cls = type(f"Dist{cls.__name__}", (GradientAveraging, cls), {})
+        adamw = _rebuild_adamw(adamw, cls)
     return [adamw, muon]
+
+
+class GradientAveraging:
+    """Put before an optimizer class (`type("DistAdamW", (GradientAveraging, AdamW), {})`): each step first
+    averages every parameter's gradient over the ranks (a missing gradient counts as zeros), then takes the
+    optimizer's own step, so all ranks make the same update."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        grads = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                grads.append(p.grad)
+        for handle in [dist.all_reduce(g, op=dist.ReduceOp.SUM, async_op=True) for g in grads]:
+            handle.wait()  # SUM then divide: gloo (cpu) has no AVG
+        torch._foreach_div_(grads, dist.get_world_size())
+        return super().step(closure)
 
 
 def _optimizer_class(module: ModuleType, name: str):

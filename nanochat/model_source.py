@@ -69,7 +69,7 @@ class LearnerKind:
 
 MODEL = LearnerKind("--model", "nanochat.gpt", classes=("GPT", "GPTConfig"), allow_todos=True)
 MUON = LearnerKind("--optimizer", "nanochat.muon", classes=("Muon",))
-ADAMW = LearnerKind("--optimizer", "nanochat.adamw", classes=("DistAdamW",))
+ADAMW = LearnerKind("--optimizer", "nanochat.adamw", classes=("AdamW",))
 DATALOADER = LearnerKind("--dataloader", "nanochat.dataloader", functions=(
     "tokenizing_distributed_data_loader_with_state", "tokenizing_distributed_data_loader"))
 TRAINING = LearnerKind("--training", "nanochat.training", functions=(

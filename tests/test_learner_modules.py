@@ -223,7 +223,58 @@ def test_optimizer_files_are_recognised_by_their_names(tmp_path):
     assert code.muon.__file__ == str(muon) and code.adamw.__file__ == str(adamw)
     assert learner_code.describe(code) == f"your code: --optimizer {adamw}, {muon}"
     neither = write_module(tmp_path, "def step(): pass\n", "mine_3.py")
-    with pytest.raises(LearnerFileError, match="defines neither Muon .* nor DistAdamW"):
+    with pytest.raises(LearnerFileError, match="defines neither Muon .* nor AdamW"):
         learner_code.load(argparse.Namespace(training=None, dataloader=None, optimizer=[str(neither)]))
     with pytest.raises(LearnerFileError, match="a second nanochat/muon.py"):
         learner_code.load(argparse.Namespace(training=None, dataloader=None, optimizer=[str(muon), str(muon)]))
+
+
+def test_the_learners_adamw_steps_like_torchs_alone_and_under_a_process_group(tmp_path):
+    import torch
+    import torch.distributed as dist
+
+    from nanochat import learner_code
+    from nanochat.gpt import GPT, GPTConfig
+
+    def run(ddp):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(sequence_len=16, vocab_size=64, n_layer=1, n_head=1, n_kv_head=1, n_embd=32))
+        model.init_weights()
+        optimizers = model.setup_optimizers(embedding_lr=0.5, unembedding_lr=0.5)
+        if ddp is not None:
+            code = learner_code.LearnerCode(None, None, adamw=load_learner(str(path), model_source.ADAMW))
+            optimizers = learner_code.with_learner_optimizers(optimizers, code, ddp=ddp)
+        x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            model(x, x).backward()
+            optimizers[0].step()
+            model.zero_grad(set_to_none=True)
+        return optimizers[0], model.lm_head.weight.detach().clone()
+
+    path = copy_reference(tmp_path, "adamw.py", "learner_adamw.py")
+    reference_opt, reference = run(None)
+    learner_opt, learner = run(False)
+    assert type(learner_opt).__name__ == "AdamW"  # the learner's class, from their file
+    assert type(learner_opt).__module__.startswith(model_source.LEARNER_MODULE_PREFIX)
+    assert [g["initial_lr"] for g in learner_opt.param_groups] == [g["initial_lr"] for g in reference_opt.param_groups]
+    assert not torch.equal(reference, model_lm_head_init())  # the weights moved ...
+    torch.testing.assert_close(learner, reference, atol=1e-6, rtol=0)  # ... as torch's AdamW moves them
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        dist_opt, dist_weights = run(True)  # the gradients go through an all-reduce first (one rank: unchanged)
+    finally:
+        dist.destroy_process_group()
+    assert type(dist_opt).__name__ == "DistAdamW" and isinstance(dist_opt, learner_code.GradientAveraging)
+    torch.testing.assert_close(dist_weights, reference, atol=1e-6, rtol=0)
+
+
+def model_lm_head_init():
+    import torch
+
+    from nanochat.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(sequence_len=16, vocab_size=64, n_layer=1, n_head=1, n_kv_head=1, n_embd=32))
+    model.init_weights()
+    return model.lm_head.weight.detach().clone()
