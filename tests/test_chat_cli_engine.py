@@ -1,0 +1,91 @@
+"""chat_cli with the learner's engine (--engine FILE) and the top-5 table (--top5), in real subprocesses on a
+tiny random checkpoint: a verbatim copy of nanochat/engine.py answers exactly as the reference, a changed one
+is really the one generating, a TODO file is refused in one line, and a crash in it is reported with its line."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nanochat.engine as reference_engine
+from nanochat.checkpoint_manager import save_checkpoint
+from nanochat.gpt import GPT, GPTConfig
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCE = Path(reference_engine.__file__).read_text(encoding="utf-8")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # six chat_cli processes: ~100 s on 2 busy cores
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, nanochat_base_dir):
+    """A base dir with the embedded tokenizer and one tiny random base checkpoint (d1, step 1)."""
+    from nanochat.tokenizer import get_tokenizer
+    vocab = get_tokenizer().get_vocab_size()
+    base = tmp_path_factory.mktemp("chat-engine")
+    shutil.copytree(nanochat_base_dir / "tokenizer_embedded", base / "tokenizer_embedded")
+    config = dict(sequence_len=64, vocab_size=vocab, n_layer=1, n_head=2, n_kv_head=2, n_embd=32)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**config))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    save_checkpoint(str(base / "base_checkpoints" / "d1"), 1, model.state_dict(), None,
+                    {"step": 1, "model_config": config, "model_source": "reference"})
+    return base
+
+
+def chat(base, *args):
+    env = {**os.environ, "NANOCHAT_BASE_DIR": str(base)}
+    return subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_cli", "-i", "base", "-p", "The sky",
+                           "-t", "0", "-m", "6", "--device-type", "cpu", *args],
+                          env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
+
+
+def engine_file(tmp_path, *edits):
+    text = SOURCE
+    for find, replace in edits:
+        assert text.count(find) == 1, find
+        text = text.replace(find, replace)
+    path = tmp_path / "learner_engine.py"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_verbatim_engine_answers_as_the_reference_and_top5_shows_each_token(base, tmp_path):
+    want = chat(base)
+    assert want.returncode == 0, want.stderr
+    got = chat(base, "--engine", str(engine_file(tmp_path)), "--top5")
+    assert got.returncode == 0, got.stderr
+    assert f"engine: {tmp_path / 'learner_engine.py'}" in got.stderr
+    assert got.stdout.startswith(want.stdout.rstrip("\n"))  # the same answer, then the table
+    table = got.stdout[len(want.stdout.rstrip("\n")):]
+    assert "top-5 candidates" in table and "5th" in table
+    assert sum(1 for line in table.splitlines() if line.strip().startswith(("│ 1 ", "│ 6 "))) == 2  # 6 tokens
+
+
+def test_the_learners_engine_is_the_one_generating(base, tmp_path):
+    least_likely = engine_file(tmp_path, ("        return torch.argmax(logits, dim=-1, keepdim=True)",
+                                          "        return torch.argmin(logits, dim=-1, keepdim=True)"))
+    assert chat(base, "--engine", str(least_likely)).stdout != chat(base).stdout
+
+
+def test_a_todo_or_missing_engine_is_refused_in_one_line(base, tmp_path):
+    todo = engine_file(tmp_path, ("        B, H, T, D = k.shape\n",
+                                  '        raise NotImplementedError("TODO: store k and v")\n'))
+    result = chat(base, "--engine", str(todo))
+    assert result.returncode == 1 and "KVCache.insert_kv is still a TODO" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    missing = chat(base, "--engine", str(tmp_path / "nope.py"))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_crash_in_the_learners_engine_names_its_line(base, tmp_path):
+    broken = engine_file(tmp_path, ("    logits = logits.float()\n", "    logits = logits.flaot()\n"))
+    result = chat(base, "--engine", str(broken), "-t", "0.8")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    line = SOURCE[:SOURCE.index("    logits = logits.float()\n")].count("\n") + 1
+    assert f"your code failed: {broken}:{line} in sample_next_token: AttributeError" in result.stdout
