@@ -89,6 +89,7 @@ class Context:
         self.borrowed: dict[str, str] = {}  # contract objects not defined in the learner's file (ownership.py)
         self.weights = {"init": None, "final": None}  # the learner's state_dict after init / after training
         self.whole_model = None  # the learner's own GPT with the shared weights, built once
+        self.own_gpt = None  # the learner's GPT as its own __init__ builds it (False: that raised), built once
         self._templates = {}  # isolated instances built by the learner's __init__, copied per experiment
         self.pipeline = {}
         self.stage_started = 0.0  # perf_counter() when the pipeline entered its current stage
@@ -176,6 +177,22 @@ def _differs(a, b, tol) -> bool:
     if not isinstance(a, torch.Tensor) or a.shape != b.shape:
         return False
     return not bool(torch.isfinite(a).all()) or float((a.double() - b.double()).abs().max()) > tol
+
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def module_float64(module):
+    """A float64 copy of a module, for the re-run that tells wrong math from rounding. Buffers kept in a low
+    precision (rotary tables in bfloat16, as nanochat's own code keeps them) stay as they are: the module never
+    makes float64 tables, and its code may insist on its own dtype; their values are exact in float64 anyway."""
+    copied = copy.deepcopy(module)
+    low = [(name, b) for name, b in copied.named_buffers() if b.dtype in LOW_PRECISION]
+    copied.double()
+    for name, b in low:
+        owner, _, attr = name.rpartition(".")
+        setattr(copied.get_submodule(owner) if owner else copied, attr, b)
+    return copied
 
 
 def to_float64(obj):
@@ -462,7 +479,7 @@ def _run_isolated(ctx, obj, args, expected, tol, tensors, key):
         out = obj(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
         tensors[key] = _as_tensor(out, type(obj).__name__ + ".forward")
         if _differs(out, expected, tol):
-            obj64 = copy.deepcopy(obj).double()
+            obj64 = module_float64(obj)
             tensors[key + "@64"] = obj64(*[to_float64(a) for a in args])
     return out
 
@@ -501,6 +518,7 @@ def exp_gpt_forward(ctx, obs, tensors):
     ref = ctx.ref
     obj, how = ctx.isolated("GPT", {"forward"}, (ctx.config(),), ref.model, ref.weights)
     obs["isolation"] = how
+    obs["data"]["table_dtype"] = own_tables(ctx, obj)
     obj.eval()
     idx, tgt = ref.inputs[:, :LOGITS_T], ref.targets[:, :LOGITS_T]
     with probe.swapped_globals(ctx.mod, **ctx.reference_functions()), torch.no_grad():
@@ -510,21 +528,54 @@ def exp_gpt_forward(ctx, obs, tensors):
         tensors["loss_none"] = _as_tensor(obj(idx.clone(), tgt.clone(), loss_reduction="none"),
                                           "GPT.forward(idx, targets, loss_reduction='none')")
         if _differs(logits, ref.logits, 1e-4) or _differs(tensors["loss"], ref.loss_none.mean(), 1e-4):
-            obj64 = copy.deepcopy(obj).double()
+            obj64 = module_float64(obj)
             tensors["logits@64"] = obj64(idx.clone())
             tensors["loss@64"] = obj64(idx.clone(), tgt.clone())
+
+
+def own_gpt(ctx):
+    """The learner's GPT as its own __init__ builds it (once per run), or None when that raises."""
+    if ctx.own_gpt is None:
+        try:
+            with torch.random.fork_rng():
+                ctx.own_gpt = ctx.mod.GPT(ctx.config())
+        except Exception:
+            ctx.own_gpt = False
+    return ctx.own_gpt or None
+
+
+def own_tables(ctx, gpt, keep_wrong: bool = False) -> str:
+    """Give a GPT the reference's rotary tables in the dtype the learner's own GPT keeps them in (float32 when
+    that is unknown), so its forward never gets tables its own module would not make (nanochat's late-2025 code
+    keeps them in bfloat16 and asserts it); the judge compares with the reference run on the very same tables.
+    `keep_wrong` (the whole model, which runs the learner's own tables): tables further from the reference's
+    than their dtype's rounding are left in place, so a wrong table still shows. Returns the dtype's name."""
+    cos = getattr(own_gpt(ctx), "cos", None)
+    dtype = cos.dtype if isinstance(cos, torch.Tensor) and cos.is_floating_point() else torch.float32
+    if dtype != ctx.ref.rotary[0].dtype:
+        tables = [t.to(dtype) for t in ctx.ref.rotary]
+        own = (getattr(gpt, "cos", None), getattr(gpt, "sin", None))
+        if keep_wrong and not all(isinstance(o, torch.Tensor) and o.shape == t.shape and o.dtype == dtype and
+                                  float((o.double() - t.double()).abs().max()) <= torch.finfo(dtype).eps
+                                  for o, t in zip(own, tables)):
+            return str(dtype).replace("torch.", "")
+        gpt.cos, gpt.sin = tables
+    return str(dtype).replace("torch.", "")
 
 
 def whole_model(ctx):
     """The learner's own GPT (every method theirs) carrying the shared weights; built once per run."""
     if ctx.whole_model is None:
-        with torch.random.fork_rng():
-            model = ctx.mod.GPT(ctx.config())
+        model = own_gpt(ctx)
+        if model is None:  # its __init__ raised: raise it again, here, for the row
+            with torch.random.fork_rng():
+                model = ctx.mod.GPT(ctx.config())
         keys = list(model.state_dict().keys())
         if sorted(keys) != sorted(ctx.ref.state_keys):
             raise Skip("your model's parameter names differ from the reference's (see GPT.__init__), so the "
                        "reference's weights can't be loaded into it")
         model.load_state_dict(ctx.ref.weights, strict=True)
+        own_tables(ctx, model, keep_wrong=True)
         ctx.whole_model = model.eval()
     return ctx.whole_model
 
@@ -532,6 +583,7 @@ def whole_model(ctx):
 def exp_whole_model(ctx, obs, tensors):
     ref = ctx.ref
     model = whole_model(ctx)
+    obs["data"]["table_dtype"] = own_tables(ctx, model, keep_wrong=True)
     model.zero_grad(set_to_none=True)
     idx, tgt = ref.inputs[:, :LOGITS_T].clone(), ref.targets[:, :LOGITS_T].clone()
     recorder = probe.ShapeRecorder(model, ctx.mod)
@@ -549,7 +601,7 @@ def exp_whole_model(ctx, obs, tensors):
         logits = _as_tensor(model(idx), "GPT.forward(idx)")
         tensors["logits"] = logits
         if _differs(logits, ref.logits, 1e-4) or _differs(loss.detach(), ref.loss_none.mean(), 1e-4):
-            m64 = copy.deepcopy(model).double()
+            m64 = module_float64(model)
             tensors["logits@64"] = m64(idx)
             tensors["loss@64"] = m64(idx, tgt)
     if ctx.experiments:
@@ -596,6 +648,7 @@ def reference_with_experiments(ctx, obs, tensors):
     with the learner's experiments in place, on the same prefix ("xref:logits", "xref:loss", "xref:grad:NAME")."""
     ref = ctx.ref
     model = experimental_reference(ctx).eval()
+    own_tables(ctx, model)
     idx, tgt = ref.inputs[:, :LOGITS_T].clone(), ref.targets[:, :LOGITS_T].clone()
     with experiment_globals(ctx):
         loss = _as_tensor(model(idx, tgt), "GPT.forward(idx, targets)")
@@ -714,6 +767,7 @@ def exp_kv_cache(ctx, obs, tensors):
         tensors["attn_step"] = obj(x[:, KV_PREFIX:], (cos[:, KV_PREFIX:], sin[:, KV_PREFIX:]), cache)
     # 2. the learner's GPT.forward with a cache (reference blocks inside): are positions right?
     obj, _ = ctx.isolated("GPT", {"forward"}, (ctx.config(),), ref.model, ref.weights)
+    own_tables(ctx, obj)
     ids = torch.tensor([ref.prompt[:KV_PREFIX + 1]])
     with probe.swapped_globals(ctx.mod, **ctx.reference_functions()), torch.no_grad():
         obj.eval()

@@ -19,7 +19,7 @@ import torch
 from nanochat import gpt as ref_gpt
 from nanochat.fsutil import FileRefused
 from workbench.check import mistakes, verify
-from workbench.check.child import CUSTOM_LRS, SAMPLED_TOKENS, SAMPLING, to_float64
+from workbench.check.child import CUSTOM_LRS, LOW_PRECISION, SAMPLED_TOKENS, SAMPLING, module_float64, to_float64
 from workbench.check.reference import (EXPERIMENT_LR, EXPERIMENT_T, GEN_TOKENS, ISOLATED_LAYER, KV_PREFIX, LOGITS_T,
                                        reference_curve, shared_adamw)
 from workbench.check.result import (CheckError, CheckResult, ExperimentRun, NumericVerdict, Outcome, Stage, Status,
@@ -84,6 +84,26 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return diff if math.isfinite(diff) else math.inf
 
 
+def rounding(dtype) -> float:
+    """The rounding error a value in [-1, 1] may carry in `dtype` (e.g. a rotary table kept in bfloat16)."""
+    return torch.finfo(dtype).eps if dtype in LOW_PRECISION else 0.0
+
+
+def reference_on_tables(ref, dtype) -> dict:
+    """The reference's answers on the LOGITS_T prefix with its rotary tables cast to `dtype`: logits, per-token
+    losses, gradients, and the float64 re-run (tables kept in `dtype`, as the learner's float64 re-run keeps them)."""
+    model = copy.deepcopy(ref.model)
+    model.cos, model.sin = (t.to(dtype) for t in ref.rotary)
+    idx, tgt = ref.inputs[:, :LOGITS_T], ref.targets[:, :LOGITS_T]
+    model.zero_grad(set_to_none=True)
+    model(idx, tgt).backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        m64 = module_float64(model)
+        return {"logits": model(idx), "loss_none": model(idx, tgt, loss_reduction="none").view(-1), "grads": grads,
+                "logits@64": m64(idx), "loss@64": m64(idx, tgt)}
+
+
 def _fmt(x: float) -> str:
     if x is None:
         return "?"
@@ -106,6 +126,7 @@ class Judge:
         self.experiments = list(experiments)  # methods the learner marked as experiments
         self.float_noise = False  # the row being judged passed only because the float64 re-run showed rounding
         self.followed = None  # the row being judged passed against the reference with the experiments in place
+        self.notes: list[str] = []  # the row being judged: remarks that do not change its verdict (a dtype, ...)
 
     # ---- numeric comparison with the float64 re-run ----------------------------------------------------------
 
@@ -214,18 +235,21 @@ class Judge:
             if tuple(got.shape) != tuple(want.shape):
                 raise Mismatch(f"{name} has shape {_shape(got.shape)}; the reference's is {_shape(want.shape)} "
                                f"= (1, seq_len, 1, head_dim/2), to broadcast over (B, T, H, D/2)")
-            if got.dtype != want.dtype:
-                raise Mismatch(f"{name} is {str(got.dtype)[6:]}; the reference keeps the tables in float32 on CPU")
+            if not got.is_floating_point():
+                raise Mismatch(f"{name} is {str(got.dtype)[6:]}; the tables hold cos/sin values, in a floating type")
+        if cos.dtype != ref.rotary[0].dtype:
+            self.notes.append(f"tables kept in {str(cos.dtype)[6:]} (nanochat's own code keeps them in bfloat16): "
+                              f"judged in float64 against the exact values, within {str(cos.dtype)[6:]}'s rounding")
         worst = 0.0
         for name, got, want, exact in (("cos", cos, ref.rotary[0], exact_cos), ("sin", sin, ref.rotary[1], exact_sin)):
             err = max_abs_diff(got, exact)
             ref_err = max_abs_diff(want, exact)
             worst = max(worst, max_abs_diff(got, want))
-            if err > max(FN_TOL, 4 * ref_err):
+            if err > max(FN_TOL, 4 * ref_err, rounding(got.dtype)):
                 bad = (got.double() - exact).abs().reshape(got.size(1), -1)
                 pos, ch = divmod(int(bad.argmax()), bad.size(1))
                 hint = ""
-                if max_abs_diff(got, exact_sin if name == "cos" else exact_cos) < 1e-3:
+                if max_abs_diff(got, exact_sin if name == "cos" else exact_cos) < max(1e-3, rounding(got.dtype)):
                     hint = ": cos and sin are swapped"
                 raise Mismatch(f"{name} table is wrong{hint} — first big error at position {pos}, pair {ch}; "
                                f"max |Δ| {_fmt(err)} against the exact values", worst, verdict=NumericVerdict.WRONG_MATH)
@@ -283,7 +307,7 @@ class Judge:
             self._check_std(name, params[name], 0.0 if stats["zero"] else stats["std"], "init_weights")
         for name, want in zip(("cos", "sin"), ref.rotary):
             got = t.get("buffer:" + name)
-            if got is not None and (got.shape != want.shape or max_abs_diff(got, want) > 1e-4):
+            if got is not None and (got.shape != want.shape or max_abs_diff(got, want) > max(1e-4, rounding(got.dtype))):
                 raise Mismatch(f"after init_weights the rotary {name} table is wrong: recompute it with "
                                f"_precompute_rotary_embeddings on the model's device")
         return "zeros and init std match the reference for every parameter", None
@@ -368,35 +392,51 @@ class Judge:
             return {"logits": m(idx), "loss": m(self.ref.inputs, self.ref.targets), "loss_prefix": m(idx, tgt)}
         return self.ref64("gpt", compute)
 
-    def _logits_and_loss(self, t, what_logits, what_loss, variants=None, prefix=False):
+    def _answers(self, obs) -> dict:
+        """What a whole-GPT row (GPT.forward, the whole model, gradients) is compared with, on the LOGITS_T prefix:
+        the reference's answers; or, when the learner's GPT keeps its rotary tables in another dtype
+        (obs["data"]["table_dtype"], e.g. bfloat16 as nanochat's own code does), the reference run on those
+        same tables, so that only the math is judged (with a note saying so)."""
+        name = (obs.get("data") or {}).get("table_dtype") or "float32"
+        dtype = getattr(torch, name, None) if name.isidentifier() else None
+        if not isinstance(dtype, torch.dtype) or dtype == self.ref.rotary[0].dtype or not dtype.is_floating_point:
+            return {"logits": self.ref.logits, "loss_none": self.ref.loss_none, "grads": self.ref.grads,
+                    "logits64": lambda: self._gpt64()["logits"], "loss64": lambda: self._gpt64()["loss_prefix"]}
+        self.notes.append(f"your rotary tables are {name} (nanochat's own code keeps them so); compared with the "
+                          f"reference run on the same {name} tables, in float32 and float64")
+        if ("tables", name) not in self.ref.cache64:
+            self.ref.cache64[("tables", name)] = reference_on_tables(self.ref, dtype)
+        answers = self.ref.cache64[("tables", name)]
+        return {**answers, "logits64": lambda: answers["logits@64"], "loss64": lambda: answers["loss@64"]}
+
+    def _logits_and_loss(self, t, answers, what_logits, what_loss, variants=None):
         ref = self.ref
-        d1, n1 = self.compare(what_logits, t.get("logits"), ref.logits, MODULE_TOL, t.get("logits@64"),
-                              lambda: self._gpt64()["logits"], variants=variants)
+        d1, n1 = self.compare(what_logits, t.get("logits"), answers["logits"], MODULE_TOL, t.get("logits@64"),
+                              answers["logits64"], variants=variants)
         loss = t.get("loss")
         if isinstance(loss, torch.Tensor) and loss.numel() == 1:
             loss = loss.reshape(())
-        want = ref.loss_none.mean() if prefix else torch.tensor(ref.loss)
         idx, tgt = ref.inputs[:, :LOGITS_T], ref.targets[:, :LOGITS_T]
-        d2, n2 = self.compare(what_loss, loss, want, MODULE_TOL, t.get("loss@64"),
-                              lambda: self._gpt64()["loss_prefix" if prefix else "loss"],
-                              variants=(lambda: mistakes.loss_variants(ref.logits, idx, tgt)) if prefix else None)
+        d2, n2 = self.compare(what_loss, loss, answers["loss_none"].mean(), MODULE_TOL, t.get("loss@64"),
+                              answers["loss64"], variants=lambda: mistakes.loss_variants(answers["logits"], idx, tgt))
         return max(d1, d2), n1 or n2
 
     def row_gpt_forward(self, obs, t):
         ref = self.ref
         model, idx = ref.model, ref.inputs[:, :LOGITS_T]
-        worst, note = self._logits_and_loss(t, "logits", "mean loss",
-                                            variants=lambda: mistakes.gpt_forward_variants(model, idx), prefix=True)
-        none = t.get("loss_none")
-        if isinstance(none, torch.Tensor) and none.numel() == ref.loss_none.numel():
-            none = none.reshape(ref.loss_none.shape)
-        d, _ = self.compare("loss with loss_reduction='none' (one loss per token)", none, ref.loss_none, MODULE_TOL)
+        answers = self._answers(obs)
+        worst, note = self._logits_and_loss(t, answers, "logits", "mean loss",
+                                            variants=lambda: mistakes.gpt_forward_variants(model, idx))
+        none, want = t.get("loss_none"), answers["loss_none"]
+        if isinstance(none, torch.Tensor) and none.numel() == want.numel():
+            none = none.reshape(want.shape)
+        d, _ = self.compare("loss with loss_reduction='none' (one loss per token)", none, want, MODULE_TOL)
         return note or "logits, mean loss and per-token losses match the reference", max(worst, d)
 
     def row_whole_model(self, obs, t):
         where = obs["data"].get("first_nonfinite")
         try:
-            worst, note = self._logits_and_loss(t, "your model's logits", "your model's loss", prefix=True)
+            worst, note = self._logits_and_loss(t, self._answers(obs), "your model's logits", "your model's loss")
         except Verdict as v:
             followed = self._against_experiments(v, t)
             if followed is not None:
@@ -434,7 +474,7 @@ class Judge:
         if self._follows("GPT (whole model)"):  # compare with the reference that has the experiments in place
             return self._gradients_against(obs, t, {n: t.get("xref:grad:" + n) for n in ref.grads},
                                            "the reference's with your experiment in place")
-        return self._gradients_against(obs, t, ref.grads, "the reference's")
+        return self._gradients_against(obs, t, self._answers(obs)["grads"], "the reference's")
 
     def _follows(self, qualname):
         return next((bool(r.get("follows_experiment")) for r in getattr(self, "_rows", []) if r["qualname"] == qualname),
@@ -678,6 +718,7 @@ class Judge:
             row = {"qualname": qualname, "phase": phase, "check": what, "status": Status.SKIPPED, "detail": "",
                    "max_abs_diff": None, "lesson": LESSON_FOR.get(qualname), "line": smap_def_line(qualname),
                    "seconds": (experiments.get(DERIVED.get(qualname) or qualname) or {}).get("seconds")}
+            self.notes = []
             try:
                 self._fill(row, qualname, experiments, pipeline, steps, interrupted)
             except Verdict as v:
@@ -685,6 +726,9 @@ class Judge:
             except Exception as e:  # a bug in a judge must not take the whole report down
                 row.update(status=Status.ERROR, detail=f"the workbench could not judge what your code produced "
                                                   f"({type(e).__name__}: {e})")
+            if self.notes:
+                row["notes"] = list(dict.fromkeys(self.notes))
+                row["detail"] += "".join(f" (note: {n})" for n in row["notes"])
             if row["max_abs_diff"] is not None and not math.isfinite(row["max_abs_diff"]):
                 row["max_abs_diff"] = None
             if qualname in self.experiments:
