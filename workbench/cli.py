@@ -24,6 +24,7 @@ COMMANDS = [
     ("runs", "workbench.remote.runs_command", "list launched and local runs with their state; cancel, log, wait, pull"),
     ("attention", "workbench.instruments.attention", "show where each attention head looks, for a prompt"),
     ("profile", "workbench.instruments.profile", "time one training step, module by module: ms, memory, FLOPs"),
+    ("milestone", "workbench.status.milestone_command", "measure a milestone: overfit, tokenizer, optimizer"),
     ("compare", "workbench.instruments.compare", "train your model and the reference side by side; fill STATUS.md"),
     ("serve", "workbench.serve", "chat with a checkpoint in the browser (the newest chat model unless -i says)"),
 ]

@@ -41,6 +41,7 @@ from datetime import datetime
 
 from nanochat.fsutil import FileRefused, atomic_exchange, exchange, read_regular_file, remove_stale_temps
 from workbench.course.phases import ALL_METHODS, phase_of
+from workbench.course.workspace import STATUS_NAME
 
 MARK = "<!-- wb -->"
 
@@ -389,6 +390,30 @@ def _apply_milestones(lines: list[str], reached: set, unreached: set) -> Changes
     return changes
 
 
+def _apply_milestone_line(lines: list[str], label: str, text: str, reached: bool) -> bool:
+    """Put one measured milestone's line in place; False when the line is left as it is (see put_milestone)."""
+    parsed, key = _Parsed(lines), milestone_key(label)
+    line = f"[{'x' if reached else ' '}] **{label}** — {text}" + (f" {MARK}" if reached else "")
+    found = next((m for m in parsed.milestones if m.key == key), None)
+    if found is not None:
+        if found.done and (found.by_workbench or not reached):
+            return False
+        bullet = _CHECKBOX.match(_content(lines[found.line])).group(1)[:-1]  # "- " with the learner's indent
+        lines[found.line] = bullet + line + _eol(lines[found.line])
+        return True
+    section = next((s for s in parsed.sections if "milestone" in s.title.lower()), None)
+    if section is None:
+        after = _append_section(lines, "Milestones")
+        _insert(lines, after + 1, ["", "- " + line])
+        return True
+    body_end = min([s.line for s in parsed.sections if s.line > section.line] + [section.end])
+    after = _last_content_line(lines, section.line, body_end)
+    prev = _content(lines[after])
+    in_list = bool(_LIST_ITEM.match(prev)) or (prev.startswith("  ") and bool(prev.strip()))
+    _insert(lines, after + 1, ["- " + line] if in_list else ["", "- " + line])
+    return True
+
+
 def _find_question(parsed: _Parsed, question: str) -> Question:
     wanted = question.strip()
     by_id = [q for q in parsed.questions if q.id and q.id == wanted.upper()]
@@ -592,6 +617,16 @@ class StatusDoc:
         unreached = {milestone_key(m) for m in unreached} - reached
         return self.edit(lambda lines: _apply_milestones(lines, reached, unreached))
 
+    def put_milestone(self, label: str, text: str, reached: bool) -> bool:
+        """Write a measured milestone as `- [x] **label** — text` (ticked with the marker when `reached`).
+
+        Its line is found by the label's key, or added at the end of the milestones section (a "Milestones"
+        section is appended when there is none). A milestone the workbench already marked reached keeps its line
+        (the date it was first reached); a box the learner ticked by hand is not unticked by a measurement that
+        falls short. Returns False when the line was left as it was.
+        """
+        return self.edit(lambda lines: _apply_milestone_line(lines, label, text, reached))
+
     def add_answer(self, question: str, answer: str) -> None:
         """Add `answer` as a quote under the question with this id ("Q3.1") or text (exact, or a unique part).
 
@@ -669,11 +704,19 @@ class StatusDoc:
         self._raw, self._original, self._lines = raw, original, lines
 
 
+def status_file(path) -> str:
+    """The STATUS.md that `path` names: the file itself, or the one in the workspace folder `path`."""
+    path = os.fspath(path)
+    return os.path.join(path, STATUS_NAME) if os.path.isdir(path) else path
+
+
 def update_status(path, stage) -> str | None:
-    """Load the STATUS.md at `path`, let `stage(doc)` stage its edits, and save them if they change anything.
+    """Load the STATUS.md at `path` (the file, or the workspace folder it is in), let `stage(doc)` stage its
+    edits, and save them if they change anything.
 
     Returns None, or what went wrong in one line for the learner (read-only, missing, empty, kept changing, ...).
     """
+    path = status_file(path)
     try:
         doc = StatusDoc.load(path)
         before = doc.text

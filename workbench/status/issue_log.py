@@ -16,9 +16,7 @@ kept. The TUI files the error it shows with one key.
 
 import re
 from datetime import datetime
-from pathlib import Path
 
-from workbench.course.workspace import STATUS_NAME
 from workbench.status.doc import StatusDoc, update_status
 
 SECTION = "Issue log"  # the title when the file has no issues section yet
@@ -49,10 +47,7 @@ def add_issue_entry(workspace, problem: str, error: str, when=None) -> str | Non
     (no STATUS.md, read-only, ...). Raises ValueError for an empty problem.
     """
     text = issue_text(problem, error)
-    path = Path(workspace)
-    if path.is_dir():
-        path = path / STATUS_NAME
-    return update_status(path, lambda doc: _stage(doc, text, when))
+    return update_status(workspace, lambda doc: _stage(doc, text, when))
 
 
 def _stage(doc: StatusDoc, text: str, when) -> None:
