@@ -8,6 +8,7 @@ import nanochat.engine as reference
 from nanochat.model_source import ENGINE, load_learner
 from workbench.check.result import Status
 from workbench.tracks.base import Track, track_spec
+from workbench.tracks.child import run_check
 from workbench.tracks.engine.probes import check
 from workbench.tracks.engine.spec import CHALLENGES, EXERCISES, SPEC
 
@@ -135,5 +136,14 @@ def test_a_crash_is_an_error_with_the_learners_line(tmp_path):
 def test_the_references_own_functions_are_not_the_learners(tmp_path):
     path = tmp_path / "learner_engine.py"
     path.write_text("from nanochat.engine import *\nfrom nanochat.engine import _Row\n", encoding="utf-8")
-    rows = check(load_learner(str(path), ENGINE), reference)
-    assert all(r["status"] == Status.ERROR and "not yours" in r["detail"] for r in rows)
+    result = run_check(str(path), SPEC.files[0], Track.ENGINE)
+    assert [r["qualname"] for r in result["components"]] == QUALNAMES
+    assert all(r["status"] == Status.MISMATCH and "not" in r["detail"] for r in result["components"])
+    assert not result["ok"]
+
+
+def test_the_track_child_passes_a_verbatim_copy(tmp_path):
+    path = tmp_path / "learner_engine.py"
+    path.write_text(SOURCE, encoding="utf-8")
+    result = run_check(str(path), SPEC.files[0], Track.ENGINE)
+    assert result["ok"] and result["track"] == "engine" and result["next_todo"] is None

@@ -7,8 +7,8 @@ All tensors are float64, so any difference is the learner's logic, never roundin
 import torch
 
 from workbench.tracks.base import Exercise
-from workbench.tracks.engine.stand_ins import differ
-from workbench.tracks.outcome import attempt, mismatch, passed
+from workbench.tracks.engine.rows import with_context
+from workbench.tracks.outcome import attempt, max_abs_diff, mismatch, passed
 
 LAYERS, ROWS, HEADS, HEAD_DIM = 3, 2, 2, 4
 CHUNKS = (3, 1, 2)  # tokens per forward: a prompt, one decode step, then two more (past SEQ_LEN: the cache grows)
@@ -68,9 +68,9 @@ def _returned_mistake(got, k, v, want_k, want_v, before: int) -> str | None:
         return "insert_kv returns only the new keys and values, not everything cached so far"
     if tuple(got_k.shape) != tuple(want_k.shape):
         return f"insert_kv returned keys of shape {tuple(got_k.shape)}, the reference {tuple(want_k.shape)}"
-    if differ(got_k, want_v) < TOL and differ(got_v, want_k) < TOL:
+    if max_abs_diff(got_k, want_v) < TOL and max_abs_diff(got_v, want_k) < TOL:
         return "keys and values are swapped"
-    if before > 0 and differ(got_k[:, :, :k.size(2)], k) < TOL:
+    if before > 0 and max_abs_diff(got_k[:, :, :k.size(2)], k) < TOL:
         return "the new keys are written at position 0 instead of at the cache position"
     return None
 
@@ -87,16 +87,15 @@ def insert_kv(exercise: Exercise, learner, reference):
             want = ref.insert_kv(layer, k, v)
             got, bad = attempt(exercise, learner, mine.insert_kv, layer, k.clone(), v.clone())
             if bad:
-                if before + k.size(2) > SEQ_LEN:
-                    bad["detail"] = (f"when the sequence outgrows seq_len={SEQ_LEN} (the cache must grow): "
-                                     f"{bad['detail']}")
-                return bad
+                grows = before + k.size(2) > SEQ_LEN
+                return with_context(bad, f"when the sequence outgrows seq_len={SEQ_LEN} (the cache must grow)") \
+                    if grows else bad
             if mine.pos != ref.pos:
                 return mismatch(exercise, _position_mistake(mine.pos, before, layer, k.size(2)))
             named = _returned_mistake(got, k, v, *want, before)
             if named:
-                return mismatch(exercise, named, differ(got[0], want[0]) if isinstance(got, tuple) else None)
-            diff = max(differ(got[0], want[0]), differ(got[1], want[1]))
+                return mismatch(exercise, named, max_abs_diff(got[0], want[0]) if isinstance(got, tuple) else None)
+            diff = max(max_abs_diff(got[0], want[0]), max_abs_diff(got[1], want[1]))
             if diff > TOL:
                 return mismatch(exercise, f"layer {layer}'s keys/values after inserting {k.size(2)} tokens at "
                                           f"position {before} differ from the reference's", diff)
@@ -117,7 +116,7 @@ def _prompt_cache(learner):
 def _prefill_mistake(got, want) -> str | None:
     """Name the slice that went wrong: layers, keys vs values, or rows."""
     def same(a, b):
-        return differ(a, b) < TOL
+        return max_abs_diff(a, b) < TOL
     if same(got[0], want[0]) and not same(got[1:], want[1:]):
         return "prefill copies only the first layer"
     if same(got[:, 0], want[:, 0]) and not same(got[:, 1], want[:, 1]):
@@ -147,7 +146,7 @@ def prefill(exercise: Exercise, learner, reference):
     if tuple(got.shape) != tuple(want.shape):
         return mismatch(exercise, f"the cache's first {one.pos} positions have shape {tuple(got.shape)}, "
                                   f"expected {tuple(want.shape)}")
-    diff = differ(got, want)
+    diff = max_abs_diff(got, want)
     if diff > TOL:
         why = _prefill_mistake(got, want) or "the copied keys/values differ from the prompt's"
         return mismatch(exercise, why, diff)

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 import torch
 
 from workbench.tracks.base import Exercise
-from workbench.tracks.engine.stand_ins import (PROMPT, SPECIAL, ByteTokenizer, Recorder, ScriptedModel, differ,
-                                               text_ids, tiny_gpt)
-from workbench.tracks.outcome import attempt, mismatch, passed
+from workbench.tracks.engine.stand_ins import (PROMPT, SPECIAL, ByteTokenizer, Recorder, ScriptedModel, text_ids,
+                                               tiny_gpt)
+from workbench.tracks.outcome import attempt, max_abs_diff, mismatch, passed
 
 CALL = [SPECIAL["python_start"], *text_ids("12*7"), SPECIAL["python_end"]]
 ANSWER = [SPECIAL["output_start"], *text_ids("84"), SPECIAL["output_end"]]
@@ -134,7 +134,7 @@ def _scripted(exercise, learner, reference):
 def _cache_diff(mine, ref) -> float:
     if mine is None or mine.pos != ref.pos:
         return float("inf")
-    return differ(mine.kv[:, :, :, :, :ref.pos], ref.kv[:, :, :, :, :ref.pos])
+    return max_abs_diff(mine.kv[:, :, :, :, :ref.pos], ref.kv[:, :, :, :, :ref.pos])
 
 
 def generate(exercise: Exercise, learner, reference):

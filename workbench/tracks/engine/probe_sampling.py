@@ -10,6 +10,7 @@ ignored or inverted, top-k off by one or ignored); the nearest one is named.
 import torch
 
 from workbench.tracks.base import Exercise
+from workbench.tracks.engine.rows import with_context
 from workbench.tracks.outcome import attempt, mismatch, passed
 
 # eight logits, the likeliest not first; the top four close together so that top-k and temperature show
@@ -88,8 +89,7 @@ def _per_row_generators(exercise, learner):
     for _ in range(20):
         together, bad = attempt(exercise, learner, learner.sample_next_token, LOGITS.expand(3, -1).clone(), rows, 1.0)
         if bad:
-            bad["detail"] = f"with one generator per row (a list, as Engine.generate passes): {bad['detail']}"
-            return bad
+            return with_context(bad, "with one generator per row (a list, as Engine.generate passes)")
         for i, g in enumerate(singles):
             alone, bad = attempt(exercise, learner, learner.sample_next_token, LOGITS[None].clone(), g, 1.0)
             if bad:
@@ -104,8 +104,7 @@ def sample_next_token(exercise: Exercise, learner, reference):
     logits = torch.stack([LOGITS, LOGITS.flip(0), LOGITS.roll(3)])
     greedy, bad = attempt(exercise, learner, learner.sample_next_token, logits.clone(), None, 0.0)
     if bad:
-        bad["detail"] = f"at temperature 0 (greedy, no generator): {bad['detail']}"
-        return bad
+        return with_context(bad, "at temperature 0 (greedy, no generator)")
     want = logits.argmax(dim=-1, keepdim=True)
     if not isinstance(greedy, torch.Tensor) or tuple(greedy.shape) != (3, 1):
         shape = tuple(greedy.shape) if isinstance(greedy, torch.Tensor) else type(greedy).__name__

@@ -25,26 +25,14 @@ PROBES = {
 }
 
 
-def own_function(learner: ModuleType, reference: ModuleType, qualname: str):
-    """The learner's function for `qualname`, or None when it is missing or is the reference's own object."""
-    obj = learner
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj if getattr(obj, "__module__", None) == learner.__name__ else None
-
-
 def check(learner: ModuleType, reference: ModuleType) -> list[Component]:
+    """One row per exercise. A function missing from the learner's file, or not written there, is the track
+    child's to report (workbench/tracks/child.py replaces those rows); here it is only kept from stopping the rest."""
     rows = []
     for exercise in EXERCISES:
-        if own_function(learner, reference, exercise.qualname) is None:
-            rows.append(row(exercise, Status.ERROR, f"{exercise.qualname} is not defined in your file (or is "
-                                                    f"nanochat's reference, not yours)"))
-            continue
         try:
             rows.append(PROBES[exercise.qualname](exercise, learner, reference))
-        except Exception as e:  # the learner's function returned something the probe cannot read
-            rows.append(row(exercise, Status.ERROR, f"its result could not be compared with the reference's: "
-                                                    f"{type(e).__name__}: {e}"))
+        except Exception as e:  # a missing function, or a result of a kind the probe cannot read
+            rows.append(row(exercise, Status.ERROR, f"the check could not read what it returned "
+                                                    f"({type(e).__name__}: {e})"))
     return rows

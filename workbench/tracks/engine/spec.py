@@ -14,12 +14,32 @@ from workbench.tracks.base import Exercise, Track, TrackFile, TrackSpec
 LESSON = "21-kv-cache-and-sampling.md"
 
 EXERCISES = (
-    Exercise("KVCache.get_pos", "reports the cache position", LESSON),
-    Exercise("KVCache.insert_kv", "stores keys/values per layer, advances once after the last layer", LESSON),
-    Exercise("KVCache.prefill", "copies a batch-1 cache into every row", LESSON),
-    Exercise("sample_next_token", "greedy at temperature 0, temperature and top-k, draws from the rng", LESSON),
-    Exercise("Engine._advance", "stops at <|assistant_end|>/<|bos|>, runs the calculator", LESSON),
-    Exercise("Engine.generate", "the reference's tokens and cache, prefill once then one token a step", LESSON),
+    Exercise("KVCache.get_pos", "reports the cache position", LESSON,
+             todo="return how many positions are cached (self.pos)"),
+    Exercise("KVCache.insert_kv", "stores keys/values per layer, advances once after the last layer", LESSON,
+             todo="write k and v at positions pos..pos+T of this layer, return everything cached so far",
+             notes="k, v: (B, H_kv, T, D). self.kv: (n_layer, 2, B, H_kv, T_max, D), made by self._ensure_room(k, "
+                   "pos + T), which also grows it. Every layer of one forward writes the same positions, so pos "
+                   "moves on only after the last layer (layer_idx == num_layers - 1) has inserted."),
+    Exercise("KVCache.prefill", "copies a batch-1 cache into every row", LESSON,
+             todo="copy other's first other.pos positions (every layer, keys and values) into every row",
+             notes="other.kv: (n_layer, 2, 1, H_kv, T, D) broadcasts over this cache's B rows; the position "
+                   "continues from other.pos."),
+    Exercise("sample_next_token", "greedy at temperature 0, temperature and top-k, draws from the rng", LESSON,
+             todo="argmax at temperature 0; else keep the top_k largest logits, softmax(logits / temperature), "
+                  "draw one token per row with the generator",
+             notes="logits: (B, vocab) -> LongTensor (B, 1). rng is one torch.Generator for all rows, or a list "
+                   "with one per row (torch.multinomial(..., generator=g))."),
+    Exercise("Engine._advance", "stops at <|assistant_end|>/<|bos|>, runs the calculator", LESSON,
+             todo="finish the row at <|assistant_end|> or <|bos|>; collect <|python_start|>…<|python_end|> and "
+                  "queue the calculator's answer in row.forced",
+             notes="The answer is forced as <|output_start|>, its tokens (self.tokenizer.encode), <|output_end|>; "
+                   "safe_eval(text) returns None for an expression it refuses, and then nothing is forced."),
+    Exercise("Engine.generate", "the reference's tokens and cache, prefill once then one token a step", LESSON,
+             todo="run the prompt once (batch 1), prefill a num_samples-row cache from it, then sample, force "
+                  "and feed back one column per step until every row is done",
+             notes="Yields (column, masks): one token per row, mask 1 if sampled, 0 if forced. Row i draws with "
+                   "its own torch.Generator seeded seed + i."),
 )
 
 SPEC = TrackSpec(

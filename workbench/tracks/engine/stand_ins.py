@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import torch
 
 from nanochat.tokenizer import SPECIAL_TOKENS
-from workbench.tracks.outcome import max_abs_diff
 
 SPECIAL = {name[2:-2]: 256 + i for i, name in enumerate(SPECIAL_TOKENS)}  # "python_start" -> id
 VOCAB = 256 + len(SPECIAL_TOKENS)
@@ -97,8 +96,3 @@ def tiny_gpt(seed: int = 0):
             p.normal_(0.0, 0.3)
     return model.eval()
 
-
-def differ(got, want) -> float:
-    """max_abs_diff, with NaN counted as infinitely far (NaN > tol is False: garbage must never pass)."""
-    diff = max_abs_diff(got, want)
-    return float("inf") if diff != diff else diff
