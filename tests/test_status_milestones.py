@@ -173,3 +173,36 @@ def test_tokenizer_errors_and_usage(workspace, write, capsys, tmp_path):
     assert rc == 2 and "at least 257" in err
     rc, _, err = _milestone(capsys)
     assert rc == 2
+
+
+# -- nanochat-workbench milestone optimizer ----------------------------------------------------------------------
+
+REFERENCE_MUON = Path(__file__).resolve().parents[1] / "nanochat" / "muon.py"
+ORTHOGONALISE = 'update = orthogonalise(stacked, steps=group["ns_steps"], dtype=ns_dtype)'
+
+
+@pytest.mark.slow
+def test_optimizer_a_copy_of_muon_follows_the_reference_curve(workspace, capsys):
+    mine = workspace.directory / "learner_muon.py"
+    mine.write_text(REFERENCE_MUON.read_text(encoding="utf-8"), encoding="utf-8")
+    rc, out, err = _milestone(capsys, "optimizer", mine, "--steps", 4, "--depth", 1, "--seq", 64)
+    assert rc == 0, out + err
+    assert "reference step   1  loss" in out and "yours     step   4  loss" in out
+    line = _line(workspace.status_file, Milestone.OPTIMIZER)
+    assert line.startswith("- [x] **Optimizer matches the reference**") and "your Muon: largest loss gap 0.0000" in line
+
+
+def test_optimizer_without_the_orthogonalisation_is_not_yet_and_a_file_with_no_optimizer_says_so(workspace, capsys):
+    source = REFERENCE_MUON.read_text(encoding="utf-8")
+    assert ORTHOGONALISE in source
+    mine = workspace.directory / "learner_muon.py"
+    mine.write_text(source.replace(ORTHOGONALISE, "update = stacked"), encoding="utf-8")
+    rc, out, err = _milestone(capsys, "optimizer", mine, "--steps", 4, "--depth", 1, "--seq", 64)
+    assert rc == 1 and "✘ not yet: your Muon: largest loss gap" in out, out + err
+    gap = float(out.split("largest loss gap ", 1)[1].split()[0])
+    assert gap > 0.02
+    assert _line(workspace.status_file, Milestone.OPTIMIZER).startswith("- [ ] **Optimizer matches the reference**")
+
+    mine.write_text("def helper():\n    return 1\n", encoding="utf-8")
+    rc, out, err = _milestone(capsys, "optimizer", mine, "--steps", 4, "--depth", 1, "--seq", 64, "--no-status")
+    assert rc == 1 and "does not define Muon" in err and "Traceback" not in out + err
