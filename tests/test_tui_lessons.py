@@ -229,14 +229,13 @@ async def test_workbench_errors_are_notifications_with_the_fix(tmp_path, monkeyp
 
 # what a learner finds in the palette (ctrl+p) on every screen, and on each screen in addition: written out here,
 # not derived from the key bindings the palette itself is built from
-PALETTE_EVERYWHERE = {"Companion", "Lessons", "Plot", "Runs", "Chat", "Re-run the check", "Edit the learner file",
-                      "Help", "Hint", "Compare with the reference", "Reset this method", "Undo the reset",
-                      "Lesson for this method"}
+PALETTE_EVERYWHERE = {"Companion", "Lessons", "Plot", "Runs", "Chat", "Re-run", "Edit", "Help", "Hint", "Lesson",
+                      "Side by side", "Attention", "Track", "Math primer", "Glossary"}
 PALETTE_ON_SCREEN = {
-    "1": {"Components", "Shapes", "Prints", "Side by side"},
+    "1": {"Components", "Issue", "Shapes", "Prints", "Side by side tab", "Reset method", "Undo reset"},
     "2": {"Search", "Contents", "Notes", "Close search / notes"},
     "3": set(),
-    "4": {"Start run", "Cancel run", "Refresh list", "Evaluate checkpoint", "Report card"},
+    "4": {"Start", "Cancel", "Refresh", "Evaluate", "Report card"},
     "5": {"Stop reply", "Clear chat", "Train a tiny model", "Rescan checkpoints", "Web chat server"},
 }
 
@@ -257,7 +256,7 @@ async def test_every_action_of_every_screen_is_in_the_command_palette(lessons, w
         await pilot.press("4")
         await pilot.pause(0.2)
         app.screen.query_one("#run-steps").value = "abc"
-        command = next(c for c in app.get_system_commands(app.screen) if c.title == "Start run")
+        command = next(c for c in app.get_system_commands(app.screen) if c.title == "Start")
         command.callback()
         await until(pilot, lambda: any("whole number" in n.message for n in app._notifications))
 

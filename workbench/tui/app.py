@@ -2,10 +2,13 @@
 
 The app owns the state and the slow work; screens only display it. Workers report up with messages
 (workbench/tui/messages.py), the app turns them into reactive state (`report`, `checklist`, `checking`, `watch_mode`),
-and each screen watches the state it shows. Slow things are named, exclusive workers:
+and each screen watches the state it shows. `report` is the GPT file's latest report (Plot, Chat and the attention
+maps read it); the companion shows `shown_report`, the report of the learner file saved last or picked with `T`
+(workbench/tui/tracks.py lists the files). Slow things are named, exclusive workers:
 
 - "watch": watchfiles on the workspace directory (after a start-up probe proving events arrive, else polling)
-- "check": the core runner on the learner's file; a newer save cancels the check in flight
+- "check": the core runner on the learner's GPT file; a newer save cancels the check in flight
+- "track-check": the track runner (workbench/tracks/runner.py) on a track file (learner_muon.py, ...), the same way
 - "status-write" and "notes-write": thread workers writing STATUS.md through workbench.status.doc
 
 Child processes belong to the services in workbench/tui/services/ (the app holds one of each; they run in the
@@ -33,7 +36,7 @@ from textual.worker import Worker, WorkerState
 
 from nanochat.fsutil import atomic_write
 from workbench.check.result import Status
-from workbench.course.phases import ALL_METHODS, LESSON_FOR
+from workbench.course.phases import ALL_METHODS
 from workbench.course.workspace import STATUS_NAME, learner_file_in, read_learner_file
 from workbench.status.rules import tick_passed
 from workbench.tui.checklist import load_checklist
@@ -49,9 +52,12 @@ from workbench.tui.services.remote_runs import RemoteRunService
 from workbench.tui.services.training import Run, RunService
 from workbench.tui.services.web_chat import WebChatService
 from workbench.tui.session import Report, Session
+from workbench.tui.tracks import LearnerFile, following, learner_files, newest, present
 from workbench.tui.watcher import WorkspaceWatcher
+from workbench.tui.widgets.next_step import shown_problem
 
 NOTES_DEBOUNCE_S = 0.5
+CHECK_GROUPS = ("check", "track-check")
 POLL_PROBE_S = 2.0
 
 
@@ -67,23 +73,36 @@ class WorkbenchApp(App):
     }
     DEFAULT_MODE = "companion"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]  # screen classes for 80-column terminals
+    # Every key works on every screen; the footer shows a few (the companion adds its own), `?` and the command
+    # palette list them all. `description` is the footer's word, `tooltip` what `?` and the palette say.
     BINDINGS = [
-        Binding("1", "switch_mode('companion')", "Companion", show=False),
-        Binding("2", "switch_mode('lessons')", "Lessons", show=False),
-        Binding("3", "switch_mode('plot')", "Plot", show=False),
-        Binding("4", "switch_mode('runs')", "Runs", show=False),
-        Binding("5", "switch_mode('chat')", "Chat", show=False),
-        Binding("l", "open_lesson", "Lesson"),
-        Binding("h", "hint", "Hint"),
-        Binding("v", "compare", "Compare", show=False),
-        Binding("a", "attention", "Attention", show=False),
-        Binding("e", "edit", "Edit file"),
-        Binding("r", "rerun", "Re-run"),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("1", "switch_mode('companion')", "Companion", show=False, tooltip="Live feedback on your file"),
+        Binding("2", "switch_mode('lessons')", "Lessons", show=False, tooltip="Read the lessons and take notes"),
+        Binding("3", "switch_mode('plot')", "Plot", show=False,
+                tooltip="The loss of this save and the saves before, compare runs and experiments"),
+        Binding("4", "switch_mode('runs')", "Runs", show=False,
+                tooltip="Train a tiny model here or on a target; checkpoints, evals, the report card"),
+        Binding("5", "switch_mode('chat')", "Chat", show=False, tooltip="Talk to a checkpoint"),
+        Binding("l", "open_lesson", "Lesson", show=False, tooltip="The lesson for the function you are on"),
+        Binding("h", "hint", "Hint", show=False,
+                tooltip="The hint ladder for the method you are on: shapes, formula, outline, the reference's code"),
+        Binding("v", "compare", "Side by side", show=False,
+                tooltip="Your method beside the reference's, full screen"),
+        Binding("a", "attention", "Attention", show=False,
+                tooltip="Where each attention head of your model looks (↑↓ layer, ←→ head)"),
+        Binding("e", "edit", "Edit", show=False, tooltip="Open the file shown in $EDITOR"),
+        Binding("r", "rerun", "Re-run", show=False, tooltip="Check the file shown now (when file events do not arrive)"),
+        Binding("T", "next_file", "Track", show=False,
+                tooltip="Show the workspace's next learner file in the companion (the GPT, then each track's)"),
+        Binding("m", "open_reference_lesson('math')", "Math primer", show=False,
+                tooltip="The math primer lesson: dot products, softmax, shapes, gradients, cross-entropy"),
+        Binding("question_mark", "help", "Help", key_display="?", tooltip="Every key and what each screen does"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit (notes are saved first)"),
     ]
 
-    report: var[Report | None] = var(None, always_update=True)
+    report: var[Report | None] = var(None, always_update=True)  # the GPT file's latest report
+    shown_file: var[str] = var("")  # the learner file the companion shows: the one saved last, or picked with T
+    shown_report: var[Report | None] = var(None, always_update=True)  # that file's latest report
     checklist = var(None, always_update=True)
     checking: var[bool] = var(False)
     watch_mode: var[str] = var("starting the file watcher…")
@@ -125,6 +144,9 @@ class WorkbenchApp(App):
         self._notes_pending: dict = {}  # lesson name -> the last NoteEdited for it, not yet written
         self._notes_timer = None
         self.sub_title = str(self.learner_path.name)
+        self.learner_files = learner_files(self.learner_path.name)  # the GPT file and every track's files
+        self.reports: dict[str, Report] = {}  # file name -> its latest report
+        self.set_reactive(WorkbenchApp.shown_file, self.learner_path.name)
         self.runs = RunService(self)  # the services own the child processes; screens only display them
         self.chat_model = ChatModel(self)
         self.jobs = JobService(self)
@@ -166,6 +188,9 @@ class WorkbenchApp(App):
         self.reload_status()
         self.watch_workspace(force_polling=None)
         self.run_check("start")
+        last = newest(self.workspace, self.learner_files)
+        if not last.is_model:  # the companion opens on the file saved last
+            self.show_file(last.name)
 
     async def on_unmount(self) -> None:
         self.flush_notes()
@@ -190,8 +215,8 @@ class WorkbenchApp(App):
 
     @work(exclusive=True, group="watch", exit_on_error=False)
     async def watch_workspace(self, force_polling: bool | None) -> None:
-        watcher = WorkspaceWatcher(self.workspace, {self.learner_path.name, STATUS_NAME},
-                                   force_polling=force_polling)
+        names = {f.name for f in self.learner_files} | {STATUS_NAME}
+        watcher = WorkspaceWatcher(self.workspace, names, force_polling=force_polling)
         probe = asyncio.create_task(self._probe(watcher, force_polling))
         try:
             async for names in watcher.changes():
@@ -224,9 +249,16 @@ class WorkbenchApp(App):
     def on_files_changed(self, message: FilesChanged) -> None:
         if STATUS_NAME in message.names:
             self.reload_status()
-        if self.learner_path.name in message.names:
-            self._saved_at = time.perf_counter()
-            self.run_check("save")
+        saved = [f for f in self.learner_files  # a GPT file that went is checked (and says so); a track file is not
+                 if f.name in message.names and (f.is_model or (self.workspace / f.name).is_file())]
+        for file in saved:
+            if file.is_model:
+                self._saved_at = time.perf_counter()
+                self.run_check("save")
+            else:
+                self.run_track_check(file.name, time.perf_counter())
+        if saved:  # the companion follows the file saved last
+            self.show_file(saved[-1].name, check=False)
 
     # ---- checking ---------------------------------------------------------------------------------------------
 
@@ -249,7 +281,7 @@ class WorkbenchApp(App):
         if not self.run_checks:
             return
         started = self._saved_at if reason == "save" and self._saved_at else time.perf_counter()
-        self.post_message(CheckStarted(reason))
+        self.post_message(CheckStarted(reason, self.learner_path.name))
         if not self.learner_path.exists():
             self.post_message(CheckCrashed(f"{self.learner_path} does not exist: create it with "
                                            f"`nanochat-workbench init {self.workspace}`"))
@@ -275,19 +307,79 @@ class WorkbenchApp(App):
             return
         finally:
             self.check_detail = ""
-        self.post_message(CheckFinished(result, source, time.perf_counter() - started))
+        self.post_message(CheckFinished(result, source, time.perf_counter() - started, self.learner_path.name))
+
+    @work(exclusive=True, group="track-check", exit_on_error=False)
+    async def run_track_check(self, name: str, started: float) -> None:
+        """Check a track file (learner_muon.py, ...) in the track runner's child process; a newer save of any
+        track file cancels the check in flight."""
+        if not self.run_checks:
+            return
+        path = self.workspace / name
+        self.post_message(CheckStarted("save", name))
+        try:  # never blocks: a FIFO or device in the file's place is refused, not waited on
+            source = read_learner_file(path, errors="replace")
+        except OSError as e:
+            self.post_message(CheckCrashed(f"cannot read {path}: {e.strerror or e}"))
+            return
+        from workbench.tracks.runner import run_track_check
+        result = await run_track_check(path)
+        self.post_message(CheckFinished(result, source, time.perf_counter() - started, name))
 
     def on_check_started(self, message: CheckStarted) -> None:
         self.checking = True
 
     def on_check_finished(self, message: CheckFinished) -> None:
-        self._announce_new_passes(message.result, message.source)
-        regressions = self.session.record(message.result, message.source)
-        self.report = Report(message.result, message.source, message.seconds, time.time(), regressions)
-        self.last_finished, self.last_seconds = self.report.finished_at, message.seconds
-        self.summary = _summary(message.result, regressions)
-        self.write_ticks(message.result)
-        self.save_session(self.session.state())
+        if message.name == self.learner_path.name:
+            self._announce_new_passes(message.result, message.source)
+            regressions = self.session.record(message.result, message.source)
+            self.report = Report(message.result, message.source, message.seconds, time.time(), regressions)
+            self.write_ticks(message.result)
+            self.save_session(self.session.state())
+        else:
+            self.reports[message.name] = Report(message.result, message.source, message.seconds, time.time())
+            self.shown_report = self.reports.get(self.shown_file)  # the checklist marks every file's statuses
+        report = self.reports[message.name]
+        self.last_finished, self.last_seconds = report.finished_at, message.seconds
+        if message.name == self.shown_file:
+            self.summary = _summary(message.result, report.regressions)
+
+    def watch_report(self, report: Report | None) -> None:
+        """The GPT file's report is one of the learner files' reports; the companion shows it when it is shown."""
+        if report is not None:
+            self.reports[self.learner_path.name] = report
+        self.shown_report = self.reports.get(self.shown_file)
+
+    # ---- the learner files (workbench/tui/tracks.py) ----------------------------------------------------------
+
+    @property
+    def shown(self) -> LearnerFile:
+        """The learner file the companion shows."""
+        return next((f for f in self.learner_files if f.name == self.shown_file), self.learner_files[0])
+
+    @property
+    def shown_path(self) -> Path:
+        return self.workspace / self.shown_file
+
+    def show_file(self, name: str, check: bool = True) -> None:
+        """Show one learner file's report in the companion (with `check`, checking it first when it has none)."""
+        self.shown_file = name
+        self.shown_report = report = self.reports.get(name)
+        self.summary = _summary(report.result, report.regressions) if report else ""
+        if check and report is None and not self.shown.is_model:
+            self.run_track_check(name, time.perf_counter())
+
+    def action_next_file(self) -> None:
+        """T: the companion shows the next learner file of the workspace (GPT, then each track's)."""
+        files = present(self.workspace, self.learner_files)
+        if len(files) < 2:
+            self.notify("learner_gpt.py is this workspace's only learner file. `nanochat-workbench init . --track "
+                        "optimizer` (or data, training, engine, all) adds a track's files.", title="Tracks")
+            return
+        file = following(files, self.shown_file)
+        self.show_file(file.name)
+        self.switch_mode("companion")
+        self.notify(f"{file.name}: {file.title}", title="Showing")
 
     @work(thread=True, exclusive=True, group="session-save", exit_on_error=False)
     def save_session(self, state: str) -> None:
@@ -325,8 +417,8 @@ class WorkbenchApp(App):
     def worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker failures become UI (screens forward theirs here, see screens/base.py)."""
         worker = event.worker
-        if worker.group == "check":
-            self.checking = any(w.group == "check" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+        if worker.group in CHECK_GROUPS:
+            self.checking = any(w.group in CHECK_GROUPS and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
                                 for w in self.workers)
         if event.state == WorkerState.ERROR:
             self.notify(f"{worker.error!r}\nThis is a bug in the workbench, not in your code. "
@@ -395,7 +487,17 @@ class WorkbenchApp(App):
 
     # ---- hints, side by side, reset ---------------------------------------------------------------------------
 
+    def _model_only(self, what: str) -> bool:
+        """True when the companion shows the GPT file; else says that `what` works on the GPT's methods only."""
+        if self.shown.is_model:
+            return True
+        self.notify(f"{what} works on {self.learner_path.name}'s methods; for {self.shown_file}, l opens the "
+                    f"lesson of the function you are on. T shows another file.", severity="information")
+        return False
+
     def action_hint(self) -> None:
+        if not self._model_only("The hint ladder"):
+            return
         self.push_screen(_screen("modals.hints", "HintScreen", self.current_method() or "GPT.__init__",
                                  self.hint_levels))
 
@@ -405,6 +507,8 @@ class WorkbenchApp(App):
 
     def action_compare(self) -> None:
         """The learner's method beside the reference's: the one that passed last, else the current one."""
+        if not self._model_only("Side by side"):
+            return
         qualname = self.last_passed or self.current_method()
         if qualname is None:
             self.notify("Nothing to compare yet: press v after a method passes.", severity="information")
@@ -417,6 +521,8 @@ class WorkbenchApp(App):
         self.push_screen(_screen("modals.compare", "CompareScreen", qualname, source))
 
     def action_reset_method(self) -> None:
+        if not self._model_only("Reset"):
+            return
         qualname = self.current_method()
         if qualname is None or qualname not in ALL_METHODS:
             self.notify("Reset works on the method you are on (the next TODO or the failing one); there is "
@@ -459,16 +565,51 @@ class WorkbenchApp(App):
             return
         self.notify(f"{qualname} is back as you had it.", title="Undone")
 
+    # ---- the issue log (workbench/status/issue_log.py) --------------------------------------------------------
+
+    def action_file_issue(self) -> None:
+        """i: file what the companion shows as going wrong as a dated entry in STATUS.md's issue log."""
+        problem = shown_problem(self.shown_report)
+        if problem is None:
+            self.notify("Nothing is wrong in the file shown: i files an error or a mismatch when there is one.",
+                        severity="information")
+            return
+        self.write_issue(*problem)
+
+    @work(thread=True, group="status-write", exit_on_error=False)
+    def write_issue(self, problem: str, error: str) -> None:
+        from workbench.status.issue_log import add_issue_entry
+        failure = add_issue_entry(self.status_path, problem, error)
+        if failure:
+            self.call_from_thread(self.notify, failure, title="Issue not filed", severity="error", timeout=12)
+        else:
+            self.call_from_thread(self.notify, f"{problem}. Add the solution and the lesson learned there.",
+                                  title="Filed in STATUS.md's issue log")
+
     # ---- lessons and notes ------------------------------------------------------------------------------------
 
     def action_open_lesson(self) -> None:
         """Open the lesson for the method the learner is on (next TODO, regression or mismatch)."""
         qualname = self.current_method()
-        self.lesson_request = (LESSON_FOR.get(qualname) if qualname else None, qualname)
+        self.lesson_request = (self.shown.lesson_for(qualname), qualname)
+        self.switch_mode("lessons")
+
+    def action_open_reference_lesson(self, topic: str) -> None:
+        """m: the math primer; the glossary (palette): lessons found by the name after their number."""
+        from workbench.course.lessons import list_lessons
+        try:
+            lesson = next((x for x in list_lessons() if x.name.split("-", 1)[-1].startswith(topic)), None)
+        except FileNotFoundError:
+            lesson = None
+        if lesson is None:
+            self.notify(f"There is no {topic} lesson in the lessons folder.", severity="warning")
+            return
+        self.lesson_request = (lesson.name, None)
         self.switch_mode("lessons")
 
     def current_method(self) -> str | None:
-        return self.report.current_method() if self.report is not None else None
+        """The function the learner is on in the file the companion shows."""
+        return self.shown_report.current_method() if self.shown_report is not None else None
 
     def notes_for(self, lesson) -> tuple[dict[str, str], str]:
         """The answers and notes already saved for a lesson (pending, unsaved edits included)."""
@@ -516,7 +657,10 @@ class WorkbenchApp(App):
     # ---- actions ----------------------------------------------------------------------------------------------
 
     def action_rerun(self) -> None:
-        self.run_check("by hand")
+        if self.shown.is_model:
+            self.run_check("by hand")
+        else:
+            self.run_track_check(self.shown_file, time.perf_counter())
 
     def action_edit(self) -> None:
         """Hand the terminal to $VISUAL/$EDITOR on the learner's file; the watcher picks up the save."""
@@ -525,16 +669,17 @@ class WorkbenchApp(App):
             self.notify("Set $EDITOR (e.g. export EDITOR=nano), or edit the file in another window: "
                         "every save is checked.", title="No editor", severity="warning")
             return
-        line = ((self.report.result.get("next_todo") or self.report.result.get("error") or {}).get("line")
-                if self.report else None)
+        report = self.shown_report
+        line = ((report.result.get("next_todo") or report.result.get("error") or {}).get("line")
+                if report else None)
         args = shlex.split(editor)
         if line and Path(args[0]).name in ("vi", "vim", "nvim", "nano", "emacs", "micro", "kak", "hx"):
             args.append(f"+{line}")
         try:
             with self.suspend():
-                subprocess.call([*args, str(self.learner_path)])
+                subprocess.call([*args, str(self.shown_path)])
         except Exception as e:  # SuspendNotSupported (e.g. textual-web), or the editor not found
-            self.notify(f"Could not open the editor ({e}). Edit {self.learner_path} in another window.",
+            self.notify(f"Could not open the editor ({e}). Edit {self.shown_path} in another window.",
                         title="Editor", severity="warning")
         self.refresh()
 
@@ -544,27 +689,21 @@ class WorkbenchApp(App):
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Companion", "Live feedback on your file", lambda: self.switch_mode("companion"))
-        yield SystemCommand("Re-run the check", "Check the learner file now", self.action_rerun)
-        yield SystemCommand("Edit the learner file", "Open it in $EDITOR", self.action_edit)
-        yield SystemCommand("Lessons", "Read the lessons and take notes", lambda: self.switch_mode("lessons"))
-        yield SystemCommand("Plot", "The loss of this save and the saves before", lambda: self.switch_mode("plot"))
-        yield SystemCommand("Runs", "Train a tiny model locally; finished runs", lambda: self.switch_mode("runs"))
-        yield SystemCommand("Chat", "Talk to a checkpoint", lambda: self.switch_mode("chat"))
-        yield SystemCommand("Help", "Keys and what each screen does", self.action_help)
-        yield SystemCommand("Hint", "The next rung of the hint ladder for the method you are on", self.action_hint)
-        yield SystemCommand("Compare with the reference", "Your method beside the reference's", self.action_compare)
-        yield SystemCommand("Reset this method", "Put the method you are on back to its TODO (undo: u)",
-                            self.action_reset_method)
-        yield SystemCommand("Undo the reset", "Put the last reset method back", self.action_undo_reset)
-        # and every action of the screen in front (start/cancel a run, stop a reply, search a lesson, ...)
+        # every key of the app, then every key of the screen in front (start/cancel a run, search a lesson, ...)
+        app_actions = {binding.action for binding in self.BINDINGS}
+        for binding in self.BINDINGS:
+            if binding.action not in ("help", "quit"):
+                yield SystemCommand(binding.description, f"{binding.tooltip} (key {self.get_key_display(binding)})",
+                                    lambda action=binding.action: self.call_later(self.run_action, action))
         for binding in getattr(screen, "BINDINGS", []):
-            if isinstance(binding, Binding) and binding.description and not binding.action.startswith("app."):
-                yield SystemCommand(binding.description, f"{type(screen).__name__.removesuffix('Screen')} screen "
-                                    f"(key {binding.key})",
+            if (isinstance(binding, Binding) and binding.description and binding.action != "leave_input"
+                    and binding.action.removeprefix("app.") not in app_actions):
+                where = f"{type(screen).__name__.removesuffix('Screen')} screen"
+                yield SystemCommand(binding.description, f"{binding.tooltip or where} (key {binding.key})",
                                     lambda action=binding.action: self.call_later(screen.run_action, action))
-        yield SystemCommand("Lesson for this method", "Open the lesson at the method you are on",
-                            self.action_open_lesson)
+        yield SystemCommand("Glossary", "The glossary lesson: the words of the course, each in a few lines",
+                            lambda: self.action_open_reference_lesson("glossary"))
+        yield SystemCommand("Help", "Every key and what each screen does", self.action_help)
 
 
 def _screen(module: str, name: str, *args):

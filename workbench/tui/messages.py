@@ -24,15 +24,18 @@ class FilesChanged(Message):
 @dataclass
 class CheckStarted(Message):
     reason: str  # "save", "start", "by hand"
+    name: str  # the learner file's name: learner_gpt.py, or a track file (learner_muon.py, ...)
 
 
 @dataclass
 class CheckFinished(Message):
-    """The runner returned a result (the `check --json` dict) for the file text in `source`."""
+    """A runner returned a result (the `check --json` dict) for the file text in `source`: the warm worker for the
+    GPT file, the track runner for a track file."""
 
     result: dict
     source: str | None
     seconds: float
+    name: str  # the learner file's name
 
 
 @dataclass

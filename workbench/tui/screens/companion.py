@@ -1,6 +1,8 @@
 """The companion screen: live feedback on the learner's file, refreshed on every save.
 
-It only displays the app's state (report, checklist, run state); the watching and checking happen in the app.
+It only displays the app's state (the shown file's report, checklist, run state); the watching and checking
+happen in the app. The file shown is the learner file saved last (learner_gpt.py or a track's file), or the one
+picked with `T`.
 """
 
 from textual.app import ComposeResult
@@ -9,6 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from workbench.tui.screens.base import WorkbenchScreen
+from workbench.tui.tracks import present
 from workbench.tui.widgets.checklist import Checklist
 from workbench.tui.widgets.component_table import ComponentTable
 from workbench.tui.widgets.loss_panel import LossPanel
@@ -21,13 +24,24 @@ from workbench.tui.widgets.top_bar import TopBar
 
 
 class CompanionScreen(WorkbenchScreen):
+    # the footer shows what a learner needs here (the app's l, h, e again, visible); ? and the palette list the rest
     BINDINGS = [
-        Binding("c", "show_tab('tab-components')", "Components"),
-        Binding("s", "show_tab('tab-shapes')", "Shapes", show=False),
-        Binding("p", "show_tab('tab-prints')", "Prints", show=False),
-        Binding("b", "show_tab('tab-compare')", "Side by side", show=False),
-        Binding("R", "app.reset_method", "Reset method", show=False),
-        Binding("u", "app.undo_reset", "Undo reset", show=False),
+        Binding("c", "show_tab('tab-components')", "Components",
+                tooltip="Walk the component rows (↑↓); the highlighted row's whole reason shows below the table"),
+        Binding("i", "app.file_issue", "Issue",
+                tooltip="File the error or mismatch shown as a dated entry in STATUS.md's issue log"),
+        Binding("T", "app.next_file", "Track",
+                tooltip="Show the workspace's next learner file (the GPT, then each track's)"),
+        Binding("l", "app.open_lesson", "Lesson", tooltip="The lesson for the function you are on"),
+        Binding("h", "app.hint", "Hint", tooltip="The hint ladder for the method you are on"),
+        Binding("e", "app.edit", "Edit", tooltip="Open the file shown in $EDITOR"),
+        Binding("s", "show_tab('tab-shapes')", "Shapes", show=False, tooltip="The shapes tab"),
+        Binding("p", "show_tab('tab-prints')", "Prints", show=False, tooltip="Your prints, captured"),
+        Binding("b", "show_tab('tab-compare')", "Side by side tab", show=False,
+                tooltip="Your method beside the reference's, in the tabs"),
+        Binding("R", "app.reset_method", "Reset method", show=False,
+                tooltip="Put the method you are on back to its TODO (u undoes)"),
+        Binding("u", "app.undo_reset", "Undo reset", show=False, tooltip="Put the last reset method back"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -52,12 +66,12 @@ class CompanionScreen(WorkbenchScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.watch(self.app, "report", self._show_report)
+        self.watch(self.app, "shown_report", self._show_report)
         self.watch(self.app, "checklist", self._show_checklist)
         self.watch(self.app, "warmup", self._show_warmup)
         self.watch(self.app, "passed_method", self._show_passed, init=False)
         self.app.bind_run_state(self.query_one(RunState))
-        self.query_one(TopBar).mode, self.query_one(TopBar).file = "companion", self.app.learner_path.name
+        self.query_one(TopBar).mode = "companion"
 
     def _show_passed(self, passed) -> None:
         if passed is not None:
@@ -68,14 +82,21 @@ class CompanionScreen(WorkbenchScreen):
         self.query_one(NextStep).warmup = progress
 
     def _show_report(self, report) -> None:
-        self.query_one(NextStep).report = report
-        self.query_one(Checklist).report = report
+        shown = self.app.shown
+        self.query_one(TopBar).file = shown.name
+        next_step = self.query_one(NextStep)
+        next_step.learner = shown
+        next_step.other_files = len(present(self.app.workspace, self.app.learner_files)) - 1
+        next_step.report = report
+        checklist = self.query_one(Checklist)
+        checklist.others = [r for name, r in self.app.reports.items() if name != shown.name]
+        checklist.report = report
         self.query_one(ComponentTable).report = report
         self.query_one(ShapesTable).report = report
         self.query_one(PrintsLog).report = report
         panel = self.query_one(LossPanel)
         panel.run_losses = list(report.result.get("losses") or []) if report else []
-        panel.history = self.app.session.loss_history() if self.app.session else []
+        panel.history = self.app.session.loss_history() if self.app.session and shown.is_model else []
 
     def _show_checklist(self, data) -> None:
         self.query_one(Checklist).data = data

@@ -27,9 +27,12 @@ WRAPPED_LANGUAGES = {"python", "py", "bash", "sh", "console", "toml", "json"}
 
 class LessonsScreen(WorkbenchScreen):
     BINDINGS = [
-        Binding("slash", "search", "Search"),
-        Binding("t", "toggle_toc", "Contents"),
-        Binding("n", "focus_notes", "Notes"),
+        Binding("slash", "search", "Search", key_display="/",
+                tooltip="Search every lesson (enter: the next match, then the next lesson that has it)"),
+        Binding("t", "toggle_toc", "Contents", tooltip="The lesson's table of contents, in the list's place"),
+        Binding("n", "focus_notes", "Notes", tooltip="Your answers and notes, saved into STATUS.md as you type"),
+        Binding("m", "app.open_reference_lesson('math')", "Primer",
+                tooltip="The math primer: dot products, softmax, shapes, gradients, cross-entropy"),
         Binding("escape", "close", "Close search / notes", show=False),
     ]
 

@@ -32,11 +32,13 @@ DEFAULT_STEPS = 20
 
 class RunsScreen(WorkbenchScreen):
     BINDINGS = [
-        Binding("s", "start_run", "Start run"),
-        Binding("x", "cancel_run", "Cancel run"),
-        Binding("f", "refresh_runs", "Refresh list"),
-        Binding("E", "evaluate", "Evaluate checkpoint"),
-        Binding("g", "report_card", "Report card"),
+        Binding("s", "start_run", "Start", tooltip="Start a run on the target picked (local, or one of targets.toml)"),
+        Binding("x", "cancel_run", "Cancel",
+                tooltip="Cancel the run: once, stop after the step and save; twice, kill it"),
+        Binding("f", "refresh_runs", "Refresh", tooltip="Re-read the finished runs and checkpoints"),
+        Binding("E", "evaluate", "Evaluate",
+                tooltip="Evaluate the highlighted checkpoint (base_eval or chat_eval); results below the list"),
+        Binding("g", "report_card", "Report card", tooltip="Write the report card (report.md) and open it"),
     ]
 
     def __init__(self, **kwargs):

@@ -1,7 +1,8 @@
 """The phase checklist: STATUS.md's ticks, overlaid with the live status of each component from the last check.
 
 A tick comes from the file (whoever wrote it: the workbench when a component passes, or the learner by hand);
-the colour and mark come from the latest check, so a ticked method that now fails shows as failing.
+the colour and mark come from the latest check of the file it belongs to (the shown file's report, else the
+other learner files' latest reports), so a ticked method that now fails shows as failing.
 """
 
 from dataclasses import dataclass, field
@@ -38,17 +39,21 @@ class Checklist(Static):
     """Rendered as one Text: cheap to redraw on every check, and stable in snapshots."""
 
     data: reactive[ChecklistData | None] = reactive(None, always_update=True, layout=True)  # height follows
-    report: reactive[Report | None] = reactive(None, always_update=True)
+    report: reactive[Report | None] = reactive(None, always_update=True)  # the shown file's (its → next TODO)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.others: list[Report] = []  # the other learner files' latest reports (set before `report`)
 
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
         if self.data is None:
             return Text("STATUS.md not loaded", style="dim")
-        todo = ((self.report.result.get("next_todo") or {}).get("qualname") if self.report else None)
+        todos = {(r.result.get("next_todo") or {}).get("qualname") for r in (self.report, *self.others) if r}
         # the room the scrolling column gives (this widget's own width follows its content)
         room = self.parent.scrollable_content_region.width if self.parent is not None else 0
         for phase in self.data.phases:
-            marks = [self._mark(name, ticked, todo) for name, ticked in phase.items]
+            marks = [self._mark(name, ticked, todos) for name, ticked in phase.items]
             done = sum(1 for mark, _ in marks if mark == "✔")  # counted from the marks shown: never behind them
             text.append(f"{phase.title}", style="bold")
             text.append(f"  {done}/{len(phase.items)}\n", style="dim")
@@ -65,10 +70,17 @@ class Checklist(Static):
         text.rstrip()
         return text
 
-    def _mark(self, name: str, ticked: bool, todo: str | None) -> tuple[str, str]:
+    def _live_status(self, name: str) -> str | None:
+        for report in (self.report, *self.others):
+            status = report.status_of(name) if report is not None else None
+            if status is not None:
+                return status
+        return None
+
+    def _mark(self, name: str, ticked: bool, todos: set) -> tuple[str, str]:
         """(mark, style) of one method: the live status of the last check first, else the file's tick."""
-        status = self.report.status_of(name) if self.report else None
-        if name == todo:
+        status = self._live_status(name)
+        if name in todos:  # each learner file's next TODO
             return "→", "bold yellow"
         if status in MARKS and status != Status.TODO:
             mark, style = MARKS[status]

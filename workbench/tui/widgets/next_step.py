@@ -3,7 +3,8 @@
 Order: regressions (something that passed before now fails, with the diff since it last passed), then an error
 in the learner's code (snippet around the line, traceback trimmed to the learner's frames), then the first component
 to fix (a method written but wrong) beside the next TODO (qualname, message, file:line, phase, lesson) — the learner
-decides which to do first — then "all checks pass".
+decides which to do first — then "all checks pass". The same for every learner file: the GPT file, or a track's
+file (learner_muon.py, ...), named above its report when the workspace has more than one.
 """
 
 import re
@@ -20,10 +21,12 @@ from workbench.check.result import Status, lead_component
 from workbench.course.phases import LESSON_FOR, PHASES, phase_of
 from workbench.course.workspace import read_learner_file
 from workbench.tui.session import Report
+from workbench.tui.tracks import LearnerFile
 
 SNIPPET_CONTEXT = 4  # lines either side of the error line
 TODO_SNIPPET_MAX = 30  # a TODO's method is shown from its def line when it is at most this long
 SYNTAX_THEME = "ansi_dark"  # follows the terminal's own palette
+ISSUE_KEY_LINE = "i files this in STATUS.md's issue log"
 
 
 class NextStep(VerticalScroll):
@@ -31,6 +34,8 @@ class NextStep(VerticalScroll):
 
     report: reactive[Report | None] = reactive(None, always_update=True)
     warmup: reactive[dict | None] = reactive(None)  # the checker's preparation: {"done", "total", "stage"}
+    learner: LearnerFile | None = None  # the file the report is of (set before `report`)
+    other_files: int = 0  # how many other learner files the workspace has (T shows them)
 
     def compose(self):
         yield Static("Waiting for the first check of your file…", id="next-step-body")
@@ -55,14 +60,19 @@ class NextStep(VerticalScroll):
         if not self.is_mounted:
             return
         self.query_one("#warmup-bar").display = False
-        self.query_one("#next-step-body", Static).update(render_report(report))
+        self.query_one("#next-step-body", Static).update(render_report(report, self.learner, self.other_files))
         self.scroll_home(animate=False)
 
 
-def render_report(report: Report | None) -> RenderableType:
+def render_report(report: Report | None, learner: LearnerFile | None = None, other_files: int = 0) -> RenderableType:
+    parts: list[RenderableType] = []
+    if learner is not None and (other_files or not learner.is_model):
+        parts.append(Text.assemble((learner.name, "bold"), (f"  {learner.title}", "cyan"),
+                                   ("   T: next file" if other_files else "", "dim")))
     if report is None:
-        return Text("Waiting for the first check of your file…", style="dim")
-    result, parts = report.result, []
+        parts.append(Text("Waiting for the first check of your file…", style="dim"))
+        return Group(*parts)
+    result = report.result
     for reg in report.regressions:
         parts.append(Text.assemble(("REGRESSION  ", "bold white on red"), (reg.qualname, "bold"),
                                    f" passed before and is now {reg.status}"))
@@ -82,39 +92,76 @@ def render_report(report: Report | None) -> RenderableType:
         parts.extend(_render_error(error, report.source))
     elif todo:
         if lead is not None:  # a method written but wrong, beside the next one to write: the learner picks
-            parts.extend(_render_mismatch(lead, heading="FIRST TO FIX  "))
+            parts.extend(_render_mismatch(lead, learner, heading="FIRST TO FIX  "))
             parts.append(Text(""))
-        parts.extend(_render_todo(todo, report.source))
+        parts.extend(_render_todo(todo, report.source, learner))
     else:
         if lead is not None:
-            parts.extend(_render_mismatch(lead))
+            parts.extend(_render_mismatch(lead, learner))
         elif result.get("ok"):
             losses = result.get("losses") or []
             line = Text.assemble(("✔ All checks pass", "bold green"))
             if len(losses) >= 2:
                 line.append(f"   loss {losses[0]:.3f} → {losses[-1]:.3f} over {len(losses)} steps", style="green")
             parts.append(line)
-            parts.append(Text("Your GPT matches the reference. Train it for real on the Runs screen (4), "
-                              "then talk to it on the Chat screen (5)."))
+            if learner is None or learner.is_model:
+                parts.append(Text("Your GPT matches the reference. Train it for real on the Runs screen (4), "
+                                  "then talk to it on the Chat screen (5)."))
+            else:
+                parts.append(Text(f"Your {learner.name} matches nanochat's {learner.track_file.reference_module}."))
         else:
             parts.append(Text(f"The check stopped at stage '{result.get('stage', '?')}' without a reason.",
                               style="yellow"))
     return Group(*parts)
 
 
-def _render_todo(todo: dict, source: str | None) -> list[RenderableType]:
-    qualname = todo.get("qualname", "?")
-    phase_no = todo.get("phase") or phase_of(qualname)
+def _where_in_course(qualname: str, phase_no: int | None, learner: LearnerFile | None) -> str:
+    """Where a function sits in the course: "phase 3 · Forward pass" for the GPT, the track's title for a track."""
+    if learner is not None and not learner.is_model:
+        return learner.title
+    phase_no = phase_no or phase_of(qualname)
     phase = next((p for p in PHASES if p.number == phase_no), None)
-    lesson = todo.get("lesson") or LESSON_FOR.get(qualname)
+    return f"phase {phase_no}" + (f" · {phase.title}" if phase else "")
+
+
+def _lesson_of(item: dict, learner: LearnerFile | None) -> str | None:
+    qualname = item.get("qualname")
+    return item.get("lesson") or (learner.lesson_for(qualname) if learner else LESSON_FOR.get(qualname))
+
+
+def shown_problem(report: Report | None) -> tuple[str, str] | None:
+    """(problem, error text) of what the panel shows as going wrong — the learner's error, else a regression, else
+    the first component to fix — for STATUS.md's issue log; None when nothing is wrong."""
+    if report is None:
+        return None
+    error = report.result.get("error")
+    if error:
+        where = f" in {error['qualname']}" if error.get("qualname") else ""
+        tb = trim_traceback(error.get("traceback"), error.get("file"))
+        return (f"{error.get('type', 'Error')}{where}",
+                f"{error.get('type', 'Error')}: {error.get('message', '')}" + (f"\n{tb}" if tb else ""))
+    for reg in report.regressions:
+        return f"{reg.qualname} passed before and is now {reg.status}", reg.detail or reg.status
+    lead = lead_component(report.components)
+    if lead is None:
+        return None
+    diff = lead.get("max_abs_diff")
+    detail = lead.get("detail", "") + (f" (max |Δ| vs the reference: {diff:.3g})" if diff is not None else "")
+    return f"{lead.get('qualname', '?')} does not match the reference ({lead.get('status')})", detail
+
+
+def _render_todo(todo: dict, source: str | None, learner: LearnerFile | None = None) -> list[RenderableType]:
+    qualname = todo.get("qualname", "?")
+    lesson = _lesson_of(todo, learner)
+    hints = "  l opens it here · h hints" if learner is None or learner.is_model else "  l opens it here"
     out: list[RenderableType] = [
         Text.assemble(("NEXT  ", "bold black on yellow"), (qualname, "bold"),
-                      (f"   phase {phase_no}" + (f" · {phase.title}" if phase else ""), "dim")),
+                      (f"   {_where_in_course(qualname, todo.get('phase'), learner)}", "dim")),
         Text(todo.get("message", "")),
         Text.assemble(("at ", "dim"), (f"{_short(todo.get('file'))}:{todo.get('line')}", "underline")),
     ]
     if lesson:
-        out.append(Text.assemble(("lesson ", "dim"), (lesson, "cyan"), ("  l opens it here · h hints", "dim")))
+        out.append(Text.assemble(("lesson ", "dim"), (lesson, "cyan"), (hints, "dim")))
     # the whole method from its `def` (the skeleton's docstring is the guide) when it is short enough
     line, def_line = todo.get("line"), todo.get("def_line")
     start = def_line if def_line and line and 0 <= line - def_line <= TODO_SNIPPET_MAX else None
@@ -132,6 +179,7 @@ def _render_error(error: dict, source: str | None) -> list[RenderableType]:
     ]
     if where:
         out.append(Text.assemble(("at ", "dim"), (where, "underline")))
+    out.append(Text(ISSUE_KEY_LINE, style="dim"))
     snippet = _snippet(error.get("file"), error.get("line"), source)
     if snippet is not None:
         out += [Text(""), snippet]
@@ -141,20 +189,22 @@ def _render_error(error: dict, source: str | None) -> list[RenderableType]:
     return out
 
 
-def _render_mismatch(comp: dict, heading: str = "") -> list[RenderableType]:
+def _render_mismatch(comp: dict, learner: LearnerFile | None = None, heading: str = "") -> list[RenderableType]:
     qualname = comp.get("qualname", "?")
     label = heading or ("ERROR  " if comp.get("status") == Status.ERROR else "MISMATCH  ")
     out: list[RenderableType] = [
         Text.assemble((label, "bold white on dark_orange3"), (qualname, "bold"),
-                      (f"   phase {comp.get('phase') or phase_of(qualname)}", "dim")),
+                      (f"   {_where_in_course(qualname, comp.get('phase'), learner)}", "dim")),
         Text(comp.get("detail", "")),
     ]
     if comp.get("max_abs_diff") is not None:
         out.append(Text(f"max |Δ| vs the reference: {comp['max_abs_diff']:.3g}", style="dim"))
-    lesson = LESSON_FOR.get(qualname)
+    lesson = _lesson_of(comp, learner)
     if lesson:
-        hint = "" if heading else "  (h for a hint)"  # beside a TODO, h and l are for the TODO
+        model = learner is None or learner.is_model
+        hint = "" if heading or not model else "  (h for a hint)"  # beside a TODO, h and l are for the TODO
         out.append(Text.assemble(("lesson ", "dim"), (lesson, "cyan"), (hint, "dim")))
+    out.append(Text(ISSUE_KEY_LINE, style="dim"))
     return out
 
 
