@@ -34,7 +34,8 @@ LESSON_FILES = (
     "01-pipeline.md", "02-tokenization.md", "03-embeddings-and-config.md", "04-the-block.md", "05-rmsnorm.md",
     "06-rotary-embeddings.md", "07-attention.md", "08-mlp.md", "09-logits-and-loss.md", "10-initialisation.md",
     "11-optimisers.md", "12-training-loop.md", "13-generation.md", "14-mid-sft-rl.md", "15-evaluation.md",
-    "16-distributed-and-speedrun.md", "17-debugging.md", "22-math-primer.md", "23-glossary.md",
+    "16-distributed-and-speedrun.md", "17-debugging.md", "18-adamw-and-muon.md", "22-math-primer.md",
+    "23-glossary.md",
 )
 INDEX = "README.md"
 ALL_MARKDOWN = LESSON_FILES + (INDEX,)
@@ -126,11 +127,22 @@ def display_width(line):
 # ---------------------------------------------------------------------------------------------------------------
 # the code the lessons point at
 
-def gpt_attr(qualname):
-    obj = ref_gpt
+def gpt_attr(qualname, module=ref_gpt):
+    obj = module
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def taught_attr(lesson, qualname):
+    """What a lesson teaches: an exercise of a track whose lesson it is (in that track's reference module), else a
+    name of nanochat/gpt.py."""
+    from workbench.tracks.base import available_track_specs
+    for spec in available_track_specs():
+        for tf in spec.files:
+            if any(e.qualname == qualname and e.lesson == lesson for e in tf.exercises):
+                return gpt_attr(qualname, __import__(tf.reference_module, fromlist=["_"]))
+    return gpt_attr(qualname)
 
 
 @functools.lru_cache(maxsize=None)
@@ -313,9 +325,9 @@ def test_taught_qualnames_exist_and_have_a_heading(name):
     headings = [heading for _, heading, _ in sections(text)]
     for qualname in meta["teaches"]:
         try:
-            gpt_attr(qualname)
+            taught_attr(name, qualname)
         except AttributeError:
-            pytest.fail(f"{name} teaches {qualname}, which nanochat/gpt.py does not define")
+            pytest.fail(f"{name} teaches {qualname}, which neither nanochat/gpt.py nor a track's module defines")
         assert any(f"`{qualname}`" in h for h in headings), f"{name}: no heading names `{qualname}`"
 
 
@@ -329,6 +341,17 @@ def test_every_learner_method_is_taught_by_its_lesson():
         for method in read(name)[0]["teaches"]:
             if method in LESSON_FOR:
                 assert LESSON_FOR[method] == name, f"{name} teaches {method}, which belongs to {LESSON_FOR[method]}"
+
+
+def test_every_track_exercise_is_taught_by_its_lesson():
+    from workbench.tracks.base import available_track_specs
+    for spec in available_track_specs():
+        for exercise in (e for tf in spec.files for e in tf.exercises if e.lesson):
+            if not (LESSONS_DIR / exercise.lesson).exists():
+                continue  # a track whose lesson is still being written (checked as soon as the file is there)
+            assert exercise.lesson in LESSON_FILES, f"{exercise.qualname}: lesson {exercise.lesson} is not a lesson file"
+            assert exercise.qualname in read(exercise.lesson)[0]["teaches"], \
+                f"{exercise.lesson} must list {exercise.qualname} in `teaches`"
 
 
 def test_the_index_lists_every_lesson_and_method():
