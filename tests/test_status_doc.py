@@ -144,7 +144,7 @@ def test_missing_sections_are_skipped_not_fatal(tmp_path):
     after = path.read_text(encoding="utf-8")
     assert after.startswith(text)  # everything the learner had is still there, unchanged
     assert "## Learning log\n\n- **2025-01-02 10:00** — first day\n" in after
-    assert "| Component | Learner | Reference | Status |\n|---|---|---|---|\n| norm | ok | ok | pass |\n" in after
+    assert "| Component | Learner | Reference | Compared |\n|---|---|---|---|\n| norm | ok | ok | pass |\n" in after
     assert StatusDoc.load(path).log[0].text == "first day"
 
 
@@ -386,7 +386,7 @@ def test_apply_check_skeleton_then_complete_then_regression(tmp_path):
     doc = StatusDoc.load(path)
     assert doc.ticked() == set(ALL_METHODS)
     assert {m.key for m in doc.milestones if m.done} == {milestone_key(m) for m in MILESTONES} - {"full_pipeline"}
-    assert len(doc.comparison_rows) == len(ALL_METHODS)
+    assert len(doc.check_rows) == len(ALL_METHODS) and doc.comparison_rows == []
 
     # a syntax error while typing changes nothing
     assert apply_check(doc, {"ok": False, "stage": "import", "components": []}).ticked == set()
@@ -400,8 +400,8 @@ def test_apply_check_skeleton_then_complete_then_regression(tmp_path):
     assert "MLP.forward" in changes.unticked
     assert doc.ticked() == set(ALL_METHODS) - {"MLP.forward"}
     assert {m.key for m in doc.milestones if not m.done} == {"matches_reference", "full_pipeline"}
-    row = next(r for r in doc.comparison_rows if r[0] == "`MLP.forward`")
-    assert row[1:] == ["MLP.forward mismatch", "", "mismatch"]
+    row = next(r for r in doc.check_rows if r[0] == "`MLP.forward`")
+    assert row[1:] == ["mismatch", "", "MLP.forward mismatch"]
 
 
 def test_nested_bullets_in_an_answer_or_a_log_entry_are_not_new_questions_or_entries(tmp_path):

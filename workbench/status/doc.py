@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from nanochat.fsutil import FileRefused, atomic_exchange, exchange, read_regular_file, remove_stale_temps
-from workbench.course.phases import ALL_METHODS, phase_of
+from workbench.check.result import Status
+from workbench.course.phases import known_qualnames, phase_of
 from workbench.course.workspace import STATUS_NAME
 
 MARK = "<!-- wb -->"
@@ -209,6 +210,7 @@ class _Parsed:
         return next((p for p in self.phases if p.number == number), None)
 
     def _parse_checkboxes(self):
+        known = known_qualnames()  # the GPT's methods and every track's exercises
         for i, line in enumerate(self.lines):
             if i in self.code:
                 continue
@@ -217,7 +219,7 @@ class _Parsed:
                 continue
             ticked, rest = m.group(2) in "xX", m.group(3)
             marked = MARK in rest
-            qualname = next((q for q in _BACKTICKED.findall(rest) if q.strip() in ALL_METHODS), None)
+            qualname = next((q for q in _BACKTICKED.findall(rest) if q.strip() in known), None)
             if qualname is not None:
                 phase = self.phase_at(i) or phase_of(qualname.strip())
                 item = Item(qualname.strip(), ticked, marked, i, phase, _content(line))
@@ -288,8 +290,8 @@ class _Parsed:
             out.append(LogEntry(w.group(1), w.group(2), i) if w else LogEntry(None, m.group(2), i))
         return out
 
-    def comparison_table(self) -> tuple[int, int] | None:
-        """(first, end) line indices of the table whose header starts with a "Component" cell."""
+    def table(self, first_cell: str) -> tuple[int, int] | None:
+        """(first, end) line indices of the first table whose header row starts with `first_cell`."""
         i, n = 0, len(self.lines)
         while i < n:
             if i not in self.code and _TABLE_ROW.match(self.lines[i]):
@@ -297,12 +299,20 @@ class _Parsed:
                 while j < n and _TABLE_ROW.match(self.lines[j]) and j not in self.code:
                     j += 1
                 cells = _cells(_content(self.lines[i]))
-                if cells and cells[0].strip("`* ").lower() == "component":
+                if cells and cells[0].strip("`* ").lower() == first_cell.lower():
                     return i, j
                 i = j
             else:
                 i += 1
         return None
+
+    def comparison_table(self) -> tuple[int, int] | None:
+        """The learner-vs-reference table: its header starts with a "Component" cell."""
+        return self.table(COMPARISON.header[0])
+
+    def check_table(self) -> tuple[int, int] | None:
+        """The table of the check's method rows: its header starts with a "Method" cell."""
+        return self.table(CHECKS.header[0])
 
 
 def _cells(row: str) -> list[str]:
@@ -472,14 +482,47 @@ def _apply_entry(lines: list[str], word: str, title: str, text: str, when: str) 
     _insert(lines, after + 1, entry)
 
 
-def _apply_table(lines: list[str], rows: list[list[str]]) -> None:
+@dataclass(frozen=True)
+class TableKind:
+    """A table the workbench fills: the section it lives in and its header (the first cell finds it)."""
+    section: str
+    header: tuple[str, ...]
+    intro: str
+
+
+COMPARISON = TableKind("Learner vs reference", ("Component", "Learner", "Reference", "Compared"),
+                       "Filled in by `nanochat-workbench compare`; add rows of your own if you like.")
+CHECKS = TableKind("Method checks", ("Method", "Status", "Largest difference", "What the check found"),
+                   "Filled in by the workbench after each check: each method against the reference's, with the "
+                   "largest absolute difference between their outputs.")
+OLD_COMPARISON_HEADER = ["Component", "Learner", "Reference", "Status"]  # before the columns said what they hold
+
+
+def _table_lines(kind: TableKind) -> list[str]:
+    return ["", kind.intro, "", "| " + " | ".join(kind.header) + " |", "|" + "---|" * len(kind.header)]
+
+
+def _new_table(lines: list[str], kind: TableKind, before: str | None) -> tuple[int, int]:
+    """Add `kind`'s section with an empty table: before the section titled `before`, else at the end."""
     parsed = _Parsed(lines)
-    where = parsed.comparison_table()
+    ahead = next((s for s in parsed.sections if before and s.title.lower() == before.lower()), None)
+    if ahead is None:
+        after = _append_section(lines, kind.section)
+        _insert(lines, after + 1, _table_lines(kind))
+        return after + 4, after + 6
+    nl = _newline(lines)
+    block = [f"{'#' * ahead.level} {kind.section}"] + _table_lines(kind) + [""]
+    lines[ahead.line:ahead.line] = [text + nl for text in block]
+    return ahead.line + 4, ahead.line + 6
+
+
+def _apply_table(lines: list[str], rows: list[list[str]], kind: TableKind, before: str | None = None) -> None:
+    where = _Parsed(lines).table(kind.header[0])
     if where is None:
-        after = _append_section(lines, "Learner vs reference")
-        _insert(lines, after + 1, ["", "| Component | Learner | Reference | Status |", "|---|---|---|---|"])
-        where = (after + 2, after + 4)
+        where = _new_table(lines, kind, before)
     first, end = where
+    if kind is COMPARISON:
+        _rename_old_header(lines, first)
     existing = {}
     for i in range(first + 1, end):
         cells = _cells(_content(lines[i]))
@@ -499,13 +542,41 @@ def _apply_table(lines: list[str], rows: list[list[str]]) -> None:
         _insert(lines, end, list(appended.values()))
 
 
+def _apply_check_table(lines: list[str], rows: list[list[str]]) -> None:
+    _migrate_comparison_table(lines)
+    _apply_table(lines, rows, CHECKS, before=COMPARISON.section)
+
+
+def _rename_old_header(lines: list[str], first: int) -> None:
+    """The learner-vs-reference table's header as earlier templates had it names its last column."""
+    if _cells(_content(lines[first])) == OLD_COMPARISON_HEADER:
+        lines[first] = "| " + " | ".join(COMPARISON.header) + " |" + _eol(lines[first])
+
+
+def _migrate_comparison_table(lines: list[str]) -> None:
+    """Remove the method rows earlier versions wrote into the learner-vs-reference table (`name` | detail |
+    max |Δ| | status), whose header did not fit them: the check's rows have a table of their own now. Rows in any
+    other shape are kept; the old header gets its last column's name."""
+    where = _Parsed(lines).comparison_table()
+    if where is None:
+        return
+    _rename_old_header(lines, where[0])
+    known, statuses = known_qualnames(), {status.value for status in Status}
+    for i in range(where[1] - 1, where[0], -1):
+        cells = _cells(_content(lines[i]))
+        if (len(cells) == 4 and cells[0].startswith("`") and cells[0].strip("`") in known and cells[3] in statuses
+                and (not cells[2] or cells[2].startswith("max |Δ|"))):
+            del lines[i]
+
+
 def _row_key(cell: str) -> str:
     return cell.replace("\\|", "|").strip().strip("`").strip().lower()
 
 
 def _as_row(row) -> list[str]:
     if isinstance(row, dict):
-        return [str(row.get(k, "")) for k in ("component", "learner", "reference", "status")]
+        return [str(row.get("component", "")), str(row.get("learner", "")), str(row.get("reference", "")),
+                str(row.get("compared", row.get("status", "")))]
     row = [str(v) for v in row]
     if not row:
         raise ValueError("a comparison row needs at least the component name")
@@ -584,8 +655,15 @@ class StatusDoc:
 
     @property
     def comparison_rows(self) -> list[list[str]]:
-        parsed = self._parsed()
-        where = parsed.comparison_table()
+        """The learner-vs-reference table's rows (header and separator left out)."""
+        return self._rows(self._parsed().comparison_table())
+
+    @property
+    def check_rows(self) -> list[list[str]]:
+        """The method-checks table's rows (header and separator left out)."""
+        return self._rows(self._parsed().check_table())
+
+    def _rows(self, where) -> list[list[str]]:
         if where is None:
             return []
         rows = [_cells(_content(self._lines[i])) for i in range(where[0] + 1, where[1])]
@@ -657,12 +735,21 @@ class StatusDoc:
     def update_comparison_table(self, rows) -> None:
         """Upsert rows of the learner-vs-reference table, matched by their first cell (the component).
 
-        A row is (component, learner, reference, status) or a dict with those keys. Rows the learner added, and
-        extra columns they added, are kept. Without a table (a header row starting "Component") one is appended.
+        A row is (component, learner, reference, how they compare) or a dict with the keys component, learner,
+        reference, compared. Rows the learner added, and extra columns they added, are kept. Without a table (a
+        header row starting "Component") one is appended in a "Learner vs reference" section.
         """
         rows = [_as_row(r) for r in rows]
         if rows:
-            self.edit(lambda lines: _apply_table(lines, rows))
+            self.edit(lambda lines: _apply_table(lines, rows, COMPARISON))
+
+    def update_check_table(self, rows) -> None:
+        """Upsert the check's rows (method, status, largest difference, what the check found), matched by the
+        method. The table is made on first use, in a "Method checks" section before "Learner vs reference" (at
+        the end without one); method rows an older version put in the learner-vs-reference table move here."""
+        rows = [[str(v) for v in r] for r in rows]
+        if rows:
+            self.edit(lambda lines: _apply_check_table(lines, rows))
 
     # -- writing ----------------------------------------------------------------------------------------------
 

@@ -1,15 +1,18 @@
-"""The rules that turn one check result into STATUS.md edits: ticks, milestones and the comparison table.
+"""The rules that turn one check result into STATUS.md edits: ticks, milestones and the method-checks table.
 
 A component that passes ticks its item; one that fails (`mismatch`, `error`) or is a TODO clears a workbench
-tick of its item (several components may share a qualname: all must pass); `skipped` changes nothing. The stage
-where the run stopped decides the stage milestones. A result that stopped at import (a syntax error while the
-learner types) changes nothing: that is a file being edited, not a component that regressed. The text edits
-themselves are workbench/status/doc.py's.
+tick of its item (several components may share a qualname: all must pass); `skipped` changes nothing, and so does
+`experiment`: a method the learner marked as an experiment differs from the reference on purpose, so its box is
+neither ticked nor unticked (and it counts as matching for "Matches reference"). The stage where the run stopped
+decides the stage milestones of the GPT; a track file's result (`result["track"]`) reaches none of them. A result
+that stopped at import (a syntax error while the learner types) changes nothing: that is a file being edited, not
+a component that regressed. Every component's row goes into the method-checks table (method, status, largest
+difference, what the check found). The text edits themselves are workbench/status/doc.py's.
 """
 
 from pathlib import Path
 
-from workbench.check.result import CheckResult, Stage, Status, stage_index
+from workbench.check.result import ACCEPTED, CheckResult, Component, Stage, Status, stage_index
 from workbench.status.doc import Changes, StatusDoc, update_status
 
 UNDONE = (Status.MISMATCH, Status.ERROR, Status.TODO)  # clears the workbench's tick of the method
@@ -29,20 +32,27 @@ def apply_check(doc: StatusDoc, result: CheckResult) -> Changes:
         if not name:
             continue
         status_by_name.setdefault(name, []).append(comp.get("status"))
-        diff = comp.get("max_abs_diff")
-        rows.append([f"`{name}`", comp.get("detail") or "",
-                     f"max |Δ| {diff:.2g}" if isinstance(diff, (int, float)) else "", comp.get("status") or ""])
+        rows.append(check_row(comp))
+    experiments = {n for n, st in status_by_name.items() if Status.EXPERIMENT in st}
     passing = {n for n, st in status_by_name.items() if all(s == Status.PASS for s in st)}
-    failing = {n for n, st in status_by_name.items() if any(s in UNDONE for s in st)}
+    failing = {n for n, st in status_by_name.items() if any(s in UNDONE for s in st)} - experiments
     changes = doc.tick(passing, failing)
-    reached, unreached = milestones(result, status_by_name)
-    milestone_changes = doc.set_milestones(reached, unreached)
+    if not result.get("track"):  # the stage milestones are the GPT's: a track file's check reaches none of them
+        reached, unreached = milestones(result, status_by_name)
+        milestone_changes = doc.set_milestones(reached, unreached)
+        changes.ticked |= milestone_changes.ticked
+        changes.unticked |= milestone_changes.unticked
+        changes.kept |= milestone_changes.kept
     if rows:
-        doc.update_comparison_table(rows)
-    changes.ticked |= milestone_changes.ticked
-    changes.unticked |= milestone_changes.unticked
-    changes.kept |= milestone_changes.kept
+        doc.update_check_table(rows)
     return changes
+
+
+def check_row(comp: Component) -> list[str]:
+    """One row of the method-checks table: method, status, largest difference, what the check found."""
+    diff = comp.get("max_abs_diff")
+    return [f"`{comp['qualname']}`", str(comp.get("status") or ""),
+            f"{diff:.2g}" if isinstance(diff, (int, float)) else "", comp.get("detail") or ""]
 
 
 def milestones(result: CheckResult, status_by_name: dict[str, list[str]]) -> tuple[set, set]:
@@ -59,7 +69,7 @@ def milestones(result: CheckResult, status_by_name: dict[str, list[str]]) -> tup
         (reached if losses[-1] < losses[0] else unreached).add("loss_decreases")
     statuses = [s for st in status_by_name.values() for s in st]
     if statuses:
-        all_pass = all(s in (Status.PASS, Status.SKIPPED) for s in statuses) and Status.PASS in statuses
+        all_pass = all(s in (*ACCEPTED, Status.SKIPPED) for s in statuses) and Status.PASS in statuses
         (reached if all_pass and result.get("ok") else unreached).add("matches_reference")
     gen = status_by_name.get("GPT.generate", [])
     if any(s in UNDONE for s in gen) or result.get("stage") == Stage.GENERATE:
