@@ -2,7 +2,10 @@
 function that has it, with the mistake named; a TODO is a TODO; the reference's own functions are not the
 learner's; the spec's challenges each plant a bug the check blames where the challenge says."""
 
+from pathlib import Path
+
 import pytest
+import torch
 
 import nanochat.engine as reference
 from nanochat.model_source import ENGINE, load_learner
@@ -147,3 +150,26 @@ def test_the_track_child_passes_a_verbatim_copy(tmp_path):
     path.write_text(SOURCE, encoding="utf-8")
     result = run_check(str(path), SPEC.files[0], Track.ENGINE)
     assert result["ok"] and result["track"] == "engine" and result["next_todo"] is None
+
+
+LESSON = Path(__file__).resolve().parent.parent / "lessons" / "21-kv-cache-and-sampling.md"
+
+
+def test_lesson_21_teaches_every_exercise_and_its_numbers_are_the_codes():
+    text = LESSON.read_text(encoding="utf-8")
+    flat = " ".join(text.split())
+    assert all(e.lesson == LESSON.name for e in EXERCISES)  # tests/test_lessons.py checks teaches and headings
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    for temperature, top_k in ((1.0, None), (0.5, None), (0.5, 2)):
+        kept = logits if top_k is None else logits[:, :top_k]
+        probs = torch.softmax(kept / temperature, dim=-1)[0].tolist()
+        assert "[" + ", ".join(f"{p:.3f}" for p in probs) + "]" in flat, (temperature, top_k)
+        # the sampler draws from exactly these
+        draws = reference.sample_next_token(logits.expand(20000, -1), torch.Generator().manual_seed(0),
+                                            temperature, top_k)[:, 0]
+        seen = torch.bincount(draws, minlength=len(probs))[:len(probs)].double() / 20000
+        assert (seen - torch.tensor(probs, dtype=torch.float64)).abs().max() < 0.02
+    cache = reference.KVCache(batch_size=1, num_heads=2, seq_len=512, head_dim=128, num_layers=4)
+    cache.insert_kv(0, torch.zeros(1, 2, 512, 128), torch.zeros(1, 2, 512, 128))
+    assert cache.kv.numel() * cache.kv.element_size() == 4_194_304 == 4 * 2**20
+    assert "4,194,304 bytes" in flat and "= 4 MiB" in flat
