@@ -91,7 +91,8 @@ MUON_BUGS = {
         ('directions = torch._foreach_lerp(grads, bufs, group["momentum"]) if group["nesterov"] else bufs',
          "directions = bufs")]),
     "backwards-average": ("muon_update", "weighted backwards", [
-        ('torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])', 'torch._foreach_lerp_(bufs, grads, group["momentum"])')]),
+        ('torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])',
+         'torch._foreach_lerp_(bufs, grads, group["momentum"])')]),
     "no-scale": ("muon_update", "update_scale", [('alpha=-group["lr"] * update_scale(shape)', 'alpha=-group["lr"]')]),
     "cubic-coefficients": ("zeropower_via_newtonschulz5", "coefficients", [
         ("    a, b, c = NS_COEFFS\n", "    a, b, c = 1.5, -0.5, 0.0\n")]),
@@ -101,7 +102,8 @@ MUON_BUGS = {
         ("    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)\n", "")]),
     "T-not-mT": ("zeropower_via_newtonschulz5", ".mT", [("A = X @ X.mT", "A = X @ X.T")]),
     "upside-down-scale": ("update_scale", "upside down", [("shape[-2] / shape[-1]", "shape[-1] / shape[-2]")]),
-    "steps-ignored": ("zeropower_via_newtonschulz5", "`steps` times", [("for _ in range(steps):", "for _ in range(5):")]),
+    "steps-ignored": ("zeropower_via_newtonschulz5", "`steps` times",
+                      [("for _ in range(steps):", "for _ in range(5):")]),
     "none-grads": ("Muon.step", ".grad is None", [
         ('self._update(group, [p for p in group["params"] if p.grad is not None])',
          'self._update(group, list(group["params"]))')]),
@@ -119,8 +121,8 @@ ADAMW_BUGS = {
     "decay-without-lr": ("adamw_step", "not scaled by the learning rate", [
         ("param.mul_(1 - lr * weight_decay)", "param.mul_(1 - weight_decay)")]),
     "step-not-counted": ("AdamW.step", "count its step", [('state["step"] += 1', 'state["step"] = 1')]),
-    "none-grads": ("AdamW.step", ".grad is None", [("                if p.grad is None:\n                    continue\n",
-                                                     "")]),
+    "none-grads": ("AdamW.step", ".grad is None",
+                   [("                if p.grad is None:\n                    continue\n", "")]),
 }
 
 
@@ -155,8 +157,8 @@ def test_each_optimizer_challenge_fails_at_its_method_with_a_symptom_not_the_fix
 
 
 def test_a_borrowed_function_is_not_the_learners(tmp_path):
-    path = planted(tmp_path, MUON, [("def update_scale(shape: torch.Size) -> float:",
-                                     "from nanochat.muon import update_scale\n\n\ndef _unused(shape: torch.Size) -> float:")])
+    borrowed = "from nanochat.muon import update_scale\n\n\ndef _unused(shape: torch.Size) -> float:"
+    path = planted(tmp_path, MUON, [("def update_scale(shape: torch.Size) -> float:", borrowed)])
     result = run_check(path, MUON, Track.OPTIMIZER)
     row = next(c for c in result["components"] if c["qualname"] == "update_scale")
     assert row["status"] == Status.MISMATCH and "not yours" in row["detail"]

@@ -146,7 +146,8 @@ def test_an_import_error_is_the_learners_with_its_line(tmp_path):
 
 
 def test_prints_are_captured_and_a_crash_is_named_with_its_line(tmp_path):
-    path = muon_with(tmp_path, "print('hello from the learner')\nimport os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    crash = "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    path = muon_with(tmp_path, "print('hello from the learner')\n" + crash)
     result = check_track_file(str(path))
     assert result["error"]["type"] == "Crash" and result["error"]["signal"] == "SIGSEGV"
     assert result["error"]["line"] == line_of(path, "signal.SIGSEGV)")

@@ -75,7 +75,8 @@ def list_challenges(workspace: Path) -> int:
     for c in every:
         record = progress.get(c.name) or {}
         solved = record.get("solved")
-        table.add_row(c.name, c.source.rsplit("/", 1)[-1], escape(c.title), str(record.get("hints", 0)) if record else "",
+        table.add_row(c.name, c.source.rsplit("/", 1)[-1], escape(c.title),
+                      str(record.get("hints", 0)) if record else "",
                       f"[green]✓ {escape(str(solved)[:10])}[/green]" if solved else "")
     console = Console(highlight=False)
     console.print(table)

@@ -222,10 +222,11 @@ def next_steps(ws: Workspace) -> str:
     lines = [f"Created {written} in {ws.directory} (every exercise a TODO); {status} {ws.status_file.name} "
              f"(your progress).", "", "Next:"]
     if gpt:
-        lines += [f"  1. open {_shown(ws, gpt[0])}: start with GPT.__init__ (lesson: lessons/03-embeddings-and-config.md)",
-                  f"  2. nanochat-workbench check {_shown(ws, gpt[0])}    checks your code against the reference, "
+        gpt_file = _shown(ws, gpt[0])
+        lines += [f"  1. open {gpt_file}: start with GPT.__init__ (lesson: lessons/03-embeddings-and-config.md)",
+                  f"  2. nanochat-workbench check {gpt_file}    checks your code against the reference, "
                   f"names the next TODO",
-                  f"  3. nanochat-workbench trace {_shown(ws, gpt[0])}    once the forward pass runs: shapes and statistics, "
+                  f"  3. nanochat-workbench trace {gpt_file}    once the forward pass runs: shapes and statistics, "
                   f"layer by layer"]
     for spec in ws.specs:
         for tf in spec.files:

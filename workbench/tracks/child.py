@@ -142,9 +142,10 @@ def next_todo(rows: list[Component], track_file: TrackFile, path: str, raised_at
 def result_of(path: str, track: Track, track_file: TrackFile, stage: Stage, rows: list[Component],
               error: dict | None, timings: dict, raised_at: dict | None = None) -> CheckResult:
     lead = lead_component(rows)
+    todo = None if error else next_todo(rows, track_file, path, raised_at or {})
     ok = error is None and bool(rows) and all(r.get("status") == Status.PASS for r in rows)
     return {"file": path, "track": str(track), "reference": {"module": track_file.reference_module},
-            "ok": ok, "stage": stage, "next_todo": None if error else next_todo(rows, track_file, path, raised_at or {}),
+            "ok": ok, "stage": stage, "next_todo": todo,
             "error": error, "components": rows, "lead": lead["qualname"] if lead else None,
             "shapes": [], "losses": [], "timed_out": False, "timings": timings}
 

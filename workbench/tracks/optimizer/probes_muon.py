@@ -3,8 +3,9 @@
 Each function is run with the reference's versions of the functions it calls (so a bug shows where it is), in
 float32 as training runs it and, when that differs, again in float64 to tell wrong math from rounding. A
 mismatch is named when the learner's numbers match a known mistake, simulated here from the reference's parts:
-no Nesterov look-ahead, the momentum average weighted backwards, no update_scale, a buffer that is not kept, the wrong sign,
-other Newton–Schulz coefficients, a tall matrix handed back transposed, a result that depends on G's scale.
+no Nesterov look-ahead, the momentum average weighted backwards, no update_scale, a buffer that is not kept, the
+wrong sign, other Newton–Schulz coefficients, a tall matrix handed back transposed, a result that depends on G's
+scale.
 (Momentum as a running sum, buf = momentum·buf + grad with the matching look-ahead, is no mistake here: it is the
 average times 1/(1 - momentum), and the orthogonalisation divides any scale out.)
 """
@@ -35,7 +36,8 @@ def check(learner, reference) -> list:
 
 def ns_cases() -> dict:
     g = torch.Generator().manual_seed(0)
-    return {"a wide matrix": (torch.randn(24, 48, generator=g), 5), "a tall matrix": (torch.randn(48, 20, generator=g), 5),
+    return {"a wide matrix": (torch.randn(24, 48, generator=g), 5),
+            "a tall matrix": (torch.randn(48, 20, generator=g), 5),
             "a batch of matrices": (torch.randn(3, 16, 40, generator=g), 5),
             "steps=2": (torch.randn(20, 32, generator=g), 2)}
 
@@ -55,7 +57,8 @@ def check_newtonschulz(learner, reference):
         got64, bad = attempt(NS, learner, fn, G.double(), steps=steps, dtype=torch.float64)
         diff64 = max_abs_diff(got64, reference.zeropower_via_newtonschulz5(G.double(), steps=steps,
                                                                            dtype=torch.float64)) if not bad else None
-        verdict = numeric(NS, diff, NS_TOL, "", f"on {case}: {ns_mistake(learner, reference, case, G, steps, got)}", diff64)
+        why = f"on {case}: {ns_mistake(learner, reference, case, G, steps, got)}"
+        verdict = numeric(NS, diff, NS_TOL, "", why, diff64)
         if verdict["status"] != "pass":
             return verdict
     G = torch.randn(8, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -73,7 +76,8 @@ def ns_mistake(learner, reference, case: str, G, steps: int, got) -> str:
     want = reference.zeropower_via_newtonschulz5(G, steps=steps, dtype=torch.float32)
     if hasattr(got, "shape") and tuple(got.shape) != tuple(want.shape):
         if tuple(got.shape) == tuple(want.mT.shape):
-            return f"returns shape {tuple(got.shape)}, the transpose: a tall matrix must be transposed back after the iteration"
+            return (f"returns shape {tuple(got.shape)}, the transpose: a tall matrix must be transposed back after "
+                    f"the iteration")
         return f"returns shape {tuple(got.shape)} instead of {tuple(want.shape)}"
     if case == "steps=2":
         return "with steps=2 it differs while 5 steps match: the loop must run `steps` times, not a fixed 5"
@@ -84,7 +88,8 @@ def ns_mistake(learner, reference, case: str, G, steps: int, got) -> str:
     coeffs = fitted_coefficients(learner.zeropower_via_newtonschulz5)
     if coeffs is not None and max(abs(x - y) for x, y in zip(coeffs, reference.NS_COEFFS)) > 1e-3:
         shown = ", ".join(f"{x:.4f}" for x in coeffs)
-        return (f"Newton–Schulz coefficients: one of your steps maps σ to aσ + bσ³ + cσ⁵ with (a, b, c) ≈ ({shown}); "
+        return (f"Newton–Schulz coefficients: one of your steps maps σ to aσ + bσ³ + cσ⁵ with (a, b, c) ≈ "
+                f"({shown}); "
                 f"the reference uses NS_COEFFS = {reference.NS_COEFFS}")
     return "does not orthogonalise like the reference (compare one iteration: X ← aX + (bA + cA²)X with A = X Xᵀ)"
 
@@ -119,7 +124,8 @@ def check_update_scale(learner, reference):
             return mismatch(SCALE, f"returns {type(got).__name__}, not a number", None)
         if diff > 1e-9:
             rows, cols = shape[-2], shape[-1]
-            named = {max(1, cols / rows) ** 0.5: "the ratio is upside down: tall matrices (rows > cols) get the larger step",
+            named = {max(1, cols / rows) ** 0.5: "the ratio is upside down: tall matrices (rows > cols) get the "
+                                                 "larger step",
                      max(1, rows / cols): "the square root is missing",
                      (rows / cols) ** 0.5: "wide matrices must not get a step below 1: take max(1, rows / cols)"}
             why = next((text for value, text in named.items() if abs(float(got) - value) < 1e-9),
