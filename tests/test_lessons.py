@@ -34,8 +34,8 @@ LESSON_FILES = (
     "01-pipeline.md", "02-tokenization.md", "03-embeddings-and-config.md", "04-the-block.md", "05-rmsnorm.md",
     "06-rotary-embeddings.md", "07-attention.md", "08-mlp.md", "09-logits-and-loss.md", "10-initialisation.md",
     "11-optimisers.md", "12-training-loop.md", "13-generation.md", "14-mid-sft-rl.md", "15-evaluation.md",
-    "16-distributed-and-speedrun.md", "17-debugging.md", "18-adamw-and-muon.md", "21-kv-cache-and-sampling.md",
-    "22-math-primer.md", "23-glossary.md",
+    "16-distributed-and-speedrun.md", "17-debugging.md", "18-adamw-and-muon.md", "19-data-pipeline.md",
+    "20-training-step.md", "21-kv-cache-and-sampling.md", "22-math-primer.md", "23-glossary.md",
 )
 INDEX = "README.md"
 ALL_MARKDOWN = LESSON_FILES + (INDEX,)
