@@ -47,10 +47,11 @@ def test_template_has_milestones_log_issues_and_comparison_table(tmp_path):
     doc = StatusDoc.load(_write(tmp_path, TEMPLATE))
     assert [m.label for m in doc.milestones] == list(MILESTONES)
     assert not any(m.done for m in doc.milestones)
-    assert doc.log == [] and doc.issues == [] and doc.comparison_rows == []
+    assert doc.log == [] and doc.issues == [] and doc.comparison_rows == [] and doc.check_rows == []
     assert "{learner_file}" not in TEMPLATE and "learner_gpt.py" in TEMPLATE
     assert "## Learning log" in TEMPLATE and "## Issues encountered" in TEMPLATE
-    assert "| Component | Learner | Reference | Status |" in TEMPLATE
+    assert "| Method | Status | Largest difference | What the check found |" in TEMPLATE
+    assert "| Component | Learner | Reference | Compared |" in TEMPLATE
 
 
 # -- ticks and the regression policy ---------------------------------------------------------------------------

@@ -62,6 +62,7 @@ _QUESTION_ID = re.compile(r"^(?:\*\*|__)?(Q\d+(?:\.\d+)?)[.:)]?(?:\*\*|__)?[.:)]
 _PHASE_TITLE = re.compile(r"\bphase\s+(\d+)", re.IGNORECASE)
 _TABLE_ROW = re.compile(r"^\s*\|")
 _SEPARATOR_CELL = re.compile(r"^\s*:?-{1,}:?\s*$")
+_LESSON_FILE = re.compile(r"lessons/(\d+-[\w.-]+?\.md)")
 _LOG_WHEN = re.compile(r"^(?:\*\*|__)(.+?)(?:\*\*|__)\s*(?:[—–-]+\s*)?(.*)$")
 
 
@@ -100,6 +101,8 @@ class Question:
     phase: int | None
     line: int
     answer: str  # the lines under the question, de-indented, without "> " quote markers ("" when unanswered)
+    answer_line: int = -1  # index of the first line after the question's own text (where its answer starts)
+    end: int = -1  # index of the line after its answer (the next question or heading, or the end of the file)
 
 
 @dataclass
@@ -124,6 +127,7 @@ class PhaseSection:
     line: int
     items: list[Item] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)
+    lessons: list[str] = field(default_factory=list)  # lesson files its own text names ("07-attention.md")
 
 
 @dataclass
@@ -192,7 +196,10 @@ class _Parsed:
         for sec in self.sections:
             m = _PHASE_TITLE.search(sec.title)
             if m:
-                self.phases.append(PhaseSection(int(m.group(1)), sec.title, sec.line))
+                intro_end = min([s.line for s in self.sections if s.line > sec.line] + [sec.end])
+                intro = "".join(lines[sec.line + 1:intro_end])
+                self.phases.append(PhaseSection(int(m.group(1)), sec.title, sec.line,
+                                                lessons=_LESSON_FILE.findall(intro)))
         self._parse_checkboxes()
         self._parse_questions()
 
@@ -270,7 +277,7 @@ class _Parsed:
             if s.startswith(">"):
                 s = s[1:].lstrip(" ") if s[1:2] != "" else ""
             answer.append(s)
-        return Question(qid, text, self.phase_at(start), start, "\n".join(answer).strip("\n"))
+        return Question(qid, text, self.phase_at(start), start, "\n".join(answer).strip("\n"), start + 1 + k, end)
 
     def log_section(self, word: str) -> Section | None:
         """The first section whose title has `word` ("log", "issue"); an "Issue log" is not the learning log."""
@@ -452,6 +459,55 @@ def _apply_answer(lines: list[str], question: str, answer: str) -> None:
     if last > q.line and lines[last].lstrip().startswith(">"):
         quoted.insert(0, f"{indent}>")  # a paragraph break inside the same quote
     _insert(lines, last + 1, quoted)
+
+
+def parse(lines: list[str]) -> _Parsed:
+    """What the workbench reads in `lines` (items, milestones, questions, phases, sections), with line indices:
+    for edits of one's own through StatusDoc.edit()."""
+    return _Parsed(lines)
+
+
+def set_answer_lines(lines: list[str], question: Question, answer: str) -> None:
+    """Replace the answer under `question` (as parsed from `lines`) with `answer`, quoted; "" removes it."""
+    last = _last_content_line(lines, question.answer_line - 1, question.end)
+    indent = re.match(r"\s*", lines[question.line]).group(0) + "  "
+    del lines[question.answer_line:max(last + 1, question.answer_line)]
+    _insert(lines, question.answer_line, _quoted(answer, indent))
+
+
+def add_question_lines(lines: list[str], text: str, answer: str, phase: int | None, section: str) -> None:
+    """Add the question `text` with `answer` under it: in phase `phase`'s questions subsection with the next id
+    of that phase ("Q3.6"; the subsection is made at the end of the phase if it has none), or, with no phase,
+    without an id at the end of the section titled `section` (appended to the file if missing)."""
+    parsed = _Parsed(lines)
+    home = next((p for p in parsed.phases if p.number == phase), None) if phase is not None else None
+    if home is not None:
+        sec = next(s for s in parsed.sections if s.line == home.line)
+        taken = [int(q.id.split(".")[1]) for q in parsed.questions
+                 if q.id and q.id.startswith(f"Q{phase}.") and q.id.split(".")[1].isdigit()]
+        entry = [f"- **Q{phase}.{max(taken, default=0) + 1}** {text}"] + _quoted(answer, "  ")
+        target = next((s for s in parsed.sections if sec.line < s.line < sec.end and "question" in s.title.lower()),
+                      None)
+        if target is None:
+            at = _last_content_line(lines, sec.line, sec.end) + 1
+            _insert(lines, at, ["", "#" * (sec.level + 1) + " Questions to answer", ""] + entry)
+            return
+    else:
+        entry = [f"- {text}"] + _quoted(answer, "  ")
+        target = next((s for s in parsed.sections if s.title.lower() == section.lower()), None)
+        if target is None:
+            _insert(lines, _append_section(lines, section) + 1, [""] + entry)
+            return
+    body_end = min([s.line for s in parsed.sections if s.line > target.line] + [target.end])
+    after = _last_content_line(lines, target.line, body_end)
+    prev = _content(lines[after])
+    in_list = bool(_LIST_ITEM.match(prev)) or (prev.startswith("  ") and bool(prev.strip()))
+    _insert(lines, after + 1, entry if in_list else [""] + entry)
+
+
+def _quoted(text: str, indent: str) -> list[str]:
+    text = text.strip("\n")
+    return [f"{indent}> {line}".rstrip() for line in text.split("\n")] if text.strip() else []
 
 
 def _append_section(lines: list[str], title: str) -> int:
