@@ -1,6 +1,7 @@
-"""chat_cli with the learner's engine (--engine FILE) and the top-5 table (--top5), in real subprocesses on a
-tiny random checkpoint: a verbatim copy of nanochat/engine.py answers exactly as the reference, a changed one
-is really the one generating, a TODO file is refused in one line, and a crash in it is reported with its line."""
+"""chat_cli and chat_web with the learner's engine (--engine FILE) and chat_cli's top-5 table (--top5), in real
+processes on a tiny random checkpoint: a verbatim copy of nanochat/engine.py answers exactly as the reference, a
+changed one is really the one generating, a TODO file is refused in one line, a crash in it is reported with its
+line, and chat_web's workers are built with the learner's Engine."""
 
 import os
 import shutil
@@ -89,3 +90,24 @@ def test_a_crash_in_the_learners_engine_names_its_line(base, tmp_path):
     assert result.returncode == 0 and "Traceback" not in result.stderr
     line = SOURCE[:SOURCE.index("    logits = logits.float()\n")].count("\n") + 1
     assert f"your code failed: {broken}:{line} in sample_next_token: AttributeError" in result.stdout
+
+
+def test_chat_web_workers_run_the_learners_engine(base, tmp_path, monkeypatch):
+    from nanochat.model_source import ENGINE, load_learner
+    from nanochat.web.load import choose_checkpoint, load_workers
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(base))
+    learner = load_learner(str(engine_file(tmp_path)), ENGINE)
+    (worker,) = load_workers(choose_checkpoint("base"), "cpu", 1, learner.Engine)
+    assert type(worker.engine) is learner.Engine and learner.Engine is not reference_engine.Engine
+    (default,) = load_workers(choose_checkpoint("base"), "cpu", 1)
+    assert type(default.engine) is reference_engine.Engine
+
+
+def test_chat_web_refuses_a_todo_engine_in_one_line(base, tmp_path):
+    todo = engine_file(tmp_path, ("        B, H, T, D = k.shape\n",
+                                  '        raise NotImplementedError("TODO: store k and v")\n'))
+    env = {**os.environ, "NANOCHAT_BASE_DIR": str(base)}
+    result = subprocess.run([sys.executable, "-m", "nanochat.scripts.chat_web", "-i", "base", "--engine", str(todo),
+                             "--device-type", "cpu"], env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "chat_web: error:" in result.stderr and "KVCache.insert_kv is still a TODO" in result.stderr

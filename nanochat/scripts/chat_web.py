@@ -12,6 +12,7 @@ The API is described in nanochat/web/app.py; each request is logged in one line 
 
 import argparse
 import logging
+import os
 import sys
 from functools import partial
 
@@ -44,6 +45,9 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", "--max_queue", dest="max_queue", type=non_negative_int, default=DEFAULT_MAX_QUEUE,
                    help=f"requests that may wait for a busy worker before new ones get 503 "
                         f"(default: {DEFAULT_MAX_QUEUE})")
+    p.add_argument("--engine", default=None,
+                   help="inference engine: 'reference' (nanochat.engine, the default) or the path of your own "
+                        "engine file (the engine track's learner_engine.py)")
     p.add_argument("--device-type", "--device_type", dest="device_type", default="",
                    help="cuda|mps|cpu (default: autodetect, cuda > mps > cpu)")
 
@@ -55,10 +59,13 @@ def serve(args: argparse.Namespace, prog: str = "chat_web") -> int:
     from nanochat.web.load import choose_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    from nanochat.model_source import ENGINE, LearnerFileError, load_learner
+
     try:
         device_type = autodetect_device_type(args.device_type or None)
         checkpoint = choose_checkpoint(args.phase, args.model_tag, args.step)
-    except (ValueError, CheckpointError) as e:
+        engine = load_learner(args.engine, ENGINE).Engine
+    except (ValueError, CheckpointError, LearnerFileError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     import uvicorn
@@ -68,7 +75,10 @@ def serve(args: argparse.Namespace, prog: str = "chat_web") -> int:
 
     info = ServerInfo(phase=checkpoint.phase, model_tag=checkpoint.model_tag, step=checkpoint.step,
                       device=device_type)
-    app = create_app(partial(load_workers, checkpoint, device_type, args.workers), info, max_queue=args.max_queue)
+    app = create_app(partial(load_workers, checkpoint, device_type, args.workers, engine), info,
+                     max_queue=args.max_queue)
+    if engine.__module__ != ENGINE.reference:
+        log.info("engine: %s", os.path.abspath(args.engine))
     mode = "chat" if checkpoint.chat_mode else "completion: each message is continued as plain text"
     log.info("serving %s checkpoint %s step %d (%s)", checkpoint.phase, checkpoint.model_tag, checkpoint.step, mode)
     if args.host not in LOOPBACK_HOSTS:

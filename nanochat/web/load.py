@@ -69,8 +69,9 @@ def worker_devices(device_type: str, workers: int | None) -> list[str]:
     return [device_type] * (workers or 1)
 
 
-def load_workers(checkpoint: Checkpoint, device_type: str, workers: int | None) -> list:
-    """Build the workers: a model per GPU; on cpu/mps one model shared by all workers (each its own Engine)."""
+def load_workers(checkpoint: Checkpoint, device_type: str, workers: int | None, engine_class=None) -> list:
+    """Build the workers: a model per GPU; on cpu/mps one model shared by all workers (each its own Engine, of
+    `engine_class` when given: a learner's, from chat_web --engine)."""
     import torch
 
     from nanochat.checkpoint_manager import build_model
@@ -93,8 +94,8 @@ def load_workers(checkpoint: Checkpoint, device_type: str, workers: int | None) 
         if vocab != tokenizer.get_vocab_size():
             raise CheckpointError(f"the checkpoint was trained with a vocabulary of {vocab} tokens but the tokenizer "
                                   f"in {get_base_dir()} has {tokenizer.get_vocab_size()}; it changed since training")
-        result.append(Worker(index=index, device=device, engine=Engine(model, tokenizer), tokenizer=tokenizer,
-                             autocast=autocast))
+        result.append(Worker(index=index, device=device, engine=(engine_class or Engine)(model, tokenizer),
+                             tokenizer=tokenizer, autocast=autocast))
     log.info("loaded %s checkpoint %s step %d on %s (%d worker%s)", checkpoint.phase, checkpoint.model_tag,
              checkpoint.step, ", ".join(sorted(set(devices))), len(result), "" if len(result) == 1 else "s")
     return result
