@@ -173,3 +173,17 @@ def test_cli_check_of_a_verbatim_copy_exits_0(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["ok"] and result["track"] == "optimizer" and result["timings"]["child"] == "subprocess"
+
+
+def test_a_passing_track_file_ticks_its_boxes_and_no_gpt_milestone(tmp_path):
+    from workbench.course.workspace import init_workspace
+    from workbench.status.doc import StatusDoc
+    from workbench.status.rules import tick_passed
+    ws = init_workspace(tmp_path / "ws", track="optimizer")
+    path = ws.directory / "learner_adamw.py"
+    path.write_text(ADAMW.reference_path().read_text())  # the learner's file, now complete
+    result = run_check(str(path), ADAMW, Track.OPTIMIZER)
+    assert tick_passed(ws.status_file, result) is None
+    doc = StatusDoc.load(ws.status_file)
+    assert {"adamw_step", "AdamW.step"} <= doc.ticked() and not doc.ticked() & {e.qualname for e in MUON.exercises}
+    assert not any(m.done for m in doc.milestones)
