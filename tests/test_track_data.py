@@ -38,6 +38,8 @@ PLANTED = (
     ("rows-apart", (("inputs = scratch[:-1].view(B, T)", "inputs = scratch[:-1].view(T, B).t()"),
                     ("targets = scratch[1:].view(B, T)", "targets = scratch[1:].view(T, B).t()")),
      "tokenizing_distributed_data_loader_with_state", "shifted by one"),
+    ("no-state", (("        yield inputs, targets, state\n", "        yield inputs, targets\n"),),
+     "tokenizing_distributed_data_loader_with_state", "a batch is (inputs, targets, state)"),
     ("exact-chunk-kept", (("if left <= n:", "if left < n:"),), "_advance", "used up exactly"),
     ("restart", (('    if state.get("rank") == rank and state.get("world_size") == world_size:',
                   '    if state.get("rank") == rank and False:'),), "_resume_position", "exactly"),

@@ -48,6 +48,8 @@ PLANTED = (
     ("zero-grad-inside",
      (("        step_loss += loss.detach()\n", "        step_loss += loss.detach()\n        model.zero_grad()\n"),),
      "accumulate_gradients", "only the last micro-batch"),
+    ("loss-only", (("    return step_loss / accum_steps, consumed, batch", "    return step_loss / accum_steps"),),
+     "accumulate_gradients", "expects three things"),
     ("no-autocast", (("        with autocast_ctx:\n            loss = model(x, y)", "        loss = model(x, y)"),),
      "accumulate_gradients", "autocast_ctx"),
     ("lr-after-step",

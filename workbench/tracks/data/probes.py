@@ -284,7 +284,11 @@ def take_batches(fn, n, resume=None):
     loader = fn(B, T, "train", tokenizer_threads=1, tokenizer_batch_size=3, resume_state_dict=resume,
                 source="shards", tokenizer=DocTokenizer())
     out = []
-    for inputs, targets, state in islice(loader, n):
+    for item in islice(loader, n):
+        if not (isinstance(item, (tuple, list)) and len(item) == 3 and all(hasattr(t, "shape") for t in item[:2])):
+            return {"malformed": f"yields {type(item).__name__} {str(item)[:60]}; a batch is (inputs, targets, "
+                                 "state): two (B, T) tensors and a dict"}
+        inputs, targets, state = item
         out.append({"shape": (tuple(inputs.shape), tuple(targets.shape)),
                     "dtype": (str(inputs.dtype), str(targets.dtype)),
                     "inputs": inputs.tolist(), "targets": targets.tolist(), "state": dict(state)})
@@ -394,6 +398,8 @@ def probe_loader(learner: ModuleType, reference: ModuleType, base: str) -> Compo
                                   n, resume=resume)
         if failed:
             return failed
+        if isinstance(got, dict):
+            return mismatch(ex, got["malformed"])
         if got != want:
             return mismatch(ex, f"{what}: {_loader_mistake(got, want, wrong, why)}")
     return passed(ex, f"(B, T) = ({B}, {T}) batches and states: one process, rank 1 of 2, resumed mid-document")

@@ -167,7 +167,11 @@ def run_accumulate(fn, dtype) -> dict:
     model = tiny_model(dtype)
     batches = make_batches(ACCUM + 2)
     loader, autocast = CountingLoader(batches[1:]), CountingAutocast()
-    loss, consumed, next_batch = fn(model, loader, batches[0], ACCUM, autocast)
+    returned = fn(model, loader, batches[0], ACCUM, autocast)
+    if not (isinstance(returned, (tuple, list)) and len(returned) == 3):
+        return {"malformed": f"returns {type(returned).__name__} {str(returned)[:60]}; the loop expects three "
+                             "things: (mean loss, the loader state after the last batch, the next batch)"}
+    loss, consumed, next_batch = returned
     next_state = next_batch[2] if isinstance(next_batch, tuple) else next_batch
     return {"loss": loss, "consumed": consumed, "next": next_state, "taken": loader.taken,
             "autocast": autocast.entered, "grads": grads_of(model)}
@@ -239,6 +243,8 @@ def probe_accumulate(learner: ModuleType, reference: ModuleType) -> Component:
         if failed:
             return failed
         runs[dtype] = got, want
+        if "malformed" in got:
+            return mismatch(ex, got["malformed"])
     diffs = {dtype: _accumulate_diff(got, want) for dtype, (got, want) in runs.items()}
     why = _accumulate_mistake(*runs[torch.float64])
     if why:
