@@ -1,5 +1,6 @@
 """The plot screen: a large loss plot of the latest check's training steps and of the saves before it, and the
-last `nanochat-workbench compare` (your model and the reference trained on the same batches)."""
+last `nanochat-workbench compare` (your model and the reference trained on the same batches), and the two
+training-loss curves of the latest experiment (a method marked `# workbench: experiment`)."""
 
 from textual.app import ComposeResult
 from textual.widgets import Footer
@@ -7,6 +8,7 @@ from textual.widgets import Footer
 from workbench.instruments.compare import load_results
 from workbench.tui.screens.base import WorkbenchScreen
 from workbench.tui.widgets.loss_plot import Curve, LossPlot
+from workbench.tui.widgets.next_step import experiment_curves
 from workbench.tui.widgets.run_state import RunState
 from workbench.tui.widgets.top_bar import TopBar
 
@@ -46,4 +48,6 @@ class PlotScreen(WorkbenchScreen):
             losses = (compared or {}).get(who, {}).get("loss") or []
             if losses:
                 curves.append(Curve(label, list(range(1, len(losses) + 1)), losses))
+        for curve in experiment_curves(report.result.get("experiment") if report is not None else None):
+            curves.append(Curve(f"experiment: {curve.label}", curve.steps, curve.values))
         self.query_one(LossPlot).curves = curves

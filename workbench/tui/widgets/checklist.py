@@ -20,6 +20,7 @@ MARKS = {  # live status -> (mark, style)
     Status.ERROR: ("✘", "bold red"),
     Status.TODO: ("○", "dim"),
     Status.SKIPPED: ("○", "dim"),
+    Status.EXPERIMENT: ("◇", "magenta"),  # differs on purpose: an experiment the learner marked
 }
 
 

@@ -11,7 +11,7 @@ from workbench.check.result import Component, Status
 from workbench.tui.session import Report
 
 STATUS_STYLE = {Status.PASS: "green", Status.MISMATCH: "bold red", Status.ERROR: "bold red", Status.TODO: "yellow",
-                Status.SKIPPED: "dim"}
+                Status.SKIPPED: "dim", Status.EXPERIMENT: "bold magenta"}
 
 
 class ComponentTable(Vertical):
@@ -70,4 +70,9 @@ def detail_text(comp: Component) -> Text:
         text.append("\n" + comp["detail"])
     if comp.get("max_abs_diff") is not None:
         text.append(f"\nmax |Δ| vs the reference: {comp['max_abs_diff']:.3g}", style="dim")
+    if comp.get("follows_experiment"):
+        text.append(f"\nchecked with your experiment in place: {', '.join(comp['follows_experiment'])}",
+                    style="magenta")
+    for note in comp.get("notes") or []:
+        text.append(f"\nnote: {note}", style="dim")
     return text

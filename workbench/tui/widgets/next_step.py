@@ -3,7 +3,10 @@
 Order: regressions (something that passed before now fails, with the diff since it last passed), then an error
 in the learner's code (snippet around the line, traceback trimmed to the learner's frames), then the first component
 to fix (a method written but wrong) beside the next TODO (qualname, message, file:line, phase, lesson) — the learner
-decides which to do first — then "all checks pass". The same for every learner file: the GPT file, or a track's
+decides which to do first — then "all checks pass". A file with experiments (methods marked
+`# workbench: experiment`) gets an EXPERIMENT block: how its methods differ, the held-out losses of both models
+side by side, and below the text the two training-loss curves (a plot mounted on the first experiment, so plotext
+stays off the start-up path). The same for every learner file: the GPT file, or a track's
 file (learner_muon.py, ...), named above its report when the workspace has more than one.
 """
 
@@ -61,7 +64,21 @@ class NextStep(VerticalScroll):
             return
         self.query_one("#warmup-bar").display = False
         self.query_one("#next-step-body", Static).update(render_report(report, self.learner, self.other_files))
+        self._show_experiment(report.result.get("experiment") if report else None)
         self.scroll_home(animate=False)
+
+    def _show_experiment(self, run: dict | None) -> None:
+        curves = experiment_curves(run)
+        plots = self.query("#experiment-plot")
+        if not curves:
+            plots.set(display=False)
+            return
+        if not plots:
+            from workbench.tui.widgets.loss_plot import LossPlot
+            self.mount(LossPlot(title="experiment: training loss, yours and the reference's", id="experiment-plot"))
+        plot = self.query_one("#experiment-plot")
+        plot.display = True
+        plot.curves = curves
 
 
 def render_report(report: Report | None, learner: LearnerFile | None = None, other_files: int = 0) -> RenderableType:
@@ -105,20 +122,55 @@ def render_report(report: Report | None, learner: LearnerFile | None = None, oth
                 line.append(f"   loss {losses[0]:.3f} → {losses[-1]:.3f} over {len(losses)} steps", style="green")
             parts.append(line)
             if learner is None or learner.is_model:
-                parts.append(Text("Your GPT matches the reference. Train it for real on the Runs screen (4), "
+                but = " (but for your experiment)" if result.get("experiment") else ""
+                parts.append(Text(f"Your GPT matches the reference{but}. Train it for real on the Runs screen (4), "
                                   "then talk to it on the Chat screen (5)."))
             else:
                 parts.append(Text(f"Your {learner.name} matches nanochat's {learner.track_file.reference_module}."))
         else:
             parts.append(Text(f"The check stopped at stage '{result.get('stage', '?')}' without a reason.",
                               style="yellow"))
+    if result.get("experiment"):
+        parts += [Text(""), *_render_experiment(result["experiment"])]
     return Group(*parts)
 
 
+def experiment_curves(run: dict | None) -> list:
+    """The two training-loss curves of an experiment run (workbench/check/result.py's ExperimentRun)."""
+    from workbench.tui.widgets.loss_plot import Curve
+    curves = []
+    for label, key in (("your model", "learner_losses"), ("reference", "reference_losses")):
+        losses = (run or {}).get(key) or []
+        if losses:
+            curves.append(Curve(label, list(range(1, len(losses) + 1)), list(losses)))
+    return curves
+
+
+def _render_experiment(run: dict) -> list[RenderableType]:
+    """What the experiment did to training: both models' held-out losses side by side, or why it could not run."""
+    names = ", ".join(run.get("qualnames") or [])
+    out: list[RenderableType] = [Text.assemble(("EXPERIMENT  ", "bold white on magenta"), (names, "bold"),
+                                               ("   differs from the reference on purpose", "dim"))]
+    mine, ref = run.get("learner_final"), run.get("reference_final")
+    if mine is not None and ref is not None:
+        out.append(Text.assemble(f"held-out loss after {run.get('steps')} steps: ", ("yours ", "dim"),
+                                 (f"{mine:.4f}", "bold magenta"), ("  ·  reference ", "dim"), (f"{ref:.4f}", "bold"),
+                                 (f"   ({mine - ref:+.4f})", "dim")))
+    if run.get("reason"):
+        out.append(Text(f"your model was not trained: {run['reason']}", style="yellow"))
+    if run.get("optimizer"):
+        out.append(Text(f"both trained with {run['optimizer']}"
+                        + ("" if run.get("same_start", True) else " (from different starting weights)"), style="dim"))
+    if run.get("learner_losses") or run.get("reference_losses"):
+        out.append(Text("the two training-loss curves are below (3: the Plot screen)", style="dim"))
+    return out
+
+
 def _where_in_course(qualname: str, phase_no: int | None, learner: LearnerFile | None) -> str:
-    """Where a function sits in the course: "phase 3 · Forward pass" for the GPT, the track's title for a track."""
+    """Where a method sits in the course: "phase 3 · Forward pass" for the GPT's; nothing for a track file's
+    functions (the track's title heads the panel)."""
     if learner is not None and not learner.is_model:
-        return learner.title
+        return ""
     phase_no = phase_no or phase_of(qualname)
     phase = next((p for p in PHASES if p.number == phase_no), None)
     return f"phase {phase_no}" + (f" · {phase.title}" if phase else "")

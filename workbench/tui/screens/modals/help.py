@@ -51,7 +51,8 @@ def key_table(app, bindings) -> str:
     for binding in bindings:
         if not isinstance(binding, Binding):
             continue
-        what = binding.description + (f" — {binding.tooltip}" if binding.tooltip else "")
+        tip = binding.tooltip
+        what = tip if tip.startswith(binding.description) else binding.description + (f" — {tip}" if tip else "")
         rows.append(f"| {key_names(app, binding)} | {what.replace('|', '/')} |")
     return "\n".join(rows)
 
