@@ -8,8 +8,8 @@ report and `--json` read the same result dict.
     nanochat-workbench check learner_gpt.py --json     one JSON object (the same dict the TUI gets)
     nanochat-workbench check learner_gpt.py --experiment MLP.forward    a method that differs on purpose
 
-Exit code 0 when everything passes (methods marked as experiments may differ), 1 when not (a TODO, a mismatch, an error), 2 for usage errors. The checks
-run in a separate worker process (workbench/check/client.py); this process never imports the learner's file.
+Exit code 0 when everything passes (methods marked as experiments may differ), 1 when not (a TODO, a mismatch,
+an error), 2 for usage errors. The checks run in a separate worker process (workbench/check/client.py); this process never imports the learner's file.
 """
 
 import argparse
