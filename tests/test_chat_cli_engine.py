@@ -3,11 +3,13 @@ processes on a tiny random checkpoint: a verbatim copy of nanochat/engine.py ans
 changed one is really the one generating, a TODO file is refused in one line, a crash in it is reported with its
 line, and chat_web's workers are built with the learner's Engine."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -111,3 +113,30 @@ def test_chat_web_refuses_a_todo_engine_in_one_line(base, tmp_path):
                              "--device-type", "cpu"], env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "chat_web: error:" in result.stderr and "KVCache.insert_kv is still a TODO" in result.stderr
+
+
+def test_the_tui_chat_worker_generates_with_the_learners_engine(base, tmp_path):
+    path = engine_file(tmp_path)
+    env = {**os.environ, "NANOCHAT_BASE_DIR": str(base)}
+    request = {"cmd": "generate", "messages": [{"role": "user", "content": "The sky"}], "max_tokens": 5,
+               "temperature": 0.0, "top5": True}
+    result = subprocess.run([sys.executable, "-m", "workbench.tui.services.chat_worker", "--phase", "base",
+                             "--device", "cpu", "--engine", str(path)], input=json.dumps(request) + "\n", env=env,
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]  # prints skipped
+    assert events[0]["event"] == "ready" and events[0]["engine"] == str(path), result.stderr
+    assert events[-1]["event"] == "done" and events[-1]["tokens"] == 5
+    assert sum(e["event"] == "candidates" for e in events) == 5
+
+
+def test_the_tui_uses_the_learners_engine_once_its_check_passed(tmp_path):
+    from workbench.tui.services.chat_model import ChatModel
+    app = SimpleNamespace(workspace=tmp_path, reports={})
+    model = ChatModel(app)
+    assert model.learner_engine() is None  # no file
+    (tmp_path / "learner_engine.py").write_text(SOURCE, encoding="utf-8")
+    assert model.learner_engine() is None  # not checked yet
+    app.reports["learner_engine.py"] = SimpleNamespace(result={"ok": False})
+    assert model.learner_engine() is None  # checked, not passing
+    app.reports["learner_engine.py"] = SimpleNamespace(result={"ok": True})
+    assert model.learner_engine() == str(tmp_path / "learner_engine.py")

@@ -125,7 +125,8 @@ class ChatScreen(WorkbenchScreen):
             box.placeholder = ("type a message, enter to send" if self.mode == "chat" else
                                "a base model continues text: type the start of a sentence, enter")
             box.focus()
-            self.notify(f"Ready on {event.data.get('device')} ({self.mode} mode).", timeout=3)
+            engine = "" if event.data.get("engine", "reference") == "reference" else ", your engine"
+            self.notify(f"Ready on {event.data.get('device')} ({self.mode} mode{engine}).", timeout=3)
         elif event.kind == "candidates":
             self.query_one(CandidatesPanel).add(event.data.get("token"), event.text, event.data.get("top") or [])
         elif event.kind in ("token", "tool", "tool_output") and self.reply is not None:

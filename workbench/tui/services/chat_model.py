@@ -3,12 +3,16 @@
 `ChatModel.load` starts the process in a worker of the app's (group "chat-model": exclusive, so picking another
 checkpoint, or quitting, ends the old process first) and posts every JSON event it streams back to the
 listener (the Chat screen) as a ChatEvent. The screen only draws the conversation and calls `send`/`stop_reply`.
+
+The learner's engine (the engine track's learner_engine.py) generates once its last check in this session passed
+every row; until then nanochat's does. Which one is decided when a checkpoint is loaded, and the ready event says.
 """
 
 import asyncio
 import json
 import sys
 
+from workbench.tracks.engine.spec import SPEC as ENGINE_SPEC
 from workbench.tui.messages import ChatEvent
 
 STOP_GRACE_S = 2.0
@@ -28,10 +32,19 @@ class ChatModel:
         self.app.run_worker(self._serve(phase, tag, step, listener), name=f"chat model {phase} {tag} {step}",
                             group="chat-model", exclusive=True, exit_on_error=False)
 
+    def learner_engine(self) -> str | None:
+        """The workspace's engine file when its last check passed, else None (nanochat's engine)."""
+        name = ENGINE_SPEC.files[0].learner_file
+        report = getattr(self.app, "reports", {}).get(name)
+        path = self.app.workspace / name
+        return str(path) if report is not None and report.result.get("ok") and path.is_file() else None
+
     async def _serve(self, phase: str, tag: str, step: int, listener) -> None:
         await self.close()
+        engine = self.learner_engine()
         self.process = process = await _spawn(sys.executable, "-m", "workbench.tui.services.chat_worker",
-                                              "--phase", phase, "--tag", tag, "--step", str(step))
+                                              "--phase", phase, "--tag", tag, "--step", str(step),
+                                              *(["--engine", engine] if engine else []))
         try:
             async for raw in process.stdout:
                 try:

@@ -1,8 +1,8 @@
 """The chat screen's model process: loads a checkpoint and streams generated text as JSON lines.
 
 The TUI never imports torch; it starts
-`python -m workbench.tui.services.chat_worker --phase sft --tag d4 --step 100` and talks to it over
-stdin/stdout, one JSON object per line.
+`python -m workbench.tui.services.chat_worker --phase sft --tag d4 --step 100 [--engine learner_engine.py]` and
+talks to it over stdin/stdout, one JSON object per line. With --engine, the learner's engine module generates.
 
 Requests (stdin):
     {"cmd": "generate", "messages": [{"role": "user", "content": "..."}, ...],
@@ -11,7 +11,7 @@ Requests (stdin):
         base checkpoints: the last user message is a prompt to continue (a base model has never seen a chat).
     {"cmd": "stop"}      end the current generation early
 Events (stdout):
-    {"event": "ready", "phase", "tag", "step", "model_source", "device", "mode": "chat"|"completion"}
+    {"event": "ready", "phase", "tag", "step", "model_source", "engine", "device", "mode": "chat"|"completion"}
     {"event": "token", "text"}            sampled text (decoded incrementally, never half a UTF-8 character)
     {"event": "tool", "text"}             a calculator expression the model wrote (<|python_start|>…<|python_end|>)
     {"event": "tool_output", "text"}      the calculator's answer, forced into the stream by the engine
@@ -144,13 +144,15 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default=None, help="model tag (checkpoint folder); default: the largest")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step; default: the last")
     parser.add_argument("--device", default=None, help="cpu | cuda | mps; default: autodetect")
+    parser.add_argument("--engine", default=None, help="the learner's engine file; default: nanochat.engine")
     args = parser.parse_args(argv)
 
     try:
         from nanochat.checkpoint_manager import load_model
         from nanochat.common import autodetect_device_type
-        from nanochat.engine import Engine
+        from nanochat.model_source import ENGINE, load_learner
         device = autodetect_device_type(args.device)
+        Engine = load_learner(args.engine, ENGINE).Engine
         model, tokenizer, meta = load_model(args.phase, device, "eval", model_tag=args.tag, step=args.step)
     except Exception as e:  # CheckpointError, ModelSourceError, a learner file that no longer imports
         emit("error", message=f"could not load the {args.phase} checkpoint: {e}")
@@ -158,7 +160,7 @@ def main(argv=None) -> int:
     mode = "completion" if args.phase == "base" else "chat"
     engine = Engine(model, tokenizer)
     emit("ready", phase=args.phase, tag=args.tag, step=meta.get("step"), device=str(device), mode=mode,
-         model_source=str(meta.get("model_source", "reference")))
+         model_source=str(meta.get("model_source", "reference")), engine=args.engine or "reference")
 
     requests: queue.Queue[dict] = queue.Queue()
     stop = threading.Event()
