@@ -104,6 +104,9 @@ MUON_BUGS = {
     "upside-down-scale": ("update_scale", "upside down", [("shape[-2] / shape[-1]", "shape[-1] / shape[-2]")]),
     "steps-ignored": ("zeropower_via_newtonschulz5", "`steps` times",
                       [("for _ in range(steps):", "for _ in range(5):")]),
+    "returns-none": ("zeropower_via_newtonschulz5", "not a tensor", [("    return X.to(G.dtype)", "    return None")]),
+    "nan-update": ("muon_update", "NaN", [("    bufs = [state",
+                                            "    grads = [g * float('nan') for g in grads]\n    bufs = [state")]),
     "none-grads": ("Muon.step", ".grad is None", [
         ('self._update(group, [p for p in group["params"] if p.grad is not None])',
          'self._update(group, list(group["params"]))')]),

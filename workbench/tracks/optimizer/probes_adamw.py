@@ -90,7 +90,8 @@ def named_step_mistake(got64: list, want64: list) -> str:
     for step, (g, w) in enumerate(zip(got64, want64), 1):
         for name, a, b in zip(names, g, w):
             if max_abs_diff(a, b) > FLOAT64_TOL:
-                return f"{name} differs from the reference's after step {step} of {STEPS}"
+                broken = " and holds NaN or inf" if not a.isfinite().all() else ""
+                return f"{name} differs from the reference's after step {step} of {STEPS}{broken}"
     return "differs from the reference"
 
 
