@@ -63,8 +63,9 @@ def test_first_chat_is_dated_in_the_milestones_section_and_keeps_its_first_date(
 def test_a_measurement_short_of_its_target_is_dated_then_replaced_when_reached_and_reached_stays(workspace):
     status = workspace.status_file
     record(status, Measurement(Milestone.OVERFIT, False, "loss 0.43 after 300 steps", datetime(2026, 1, 1, 8, 0)))
-    assert _line(status, Milestone.OVERFIT) == ("- [ ] **Overfits a fixed set of sentences** — loss < 0.1 on the CPU · "
-                                                "not yet (2026-01-01 08:00): loss 0.43 after 300 steps")
+    assert _line(status, Milestone.OVERFIT) == (
+        "- [ ] **Overfits a fixed set of sentences** — loss < 0.1 on the CPU · "
+        "not yet (2026-01-01 08:00): loss 0.43 after 300 steps")
     record(status, Measurement(Milestone.OVERFIT, True, "loss 0.08 after 212 steps", datetime(2026, 1, 2, 8, 0)))
     reached = _line(status, Milestone.OVERFIT)
     assert reached.startswith("- [x] ") and "reached 2026-01-02 08:00: loss 0.08 after 212 steps" in reached

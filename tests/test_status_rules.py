@@ -62,7 +62,8 @@ def _old_template() -> str:
     text = TEMPLATE
     if "## Method checks" in text:
         text = text[:text.index("## Method checks")] + text[text.index("## Learner vs reference"):]
-    return text.replace("| Component | Learner | Reference | Compared |", "| Component | Learner | Reference | Status |")
+    return text.replace("| Component | Learner | Reference | Compared |",
+                        "| Component | Learner | Reference | Status |")
 
 
 def test_method_rows_written_by_an_older_version_move_out_of_the_learner_vs_reference_table(tmp_path):
