@@ -2,8 +2,8 @@
 
 A verbatim copy passes every row; each challenge and each planted bug below is named at the function that has
 it, with the symptom the learner should read; the rows of the other functions stay green (each function is
-checked on its own). Most probes run in-process on the learner file imported from disk; the skeleton goes through the child's own
-`run_check`, and one CLI run through the real child process.
+checked on its own). Most probes run in-process on the learner file imported from disk; the skeleton goes
+through the child's own `run_check`, and one CLI run through the real child process.
 """
 
 import importlib.util

@@ -15,21 +15,29 @@ REFERENCE = "nanochat.dataloader"
 EXERCISES = (
     Exercise("_resume_position", "starts where a saved state says, like the reference", LESSON,
              todo="return (epoch, pq_idx, rg_idx, doc_idx, tok_idx) to start from",
-             notes="None -> the start of this rank's data; a state of this rank -> exactly where it stopped; another "
-                   "rank's or world size's -> this rank's row group in the next round; other data -> the start."),
+             notes="In:  state, a dict a loader yielded (or None); source: 'shards' or 'embedded'; this rank and "
+                   "world size.\n"
+                   "Out: five ints. None or a state for other data -> (0, 0, rank, 0, 0); this rank's own state\n"
+                   "     (same world size) -> exactly its numbers; another rank's or world size's -> this rank's\n"
+                   "     row group in the next round, (rg_idx // world_size + 1) * world_size + rank, in that file."),
     Exercise("_documents", "reads this rank's documents in the reference's order, epoch after epoch", LESSON,
              todo="yield ((epoch, pq_idx, rg_idx, doc_idx), text) forever from dataset.row_groups",
-             notes="Rank r of world_size reads row groups r, r + world_size, ...; after the last one the next epoch "
-                   "starts at this rank's first row group."),
+             notes="In:  position, (epoch, pq_idx, rg_idx, doc_idx, tok_idx) from _resume_position.\n"
+                   "Rank r reads row groups r, r + world_size, ... (dataset.row_groups(split, rank, world_size,\n"
+                   "source, resume_at=(pq_idx, rg_idx))), skipping doc_idx documents in the first row group only;\n"
+                   "after the last one, epoch + 1 from this rank's first row group."),
     Exercise("_advance", "marks consumed tokens like the reference (the queue and its starts)", LESSON,
              todo="consume n tokens from the front of the chunk queue, in place",
-             notes="chunks holds [key, tokens, start] lists; tokens[start:] are not consumed yet. A chunk used up "
-                   "exactly is dropped too."),
+             notes="In:  chunks, a deque of [key, tokens, start] lists (tokens[start:] not consumed yet);\n"
+                   "     n <= the number of unconsumed tokens.  Out: nothing; chunks changed in place.\n"
+                   "A chunk used up exactly is dropped too."),
     Exercise("tokenizing_distributed_data_loader_with_state",
              "yields the reference's batches and states (ranks, resume)", LESSON,
              todo="pack <|bos|> + document tokens into (B, T) inputs/targets shifted by one, with the state after",
-             notes="Each batch is a window of B*T + 1 tokens: inputs = window[:-1], targets = window[1:]; consume "
-                   "B*T so the next batch starts with this batch's last target."),
+             notes="Tokenize tokenizer_batch_size documents at a time with <|bos|> in front; queue them as chunks.\n"
+                   "Each batch is a window of B*T + 1 tokens: inputs = window[:-1].view(B, T), targets =\n"
+                   "window[1:].view(B, T), int64; _advance by B*T, so the next batch starts with this batch's last\n"
+                   "target. The state names the chunk at the front after that (its key and start as tok_idx)."),
 )
 
 SPEC = TrackSpec(

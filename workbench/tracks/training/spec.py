@@ -16,16 +16,18 @@ REFERENCE = "nanochat.training"
 EXERCISES = (
     Exercise("lr_multiplier", "the reference's schedule at every step of four runs", LESSON,
              todo="return the learning-rate multiplier for this step (warmup, flat, warmdown)",
-             notes="Linear warmup over round(warmup_ratio * num_iterations) steps reaching 1 at the last of them, "
-                   "then 1, then a linear fall over the last round(warmdown_ratio * num_iterations) steps to "
-                   "final_lr_frac at step num_iterations."),
+             notes="In:  step (0 .. num_iterations), the run's length and its three fractions.  Out: a float.\n"
+                   "Warmup over round(warmup_ratio * num_iterations) steps: (step + 1) / warmup; then 1; over the\n"
+                   "last round(warmdown_ratio * num_iterations) steps a straight line down to final_lr_frac."),
     Exercise("muon_momentum", "the reference's momentum at every step", LESSON,
              todo="return Muon's momentum for this step (0.85 -> 0.95 over MOMENTUM_WARMUP_STEPS)"),
     Exercise("accumulate_gradients", "gradients, loss and loader states of 3 micro-batches like the reference",
              LESSON,
              todo="forward and backward over accum_steps micro-batches; return (mean loss, state, next batch)",
-             notes="batch is (inputs, targets, loader state after it), already fetched; fetch the next one after "
-                   "each micro-step. The summed gradients must equal the gradient of the mean loss."),
+             notes="In:  batch, (inputs, targets, loader state after it), already fetched; loader, an iterator of\n"
+                   "     such batches; autocast_ctx, a context manager for each forward pass.\n"
+                   "Out: (the mean loss as a tensor, the state of the last batch trained on, the next batch).\n"
+                   "Fetch the next batch after each micro-step; the summed gradients equal the mean loss's."),
     Exercise("optimizer_step", "clips, sets lr and momentum, steps and clears like the reference", LESSON,
              todo="clip (0 = off), set each group's lr and Muon's momentum, step every optimizer, clear the grads"),
 )
