@@ -14,12 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from workbench.check.result import CheckResult, Component, ExperimentRun, Status, lead_component
-from workbench.course.phases import PHASES
+from workbench.course.phases import phase_title
 
 STATUS_STYLE = {Status.PASS: ("✓", "green"), Status.MISMATCH: ("✗", "bold red"), Status.ERROR: ("!", "bold red"),
                 Status.TODO: ("·", "yellow"), Status.SKIPPED: ("-", "dim"),
                 Status.NOT_REACHED: ("-", "dim"), Status.EXPERIMENT: ("~", "bold magenta")}
-PHASE_TITLE = {p.number: p.title for p in PHASES}
 
 
 def _where(d: dict) -> str:
@@ -115,7 +114,7 @@ def print_next_step(console: Console, result: CheckResult) -> None:
         body = Text()
         body.append(f"{todo.get('qualname')}", style="bold yellow")
         if phase:
-            body.append(f"   phase {phase} · {PHASE_TITLE.get(phase, '')}")
+            body.append(f"   phase {phase} · {phase_title(phase)}")
         if _where(todo):
             body.append(f"   {_where(todo)}", style="dim")
         body.append(f"\n{todo.get('message', '')}")
