@@ -2,8 +2,9 @@
 
 `adamw_step` and `AdamW`: Adam with decoupled weight decay (Loshchilov & Hutter, "Decoupled Weight Decay
 Regularization", 2019, Algorithm 2 with Adam's bias correction), one tensor at a time, readable top to bottom.
-It computes what `torch.optim.AdamW` computes (tests/test_track_optimizer.py compares them); the training scripts use
-torch's, whose kernels are faster, and the optimizer track's learner writes this one (learner_adamw.py).
+It computes what `torch.optim.AdamW` computes (tests/test_track_optimizer.py compares them); the training
+scripts use torch's, whose kernels are faster, and the optimizer track's learner writes this one
+(learner_adamw.py).
 
 `DistAdamW`: nanochat does not wrap the model in DistributedDataParallel; the two distributed optimizers (this
 one and `nanochat.muon.DistMuon`) are where gradients meet. It averages the gradients across ranks, then takes

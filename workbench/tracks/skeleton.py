@@ -84,13 +84,12 @@ def intro(spec: TrackSpec, track_file: TrackFile) -> list[str]:
     reference = track_file.reference_module.replace(".", "/") + ".py"
     lines = [header_line(spec.track, track_file.reference_module),
              f"# Your {track_file.learner_file}: part of the track \"{spec.title}\".",
-             f"# It is {reference} with the functions below left for you to write: each keeps its signature and",
-             "# docstring (what goes in, what comes out, where to read up) and raises",
-             "# NotImplementedError(\"TODO: ...\").",
-             "# Everything else is the reference's own code. Keep names and signatures: the training scripts can",
-             "# use this file in place of the reference. Check it on every save with",
-             f"#     nanochat-workbench check {track_file.learner_file}",
-             "# which names the next TODO and compares each function with the reference on the same inputs.",
+             f"# It is {reference} with the functions listed below left for you to write. Each keeps",
+             "# its signature and docstring (what goes in, what comes out, where to read up) and raises",
+             "# NotImplementedError(\"TODO: ...\"); everything else is the reference's own code. Keep the names",
+             "# and signatures: the training scripts can use this file in place of the reference.",
+             f"# Check it on every save with `nanochat-workbench check {track_file.learner_file}`: it names the",
+             "# next TODO and compares each function with the reference on the same inputs.",
              "# The exercises, in the order to write them:"]
     lines += [f"#   {i}. {e.qualname} — {e.check}" for i, e in enumerate(track_file.exercises, 1)]
     return [line + "\n" for line in lines] + ["\n"]
