@@ -181,3 +181,13 @@ def test_an_optimizer_challenge_is_checked_by_its_track_and_solved_from_the_comm
     solved = run("--check", "no-lookahead")
     assert solved.returncode == 0 and "solved" in solved.stdout, solved
     assert "Solved challenge `no-lookahead`" in (ws / "STATUS.md").read_text()
+
+
+def test_listing_every_track_s_challenges_never_imports_torch(tmp_path):
+    code = ("import sys; from workbench.cli import main; rc = main(sys.argv[1:]); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "challenge", "--list", "--workspace", str(tmp_path)],
+                          capture_output=True, text=True, env=dict(os.environ, COLUMNS="200", PYTHONPATH=str(ROOT)),
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("NO-TORCH"), proc.stderr
+    assert all(c.name in proc.stdout for c in EVERY)
