@@ -71,7 +71,7 @@ CHALLENGES: tuple[Challenge, ...] = (
         ("prefill starts a bigger cache from the prompt's cache. What does the prompt's cache hold, per layer?",
          "In KVCache.prefill, read the slice of the copy dimension by dimension.")),
     Challenge(
-        "cold-sampler", "The chat gives the same answer at every temperature", "sample_next_token",
+        "greedy-always", "The chat gives the same answer at every temperature", "sample_next_token",
         (("    if temperature == 0.0:\n", "    if temperature >= 0.0:\n"),),
         ("Temperature 0 means greedy. What should happen above 0?",
          "In sample_next_token, look at the condition that picks the argmax.")),
