@@ -276,3 +276,13 @@ def test_check_routes_track_files_to_the_track_runner(tmp_path, monkeypatch, cap
     args = Namespace(file=str(muon), json=True, steps=1, timeout=7.0, seq=64, memory=None, child=None, experiment=[])
     assert command.run(args) == 0
     assert calls == [(str(muon), 7.0)] and json.loads(capsys.readouterr().out)["track"] == "optimizer"
+
+
+def test_init_all_never_imports_torch(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys; from workbench.cli import main; rc = main(sys.argv[1:]); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "init", str(tmp_path / "ws"), "--track", "all"],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("NO-TORCH"), proc.stderr
