@@ -26,8 +26,10 @@ def anyio_backend():
 
 @pytest.fixture
 def workspace(tmp_path):
-    """learner_gpt.py (the skeleton), a verbatim learner_adamw.py, and learner_muon.py with a bug, saved last."""
+    """learner_gpt.py (the skeleton), the optimizer track's phase in STATUS.md, a verbatim learner_adamw.py, and
+    learner_muon.py with a bug, saved last."""
     ws = init_workspace(tmp_path / "ws")
+    init_workspace(ws.directory, track="optimizer")  # adds the track's skeletons and its phase
     (ws.directory / "learner_adamw.py").write_text((REFERENCE / "adamw.py").read_text())
     muon = (REFERENCE / "muon.py").read_text()
     assert muon.count(GOOD_SCALE) == 1
@@ -67,6 +69,14 @@ async def test_the_companion_opens_on_the_track_file_saved_last_and_i_files_its_
         assert [table.get_row_at(i)[0] for i in range(table.row_count)][:2] == ["zeropower_via_newtonschulz5",
                                                                                 "update_scale"]
         assert "learner_muon.py" in screen_text(app.screen.query_one("#top-bar"))
+        # the checklist: the track's phase in view, its passing functions ticked in STATUS.md, the bug marked
+        await until(pilot, lambda: "- [x] `muon_update`" in workspace.status_file.read_text())
+        assert "- [ ] `update_scale`" in workspace.status_file.read_text()
+        scroll = app.screen.query_one("#checklist-scroll")
+        top = round(scroll.scroll_y)
+        visible = screen_text(app.screen.query_one("#checklist")).splitlines()[top:top + scroll.size.height]
+        assert any(line.startswith("6 Optimizer") for line in visible), visible
+        assert any(line.strip() == "✘ update_scale" for line in visible), visible
 
         await pilot.press("i")  # the mismatch shown goes into STATUS.md's issue log, dated
         await until(pilot, lambda: "update_scale does not match the reference" in workspace.status_file.read_text())

@@ -338,6 +338,7 @@ class WorkbenchApp(App):
             self.save_session(self.session.state())
         else:
             self.reports[message.name] = Report(message.result, message.source, message.seconds, time.time())
+            self.write_ticks(message.result)  # the track's phase in STATUS.md (workbench/status/rules.py)
             self.shown_report = self.reports.get(self.shown_file)  # the checklist marks every file's statuses
         report = self.reports[message.name]
         self.last_finished, self.last_seconds = report.finished_at, message.seconds

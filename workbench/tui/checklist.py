@@ -33,4 +33,5 @@ def _plain_checklist() -> ChecklistData:
 def _short_title(title: str) -> str:
     # "Phase 3: forward pass" -> "Forward pass"
     head, _, rest = title.partition(":")
-    return (rest.strip() or head.strip()).capitalize()
+    short = rest.strip() or head.strip()
+    return short[:1].upper() + short[1:]  # "Optimizer: AdamW and Muon" keeps its capitals

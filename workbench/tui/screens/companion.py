@@ -44,6 +44,8 @@ class CompanionScreen(WorkbenchScreen):
         Binding("u", "app.undo_reset", "Undo reset", show=False, tooltip="Put the last reset method back"),
     ]
 
+    _shown_name = ""  # the learner file shown last (its phase is scrolled into view when it changes)
+
     def compose(self) -> ComposeResult:
         yield TopBar(id="top-bar")
         with Horizontal(id="companion-body"):
@@ -91,6 +93,9 @@ class CompanionScreen(WorkbenchScreen):
         checklist = self.query_one(Checklist)
         checklist.others = [r for name, r in self.app.reports.items() if name != shown.name]
         checklist.report = report
+        if shown.name != self._shown_name:  # another file: its phase comes into view
+            self._shown_name = shown.name
+            self.call_after_refresh(self._scroll_to_phase, shown)
         self.query_one(ComponentTable).report = report
         self.query_one(ShapesTable).report = report
         self.query_one(PrintsLog).report = report
@@ -100,6 +105,12 @@ class CompanionScreen(WorkbenchScreen):
 
     def _show_checklist(self, data) -> None:
         self.query_one(Checklist).data = data
+
+    def _scroll_to_phase(self, shown) -> None:
+        names = {e.qualname for e in shown.track_file.exercises} if shown.track_file else {"GPT.__init__"}
+        line = self.query_one(Checklist).line_of(names)
+        if line is not None:
+            self.query_one("#checklist-scroll").scroll_to(y=line, animate=False)
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

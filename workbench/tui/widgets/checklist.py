@@ -56,8 +56,11 @@ class Checklist(Static):
         for phase in self.data.phases:
             marks = [self._mark(name, ticked, todos) for name, ticked in phase.items]
             done = sum(1 for mark, _ in marks if mark == "✔")  # counted from the marks shown: never behind them
-            text.append(f"{phase.title}", style="bold")
-            text.append(f"  {done}/{len(phase.items)}\n", style="dim")
+            count = f"  {done}/{len(phase.items)}"
+            title = phase.title if room <= 0 or len(phase.title) + len(count) <= room else \
+                phase.title[:max(1, room - len(count) - 1)] + "…"  # the count stays in sight
+            text.append(title, style="bold")
+            text.append(f"{count}\n", style="dim")
             for (name, _), (mark, style) in zip(phase.items, marks):
                 text.append(f" {mark} ", style=style)
                 text.append(f"{fit(name, room - 3)}\n", style=style if style != "dim" else "")
@@ -70,6 +73,15 @@ class Checklist(Static):
                 text.append(f"{label}\n", style="green" if ticked else "")
         text.rstrip()
         return text
+
+    def line_of(self, names) -> int | None:
+        """The line of the first phase that lists one of `names` (its heading), as render() lays them out."""
+        line = 0
+        for phase in self.data.phases if self.data else []:
+            if any(name in names for name, _ in phase.items):
+                return line
+            line += 1 + len(phase.items)
+        return None
 
     def _live_status(self, name: str) -> str | None:
         for report in (self.report, *self.others):
