@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from workbench.tui.watcher import WorkspaceWatcher
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SKELETON = (ROOT / "workbench" / "course" / "templates" / "learner_gpt.py").read_text()
-LOOPING = (ROOT / "nanochat" / "gpt.py").read_text().replace(
+REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
+LOOPING = REFERENCE.replace(
     "    def init_weights(self):\n", "    def init_weights(self):\n        while True:\n            pass\n", 1)
 ODD_DIR = "a folder with späces, ü and 日本"
 ODD_NAME = "my gpt é.py"
@@ -99,6 +101,25 @@ def test_spares_die_with_their_worker_even_mid_check(tmp_path):
         r.close()
 
 
+def test_a_check_that_arrives_while_the_spare_warms_up_is_judged_as_any_other(tmp_path):
+    """The spare warms up by running the reference through the checks; a check that arrives meanwhile stops
+    the warm-up and must find everything as it would have been without it (same verdicts, its own output)."""
+    reference = tmp_path / "gpt.py"
+    reference.write_text(REFERENCE)
+    skeleton = tmp_path / "learner_gpt.py"
+    skeleton.write_text(SKELETON)
+    r = Runner(timeout=120, child="spawn")
+    try:
+        r.wait_ready()
+        result = r.run_sync(reference)  # the first spare has only just been told to warm up
+        assert result["timings"]["spare_hot"] is False
+        assert result["ok"] is True and [c["qualname"] for c in result["components"] if c["status"] != "pass"] == []
+        assert result["stdout_tail"] == ""
+        assert r.run_sync(skeleton)["next_todo"]["qualname"] == "GPT.__init__"
+    finally:
+        r.close()
+
+
 def test_check_json_names_the_strategy_for_a_path_with_spaces_and_non_ascii(tmp_path):
     folder = tmp_path / ODD_DIR
     folder.mkdir()
@@ -164,3 +185,49 @@ async def test_the_status_bar_says_how_the_check_process_was_started():
         bar.checking = False
         await pilot.pause()
         assert "spawn" not in bar.render().plain  # idle: the bar has other things to say
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc") or not shutil.which("ps"), reason="compares /proc with ps")
+def test_without_proc_the_process_tree_and_states_come_from_ps():
+    """Where there is no /proc (macOS) the worker's sweeps and its stopped-check detection read `ps`: on Linux
+    both sources must give the same tree below a process, and `ps` must see a stopped one as stopped."""
+    from workbench.check import procs
+
+    tree = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen([sys.executable, "
+                             "'-c', 'import time; time.sleep(60)'], start_new_session=True); time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 30
+        while len(procs.descendants(tree.pid, procs.proc_table())) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        below = procs.descendants(tree.pid, procs.proc_table())
+        assert len(below) == 1  # the grandchild, in a session of its own
+        assert procs.descendants(tree.pid, procs.ps_table()) == below
+        os.kill(below[0], signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while procs.ps_table().get(below[0], (0, ""))[1] != "T" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert procs.ps_table()[below[0]][1] == "T" == procs.process_state(below[0])
+        os.kill(below[0], signal.SIGKILL)
+    finally:
+        tree.kill()
+        tree.wait()
+
+
+def test_the_spare_ends_what_its_check_started_before_it_exits(tmp_path):
+    """Where the worker is no subreaper (not Linux), a process the check started in a session of its own would
+    be re-parented to init when the check exits: the spare kills it first (spare.end_descendants, run at the end
+    of every check and from the learner's os._exit). Here in a plain process, no subreaper above it."""
+    marker = tmp_path / "grandchild.pid"
+    script = ("import subprocess, sys\n"
+              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], start_new_session=True)\n"
+              f"open({str(marker)!r}, 'w').write(str(p.pid))\n"
+              "from workbench.check.spare import end_descendants\n"
+              "end_descendants()\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60, cwd=ROOT)
+    grandchild = int(marker.read_text())
+    deadline = time.monotonic() + 10
+    while alive(grandchild) and time.monotonic() < deadline:  # killed; init reaps it
+        time.sleep(0.05)
+    if alive(grandchild):
+        os.kill(grandchild, signal.SIGKILL)
+        pytest.fail("the check's grandchild outlived the spare")

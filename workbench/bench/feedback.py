@@ -55,8 +55,10 @@ def time_warm(runner, path, scenario, rep) -> tuple[float, str]:
     write_learner(path, scenario, rep)
     result = runner.run_sync(path, steps=1)
     seconds = time.perf_counter() - t0
-    wait = result.get("timings", {}).get("spare_wait_s")
-    spare = f" (waited {wait:.2f} s for the spare)" if wait else ""
+    timings = result.get("timings", {})
+    wait, hot = timings.get("spare_wait_s"), timings.get("spare_hot")
+    spare = (f" (waited {wait:.2f} s for the spare)" if wait and wait >= 0.01 else "") + (
+        " (the spare had not finished warming up)" if hot is False else "")
     if scenario == "skeleton":
         todo = (result.get("next_todo") or {}).get("qualname")
         ok = todo == "GPT.__init__"

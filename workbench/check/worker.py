@@ -1,5 +1,7 @@
 """The warm worker: one long-lived process that has torch, the tokenizer, a real batch and the reference's
-answers loaded, and forks a fresh child for every check of the learner's file.
+answers loaded, and forks a fresh child for every check of the learner's file (or, with the spawn strategy,
+hands it to a warm spare process: workbench/check/spare.py; a request that finds the spare still starting waits
+for it without blocking the worker, and a newer request takes its place).
 
     python -m workbench.check.worker [--seq 512]
 
@@ -11,7 +13,7 @@ Protocol (JSON lines): the caller (workbench/check/client.py) writes requests to
 if warming up failed. While warming up: `{"event": "progress", "done": 1, "total": 4, "stage": "..."}`.
 
 Isolation, per run: nothing the check starts outlives it (the worker is a child subreaper, and after each
-check every process below it is killed); the child gets its own process group, a memory cap (RLIMIT_AS: the
+check every process below it is killed: workbench/check/procs.py); the child gets its own process group, a memory cap (RLIMIT_AS: the
 worker's own size plus a budget, default half the RAM), stdout/stderr redirected into a pipe whose tail the
 worker keeps, faulthandler writing Python tracebacks into a file on a crash or on SIGUSR1. A newer run request kills the child in flight.
 At the timeout the worker asks the child for its traceback (SIGUSR1), then kills the whole group. The learner's
@@ -33,7 +35,8 @@ import tempfile
 import time
 import traceback
 
-from workbench.check.spare import CHILD_ENV, STRATEGIES, choose_strategy, platform_default
+from workbench.check.procs import become_subreaper, die_with_parent, kill_descendants, process_state
+from workbench.check.spare import CHILD_ENV, SPARE_READY_TIMEOUT, STRATEGIES, choose_strategy, platform_default
 
 STDOUT_KEEP = 64 * 1024  # bytes of the learner's output kept (the tail)
 END_GRACE_S = 2.0  # after the last event, how long the child may take to exit before it is killed
@@ -177,15 +180,6 @@ class Run:
                 self.ended_at = time.perf_counter()
 
 
-def process_state(pid: int) -> str:
-    """The one-letter state of a process from /proc (R running, S sleeping, T stopped, ...), "" if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
-        return ""
-
-
 def learner_frames(dump: str, path: str) -> tuple:
     """The frames of a faulthandler dump's current thread from the innermost one in the learner's file outwards
     ((file, line, function) each); () when the learner's file is not on the stack."""
@@ -196,85 +190,6 @@ def learner_frames(dump: str, path: str) -> tuple:
         if os.path.abspath(file) == path:
             return tuple(frames[i:])
     return ()
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Linux: have the kernel SIGKILL this process when the worker dies, so no check outlives it."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the worker died before prctl took effect
-        os._exit(1)
-
-
-PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
-SWEEP_S = 2.0  # the longest kill_descendants keeps killing (a fork bomb keeps making new ones)
-
-
-def become_subreaper() -> bool:
-    """Linux: processes a check leaves behind whose parent dies (a grandchild in a session of its own, a
-    double-forked daemon) are re-parented to the worker instead of init, so kill_descendants finds them all."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live (not zombie) process below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return []
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if fields[0] != b"Z":
-            children.setdefault(int(fields[1]), []).append(int(name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def kill_descendants(keep=()) -> int:
-    """SIGKILL every process below the worker and reap the ones re-parented to it, until none is left (between
-    checks the worker has no children of its own). Returns how many were killed."""
-    killed, end = 0, time.monotonic() + SWEEP_S
-    while time.monotonic() < end:
-        procs = [pid for pid in descendants(os.getpid()) if pid not in keep]  # keep: the warm spare
-        for pid in procs:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-        while True:  # reap: the killed orphans are the worker's children now
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
-        if not procs:
-            break
-        time.sleep(0.005)
-    return killed
 
 
 class Worker:
@@ -289,6 +204,8 @@ class Worker:
         self.pid = os.getpid()
         self.strategy = "fork"  # or "spawn": checks run in warm spares (workbench/check/spare.py)
         self.spares = None  # the SparePool when the strategy is "spawn"
+        self.pending: dict | None = None  # spawn: the run request waiting for the spare to be ready
+        self.watched = None  # the spare whose status pipe is in the selector while a request waits for it
 
     def send(self, event: dict) -> None:
         self.proto.write(json.dumps(event) + "\n")
@@ -304,10 +221,13 @@ class Worker:
                 timeout = max(0.0, min(self.run.deadline - time.perf_counter(), 0.25))
                 if self.run.ended_at is not None:
                     timeout = min(timeout, 0.005)  # the child is exiting: reap it soon (no busy loop)
+            elif self.pending is not None:
+                timeout = 0.25  # a spare that dies without a word is noticed too
             for key, _ in self.sel.select(timeout):
                 if key.data == "stdin":
                     if not self.read_requests():
                         self.stop_run("cancel")
+                        self.drop_pending()
                         return
                 elif self.run is not None and key.data == ("result", self.run.id):
                     self.read_pipe(key.fd, self.run.take_events, "result_eof")
@@ -315,6 +235,60 @@ class Worker:
                     self.read_pipe(key.fd, self.run.take_output, "out_eof")
             if self.run is not None:
                 self.supervise()
+            if self.spares is not None:
+                self.tend_spares()
+
+    def tend_spares(self) -> None:
+        """spawn: hand the waiting request to the spare once it is ready; with nothing to do, let it warm up."""
+        try:
+            if self.pending is not None and self.spares.ready():
+                request, self.pending = self.pending, None
+                self.watch_spare(None)
+                self.start(request)
+            elif self.pending is not None:
+                self.watch_spare(self.spares.current())
+                if time.perf_counter() - self.pending["arrived"] > SPARE_READY_TIMEOUT:
+                    raise RuntimeError(f"no spare check process got ready within {SPARE_READY_TIMEOUT:g} s")
+            elif self.run is None:
+                self.spares.idle()
+        except RuntimeError as e:  # spares that cannot start: the workbench's failure, said in the result
+            request, self.pending = self.pending, None
+            self.watch_spare(None)
+            if request is not None:
+                from workbench.check.result import failed_result
+                self.send({"event": "result", "id": request["id"], "result": failed_result(
+                    os.path.abspath(request["path"]), f"{e}; this is a workbench bug")})
+
+    def watch_spare(self, spare) -> None:
+        """Keep the selector on `spare`'s status pipe while a request waits for it; None: on no spare."""
+        if spare is self.watched:
+            return
+        if self.watched is not None:
+            try:
+                self.sel.unregister(self.watched.status_fd)
+            except (KeyError, ValueError, OSError):
+                pass
+        self.watched = spare
+        if spare is not None:
+            self.sel.register(spare.status_fd, selectors.EVENT_READ, "spare")
+
+    def request_check(self, request: dict) -> None:
+        """Start the check now (fork, or a ready spare), else let it wait for the spare, in the place of any
+        request that was already waiting (cancelled: no spare is spent on a save that a newer one replaced)."""
+        request["arrived"] = time.perf_counter()
+        self.drop_pending()
+        if self.spares is None:
+            self.start(request)
+        else:
+            self.pending = request
+            self.tend_spares()
+
+    def drop_pending(self, run_id=None) -> None:
+        """Cancel the request waiting for a spare (only if it is `run_id`, when given)."""
+        if self.pending is not None and run_id in (None, self.pending["id"]):
+            request, self.pending = self.pending, None
+            self.watch_spare(None)
+            self.send({"event": "cancelled", "id": request["id"]})
 
     def read_requests(self) -> bool:
         data = os.read(0, 65536)
@@ -332,12 +306,15 @@ class Worker:
             op = request.get("op")
             if op == "quit":
                 self.stop_run("cancel")
+                self.drop_pending()
                 return False
-            if op == "cancel" and self.run is not None and request.get("id") in (None, self.run.id):
-                self.stop_run("cancel")
+            if op == "cancel":
+                if self.run is not None and request.get("id") in (None, self.run.id):
+                    self.stop_run("cancel")
+                self.drop_pending(request.get("id"))
             elif op == "run":
                 self.stop_run("cancel")  # a newer request replaces the one in flight
-                self.start(request)
+                self.request_check(request)
         return True
 
     def read_pipe(self, fd, sink, eof_flag) -> None:
@@ -381,6 +358,9 @@ class Worker:
         pid = run.pid = self.spares.take(run) if self.spares is not None else self.fork_child(run)
         run.last_event_at = time.perf_counter()  # the clocks start now: waiting for a warming spare is not
         run.deadline = run.last_event_at + run.timeout  # the learner's code's time
+        if self.spares is not None:
+            run.extra_timings["spare_wait_s"] = round(run.last_event_at - request["arrived"], 4)  # 0: was ready
+            run.received = request["arrived"]
         os.set_blocking(run.result_r, False)
         os.set_blocking(run.out_r, False)
         self.sel.register(run.result_r, selectors.EVENT_READ, ("result", run.id))
@@ -628,9 +608,10 @@ def start_spares(ref, strategy: str):
     """The spawn strategy's pool, its first spare warm (a check never waits for one it could have had)."""
     if strategy != "spawn":
         return None
-    from workbench.check.spare import SPARE_READY_TIMEOUT, SparePool
+    from workbench.check.spare import SparePool
     pool = SparePool(ref, tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-spares-", dir=scratch_root()))
-    pool.spare.wait_ready(SPARE_READY_TIMEOUT)
+    pool.current().wait_ready(SPARE_READY_TIMEOUT)
+    pool.idle()  # it warms up on the reference until the first check comes
     return pool
 
 
