@@ -3,7 +3,7 @@
 Every probe runs on a small data set written for the check: three parquet shards (two train, one val) of short
 documents in row groups of three, in a temporary $NANOCHAT_BASE_DIR, read through the real `nanochat.dataset`.
 A stand-in tokenizer turns document n into `n_tokens(n)` ids that say which document and which position they come
-from, so a wrong batch can be explained ("document 4's tokens 3.. were dropped") and not only flagged. Ranks are
+from, so a wrong batch can be explained ("3 tokens were dropped") and not only flagged. Ranks are
 set as torchrun sets them (RANK, LOCAL_RANK, WORLD_SIZE) while a probe runs. Batches, keys and states are compared
 exactly: a data loader has no float rounding to forgive.
 
