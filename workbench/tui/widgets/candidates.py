@@ -2,7 +2,7 @@
 
 One row per generated token: the token that came out, then the five candidates with their probabilities (the
 model's softmax at temperature 1, before top-k), the one that was drawn in bold. A token drawn from outside the
-top 5 (possible at a high temperature) is marked as such. The chat worker sends the data (its `candidates`
+top 5 (possible at a high temperature) is marked ✗. The chat worker sends the data (its `candidates`
 events); this widget only draws it.
 """
 
@@ -18,6 +18,11 @@ def shown(text: str, limit: int = 12) -> str:
     return out if len(out) <= limit else out[:limit - 1] + "…"
 
 
+def percent(p: float) -> str:
+    """41%, 5.0%, 0.3%: whole percents from 10% up, one decimal below."""
+    return f"{p:.0%}" if p >= 0.095 else f"{p:.1%}"
+
+
 class CandidatesPanel(DataTable):
     DEFAULT_CSS = """
     CandidatesPanel { height: 35%; min-height: 6; max-height: 16; border: round $accent; }
@@ -25,7 +30,7 @@ class CandidatesPanel(DataTable):
 
     def __init__(self, **kwargs):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
-        self.border_title = "top-5 candidates per token (probabilities at temperature 1)"
+        self.border_title = "top-5 candidates per token (temperature 1; ✗ drawn outside the top 5)"
         self.tokens = 0
 
     def on_mount(self) -> None:
@@ -41,10 +46,10 @@ class CandidatesPanel(DataTable):
         cells = []
         for candidate, candidate_text, p in top[:5]:
             style = "bold reverse" if candidate == token else ""
-            cells.append(Text(f"{shown(candidate_text)} {p:.0%}", style=style))
+            cells.append(Text(f"{shown(candidate_text)} {percent(p)}", style=style))
         cells += [Text("")] * (5 - len(cells))
         drawn = Text(shown(text), style="bold")
         if all(candidate != token for candidate, _, _ in top):
-            drawn.append(" (not in top 5)", style="italic dim")
+            drawn.append(" ✗", style="bold red")
         self.add_row(str(self.tokens), drawn, *cells)
         self.move_cursor(row=self.row_count - 1)
