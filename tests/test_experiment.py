@@ -74,7 +74,8 @@ def test_experiment_rows_never_fail_but_errors_stay_errors():
 def test_report_shows_both_curves_and_final_losses():
     mine, ref = [8.3 - 0.05 * i for i in range(30)], [8.3 - 0.04 * i for i in range(30)]
     result = {"file": "learner_gpt.py", "ok": True, "stage": "done", "components": [
-        {"qualname": "MLP.forward", "phase": 3, "status": Status.EXPERIMENT, "detail": "experiment (not a failure): gelu"}],
+        {"qualname": "MLP.forward", "phase": 3, "status": Status.EXPERIMENT,
+         "detail": "experiment (not a failure): gelu"}],
         "experiment": {"qualnames": ["MLP.forward"], "steps": 30, "tokens_per_step": 128, "optimizer": "AdamW",
                        "same_start": True, "learner_losses": mine, "reference_losses": ref, "learner_final": 6.9,
                        "reference_final": 7.25, "reason": None}}

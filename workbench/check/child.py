@@ -81,7 +81,7 @@ class Context:
     def __init__(self, path: str, ref, channel: Channel, steps: int, experiments=()):
         self.path = os.path.abspath(path)
         self.smap = probe.SourceMap(self.path)
-        self.experiments = probe.experiments(self.smap, experiments)  # methods that differ from the reference on purpose
+        self.experiments = probe.experiments(self.smap, experiments)  # methods that differ on purpose
         self.ref = ref
         self.channel = channel
         self.steps = max(1, steps)

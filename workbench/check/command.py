@@ -9,7 +9,8 @@ report and `--json` read the same result dict.
     nanochat-workbench check learner_gpt.py --experiment MLP.forward    a method that differs on purpose
 
 Exit code 0 when everything passes (methods marked as experiments may differ), 1 when not (a TODO, a mismatch,
-an error), 2 for usage errors. The checks run in a separate worker process (workbench/check/client.py); this process never imports the learner's file.
+an error), 2 for usage errors. The checks run in a separate worker process (workbench/check/client.py); this
+process never imports the learner's file.
 """
 
 import argparse
@@ -69,7 +70,8 @@ def run(args) -> int:
         return usage_error(f"{args.file} is not a .py file")
     unknown = [q for q in args.experiment if q not in ALL_METHODS]
     if unknown:
-        return usage_error(f"--experiment {unknown[0]}: not a method of the GPT file (one of: {', '.join(ALL_METHODS)})")
+        return usage_error(f"--experiment {unknown[0]}: not a method of the GPT file "
+                           f"(one of: {', '.join(ALL_METHODS)})")
     try:
         track_file = recognise(path).track_file
     except OSError as e:

@@ -307,7 +307,8 @@ class Judge:
             self._check_std(name, params[name], 0.0 if stats["zero"] else stats["std"], "init_weights")
         for name, want in zip(("cos", "sin"), ref.rotary):
             got = t.get("buffer:" + name)
-            if got is not None and (got.shape != want.shape or max_abs_diff(got, want) > max(1e-4, rounding(got.dtype))):
+            tol = max(1e-4, rounding(got.dtype)) if got is not None else 0.0
+            if got is not None and (got.shape != want.shape or max_abs_diff(got, want) > tol):
                 raise Mismatch(f"after init_weights the rotary {name} table is wrong: recompute it with "
                                f"_precompute_rotary_embeddings on the model's device")
         return "zeros and init std match the reference for every parameter", None
@@ -477,8 +478,8 @@ class Judge:
         return self._gradients_against(obs, t, self._answers(obs)["grads"], "the reference's")
 
     def _follows(self, qualname):
-        return next((bool(r.get("follows_experiment")) for r in getattr(self, "_rows", []) if r["qualname"] == qualname),
-                    False)
+        rows = getattr(self, "_rows", [])
+        return next((bool(r.get("follows_experiment")) for r in rows if r["qualname"] == qualname), False)
 
     def _gradients_against(self, obs, t, expected: dict, whose: str):
         ref = self.ref
