@@ -91,7 +91,8 @@ class WorkbenchApp(App):
         Binding("a", "attention", "Attention", show=False,
                 tooltip="Where each attention head of your model looks (↑↓ layer, ←→ head)"),
         Binding("e", "edit", "Edit", show=False, tooltip="Open the file shown in $EDITOR"),
-        Binding("r", "rerun", "Re-run", show=False, tooltip="Check the file shown now (when file events do not arrive)"),
+        Binding("r", "rerun", "Re-run", show=False,
+                tooltip="Check the file shown now (when file events do not arrive)"),
         Binding("T", "next_file", "Track", show=False,
                 tooltip="Show the workspace's next learner file in the companion (the GPT, then each track's)"),
         Binding("m", "open_reference_lesson('math')", "Math primer", show=False,
@@ -322,8 +323,13 @@ class WorkbenchApp(App):
         except OSError as e:
             self.post_message(CheckCrashed(f"cannot read {path}: {e.strerror or e}"))
             return
-        from workbench.tracks.runner import run_track_check
-        result = await run_track_check(path)
+        from workbench.tracks.runner import NotATrackFile, run_track_check
+        try:
+            result = await run_track_check(path)
+        except NotATrackFile as e:  # e.g. a GPT saved under a track file's name
+            self.post_message(CheckCrashed(f"{e}, but {name} is the name of a file of the track "
+                                           f"'{self.file_named(name).title}': save that track's code there."))
+            return
         self.post_message(CheckFinished(result, source, time.perf_counter() - started, name))
 
     def on_check_started(self, message: CheckStarted) -> None:
@@ -353,10 +359,14 @@ class WorkbenchApp(App):
 
     # ---- the learner files (workbench/tui/tracks.py) ----------------------------------------------------------
 
+    def file_named(self, name: str) -> LearnerFile:
+        """One of the workspace's learner files by name (the GPT file for a name that is none of them)."""
+        return next((f for f in self.learner_files if f.name == name), self.learner_files[0])
+
     @property
     def shown(self) -> LearnerFile:
         """The learner file the companion shows."""
-        return next((f for f in self.learner_files if f.name == self.shown_file), self.learner_files[0])
+        return self.file_named(self.shown_file)
 
     @property
     def shown_path(self) -> Path:

@@ -23,7 +23,7 @@ reference, and the companion tells you what to do next in the file you saved las
 | `1` | Companion | the next TODO or error, checklist, component checks, shapes, loss, your prints |
 | `2` | Lessons | the lessons (the math primer and the glossary among them); answers and notes go into STATUS.md |
 | `3` | Plot | the loss of this save against the saves before it, `compare`'s two curves, an experiment's two curves |
-| `4` | Runs | train a tiny model here or on a remote target, watch it, cancel it; evaluate a checkpoint; the report card |
+| `4` | Runs | train a tiny model here or on a target, watch it, cancel it; evaluate a checkpoint; the report card |
 | `5` | Chat | talk to any checkpoint (base, mid, sft, rl), tokens streaming in; serve it as a web chat |
 
 The footer shows the keys that fit; every key is below, and in the command palette (`ctrl+p`). On the Chat
