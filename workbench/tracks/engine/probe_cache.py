@@ -113,15 +113,17 @@ def _prompt_cache(learner):
     return one
 
 
+def _same(a, b) -> bool:
+    return max_abs_diff(a, b) < TOL
+
+
 def _prefill_mistake(got, want) -> str | None:
     """Name the slice that went wrong: layers, keys vs values, or rows."""
-    def same(a, b):
-        return max_abs_diff(a, b) < TOL
-    if same(got[0], want[0]) and not same(got[1:], want[1:]):
+    if _same(got[0], want[0]) and not _same(got[1:], want[1:]):
         return "prefill copies only the first layer"
-    if same(got[:, 0], want[:, 0]) and not same(got[:, 1], want[:, 1]):
+    if _same(got[:, 0], want[:, 0]) and not _same(got[:, 1], want[:, 1]):
         return "prefill copies only the keys, not the values"
-    if same(got[:, :, 0], want[:, :, 0]) and not same(got[:, :, 1:], want[:, :, 1:]):
+    if _same(got[:, :, 0], want[:, :, 0]) and not _same(got[:, :, 1:], want[:, :, 1:]):
         return "prefill copies the prompt into the first row only"
     return None
 

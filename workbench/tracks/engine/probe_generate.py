@@ -9,8 +9,6 @@ on a tiny random reference GPT, sampled with a seed (tokens, the calls to the mo
 
 from contextlib import contextmanager
 
-import torch
-
 from workbench.tracks.base import Exercise
 from workbench.tracks.engine.stand_ins import (PROMPT, SPECIAL, ByteTokenizer, Recorder, ScriptedModel, text_ids,
                                                tiny_gpt)
@@ -84,10 +82,13 @@ def reference_parts(learner, reference):
             learner.Engine._advance = saved_advance
 
 
+def _columns(engine, **kwargs) -> list[tuple[list, list]]:
+    """Everything `engine.generate` yields for the prompt, as lists."""
+    return [(list(column), list(masks)) for column, masks in engine.generate(list(PROMPT), **kwargs)]
+
+
 def _run(exercise, learner, engine, **kwargs):
-    def stream():
-        return [(list(column), list(masks)) for column, masks in engine.generate(list(PROMPT), **kwargs)]
-    return attempt(exercise, learner, stream)
+    return attempt(exercise, learner, _columns, engine, **kwargs)
 
 
 def _stream_mistake(got, want) -> str:
@@ -119,8 +120,7 @@ def _calls_mistake(calls, rows: int) -> str | None:
 def _scripted(exercise, learner, reference):
     tokenizer = ByteTokenizer()
     kwargs = dict(num_samples=2, max_tokens=20, temperature=0.0)
-    ref_engine = reference.Engine(ScriptedModel(), tokenizer)
-    want = [(list(c), list(m)) for c, m in ref_engine.generate(list(PROMPT), **kwargs)]
+    want = _columns(reference.Engine(ScriptedModel(), tokenizer), **kwargs)
     model = ScriptedModel()
     got, bad = _run(exercise, learner, learner.Engine(model, tokenizer), **kwargs)
     if bad:
@@ -145,7 +145,7 @@ def generate(exercise: Exercise, learner, reference):
         gpt = tiny_gpt()
         kwargs = dict(num_samples=3, max_tokens=12, temperature=0.9, top_k=20, seed=11)
         ref_model = Recorder(gpt)
-        want = [(list(c), list(m)) for c, m in reference.Engine(ref_model).generate(list(PROMPT), **kwargs)]
+        want = _columns(reference.Engine(ref_model), **kwargs)
         model = Recorder(gpt)
         got, bad = _run(exercise, learner, learner.Engine(model), **kwargs)
     if bad:
