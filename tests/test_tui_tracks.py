@@ -102,3 +102,24 @@ async def test_T_checks_a_file_when_first_shown_and_a_save_brings_its_file_back(
         await until(pilot, lambda: app.shown_file == "learner_muon.py" and checked(app, "learner_muon.py", before))
         assert "All checks pass" in panel(app)
         assert app.summary == "4/4 pass"
+
+
+async def test_i_files_the_error_shown_with_its_traceback_and_says_when_there_is_none(tmp_path):
+    from workbench.tui.session import Report
+    ws = init_workspace(tmp_path / "ws")
+    app = WorkbenchApp(ws.directory, run_checks=False)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await pilot.press("i")  # nothing checked yet: nothing to file, and it says so
+        await until(pilot, lambda: any("Nothing is wrong" in n.message for n in app._notifications), timeout=10)
+        before = ws.status_file.read_text()
+        traceback = (f'Traceback (most recent call last):\n  File "{ws.learner_file}", line 90, in forward\n'
+                     f'    x = x @ self.w\nRuntimeError: mat1 and mat2 shapes cannot be multiplied (8x256 and 64x256)\n')
+        app.report = Report({"ok": False, "stage": "forward", "next_todo": None, "components": [],
+                             "error": {"type": "RuntimeError", "qualname": "MLP.forward", "file": str(ws.learner_file),
+                                       "line": 90, "traceback": traceback,
+                                       "message": "mat1 and mat2 shapes cannot be multiplied (8x256 and 64x256)"}},
+                            None, 1.0, 0.0)
+        await pilot.press("i")
+        await until(pilot, lambda: "RuntimeError in MLP.forward" in ws.status_file.read_text(), timeout=10)
+        added = "\n".join(set(ws.status_file.read_text().splitlines()) - set(before.splitlines()))
+        assert "mat1 and mat2 shapes cannot be multiplied" in added and "x = x @ self.w" in added

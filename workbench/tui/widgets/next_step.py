@@ -192,7 +192,8 @@ def shown_problem(report: Report | None) -> tuple[str, str] | None:
         tb = trim_traceback(error.get("traceback"), error.get("file"))
         return (f"{error.get('type', 'Error')}{where}",
                 f"{error.get('type', 'Error')}: {error.get('message', '')}" + (f"\n{tb}" if tb else ""))
-    for reg in report.regressions:
+    if report.regressions:
+        reg = report.regressions[0]
         return f"{reg.qualname} passed before and is now {reg.status}", reg.detail or reg.status
     lead = lead_component(report.components)
     if lead is None:
