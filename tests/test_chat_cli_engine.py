@@ -1,7 +1,8 @@
 """chat_cli and chat_web with the learner's engine (--engine FILE) and chat_cli's top-5 table (--top5), in real
 processes on a tiny random checkpoint: a verbatim copy of nanochat/engine.py answers exactly as the reference, a
 changed one is really the one generating, a TODO file is refused in one line, a crash in it is reported with its
-line, and chat_web's workers are built with the learner's Engine."""
+line, chat_web's workers are built with the learner's Engine, and the TUI's Chat screen shows the top-5 of a
+real model process."""
 
 import json
 import os
@@ -39,6 +40,11 @@ def base(tmp_path_factory, nanochat_base_dir):
     save_checkpoint(str(base / "base_checkpoints" / "d1"), 1, model.state_dict(), None,
                     {"step": 1, "model_config": config, "model_source": "reference"})
     return base
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
 
 
 def chat(base, *args):
@@ -140,3 +146,33 @@ def test_the_tui_uses_the_learners_engine_once_its_check_passed(tmp_path):
     assert model.learner_engine() is None  # checked, not passing
     app.reports["learner_engine.py"] = SimpleNamespace(result={"ok": True})
     assert model.learner_engine() == str(tmp_path / "learner_engine.py")
+
+
+@pytest.mark.anyio
+async def test_top5_in_the_tui_with_a_real_model_process(base, tmp_path, monkeypatch):
+    """The whole path: the Chat screen loads the checkpoint in its model process, ctrl+o, a prompt, and one row of
+    candidates per generated token arrives from the worker."""
+    import asyncio
+
+    from workbench.course.workspace import init_workspace
+    from workbench.tui.app import WorkbenchApp
+    from workbench.tui.widgets.candidates import CandidatesPanel
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(base))
+    app = WorkbenchApp(init_workspace(tmp_path / "ws").directory, run_checks=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        chat = app.screen
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while not chat.ready:
+            assert loop.time() < deadline, "the model process did not get ready"
+            await pilot.pause(0.2)
+        await pilot.press("ctrl+o")
+        box = chat.query_one("#chat-input")
+        box.value = "The sky"
+        await box.action_submit()
+        while chat.generating or not chat.query_one(CandidatesPanel).row_count:
+            assert loop.time() < deadline, "no answer"
+            await pilot.pause(0.2)
+        panel = chat.query_one(CandidatesPanel)
+        assert panel.row_count >= 1 and all(str(panel.get_row_at(i)[2]).endswith("%") for i in range(panel.row_count))
