@@ -336,16 +336,31 @@ def default_eval_tokens(total_batch_size, num_iterations, eval_every):
     return max(1, min(20 * total_batch_size, between * total_batch_size // 4))
 
 
-def compile_warm_up(model, orig_model, batch, compute):
-    """Compile before step 0, so its cost is printed on its own rather than hidden in step 0's time: one
-    forward+backward on the first batch, gradients discarded. Returns the seconds it took."""
-    with Timer(compute) as timer:
-        x, y, _ = batch
+def compile_warm_up(model, orig_model, batch, compute, evaluates):
+    """Compile before step 0, so the cost is printed on its own rather than hidden in step 0's time or in the
+    first evaluation's: one forward+backward on the first batch (gradients discarded) and, when the run
+    `evaluates`, one forward as `evaluate` makes it (eval mode, no gradients, per-token losses), which torch.compile
+    compiles as a second graph. Returns the seconds of each (the second None when there is no evaluation)."""
+    x, y, _ = batch
+    with Timer(compute) as train_timer:
         with compute.autocast_ctx:
             loss = model(x, y)
         loss.backward()
         orig_model.zero_grad(set_to_none=True)
-    return timer.seconds
+    if not evaluates:
+        return train_timer.seconds, None
+    orig_model.eval()
+    with Timer(compute) as eval_timer, torch.no_grad(), compute.autocast_ctx:
+        model(x, y, loss_reduction="none")
+    orig_model.train()
+    return train_timer.seconds, eval_timer.seconds
+
+
+def print_compile_time(train_s, eval_s, step):
+    total = train_s + (eval_s or 0.0)
+    parts = f"training graph {train_s:.1f}s, evaluation graph {eval_s:.1f}s; " if eval_s is not None else ""
+    print0(f"torch.compile: {total:.1f}s compiling before step {step} ({parts}not counted in any step's time)",
+           flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -592,21 +607,20 @@ def save(run, loop, step):
 
 
 def evaluate(run, loop, step):
-    """Validation bits per byte over `eval_steps` batches (all ranks); recorded as this step's val_bpb.
-
-    It runs the uncompiled model (the same weights): the compiled one would compile again for eval mode and the
-    per-token loss, which costs more than a short run's whole evaluation."""
+    """Validation bits per byte over `eval_steps` batches (all ranks); recorded as this step's val_bpb. A compiled
+    run evaluates with the compiled model, whose evaluation graph `compile_warm_up` compiled before step 0."""
     plan, compute = run.plan, run.compute
     val_loader = run.code.dataloader.tokenizing_distributed_data_loader(plan.rows, plan.seq_len, "val",
                                                                         device=compute.device, source=run.data_source)
+    started = time.perf_counter()
     run.orig_model.eval()
     with Prefetcher(val_loader, device=compute.device) as batches, compute.autocast_ctx:
-        bpb = evaluate_bpb(run.orig_model, batches, plan.eval_steps, run.token_bytes)
+        bpb = evaluate_bpb(run.model, batches, plan.eval_steps, run.token_bytes)
     run.orig_model.train()
     loop.val_bpb = bpb
     loop.min_val_bpb = bpb if loop.min_val_bpb is None else min(loop.min_val_bpb, bpb)
     print0(f"step {step:05d} | val bpb {bpb:.4f} ({plan.eval_steps * plan.rows * plan.seq_len * compute.world_size:,} "
-           f"tokens)")
+           f"tokens, {time.perf_counter() - started:.1f}s)")
     log_record(run, {"step": step, "val_bpb": bpb, "elapsed_s": loop.elapsed}, step)
 
 
@@ -787,8 +801,7 @@ def train(args):
     with Prefetcher(loader, device=compute.device) as batches:  # the next batches are cut while a step runs
         batch = next(batches)  # (inputs, targets, loader state after them)
         if compute.use_compile and loop.step < plan.num_iterations:
-            print0(f"torch.compile: {compile_warm_up(model, orig_model, batch, compute):.1f}s compiling before "
-                   f"step {loop.step} (not counted in any step's time)", flush=True)
+            print_compile_time(*compile_warm_up(model, orig_model, batch, compute, args.eval_every > 0), loop.step)
         training_loop(run, loop, batches, batch)
     print_summary(run, loop)
     log_report(run, loop)
