@@ -8,6 +8,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
 CHECK_TIMEOUT = 30.0
+CHILD_STRATEGIES = ("fork", "spawn")  # the same answers from a forked child and a warm spare (tests/conftest.py)
 ANSWER_S = 150.0  # a worker that has not answered by then is hung: the test fails instead of waiting forever
 
 

@@ -16,6 +16,7 @@ GOLDEN = ROOT / "tests" / "golden" / "check_json.json"
 REFERENCE = (ROOT / "nanochat" / "gpt.py").read_text()
 SKELETON = (ROOT / "workbench" / "course" / "templates" / "learner_gpt.py").read_text()
 CHECK_TIMEOUT = 120
+CHILD_STRATEGIES = ("fork", "spawn")  # the same answers from a forked child and a warm spare (tests/conftest.py)
 
 
 def planted(old: str, new: str) -> str:

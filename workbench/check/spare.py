@@ -224,6 +224,7 @@ class SparePool:
         run.fault.close()
         run.fault, run.result_r, run.out_r = spare.fault, spare.result_r, spare.out_r
         spare.hand({"path": run.path, "steps": run.steps, "timeout": run.timeout, "scratch": run.scratch,
+                    "rng": rng_state(),
                     "token": run.token, "memory_budget": run.memory_budget, "experiments": run.experiments})
         self.taken.append(spare.proc.stdin)
         self.died_cold = False
@@ -237,6 +238,28 @@ class SparePool:
             self.spare.discard()
             self.spare = None
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def rng_state() -> dict:
+    """This process's random number generators (torch's CPU one and Python's), for a JSON line: the spare starts
+    its check from the worker's, as a forked child does (the learner's init_weights draws from them)."""
+    import base64
+    import random
+
+    import torch
+    version, internal, gauss = random.getstate()
+    return {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii"),
+            "python": [version, list(internal), gauss]}
+
+
+def set_rng_state(state: dict) -> None:
+    import base64
+    import random
+
+    import torch
+    torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state["torch"])), dtype=torch.uint8))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 # ---- the spare process itself ---------------------------------------------------------------------------------
@@ -461,6 +484,8 @@ def run_check(request: dict, ref, result_fd: int, out_fd: int, fault, stall_sign
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stall_signals)
     try:
         enter_check(request, out_fd, fault)
+        if request.get("rng"):
+            set_rng_state(request["rng"])
         os._exit = functools.partial(recording_exit, fault, real_exit)
         channel = child.Channel(result_fd, request["scratch"], request.get("token", ""))
         try:
