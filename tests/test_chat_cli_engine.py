@@ -21,7 +21,7 @@ from nanochat.gpt import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = Path(reference_engine.__file__).read_text(encoding="utf-8")
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # six chat_cli processes: ~100 s on 2 busy cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # real processes: ~140 s on 2 busy cores
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,14 @@ def chat(base, *args):
                           env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
 
 
+@pytest.fixture(scope="module")
+def reference_answer(base):
+    """chat_cli's greedy answer with nanochat's engine (run once for the module)."""
+    result = chat(base)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def engine_file(tmp_path, *edits):
     text = SOURCE
     for find, replace in edits:
@@ -64,22 +72,21 @@ def engine_file(tmp_path, *edits):
     return path
 
 
-def test_a_verbatim_engine_answers_as_the_reference_and_top5_shows_each_token(base, tmp_path):
-    want = chat(base)
-    assert want.returncode == 0, want.stderr
+def test_a_verbatim_engine_answers_as_the_reference_and_top5_shows_each_token(base, tmp_path, reference_answer):
     got = chat(base, "--engine", str(engine_file(tmp_path)), "--top5")
     assert got.returncode == 0, got.stderr
     assert f"engine: {tmp_path / 'learner_engine.py'}" in got.stderr
-    assert got.stdout.startswith(want.stdout.rstrip("\n"))  # the same answer, then the table
-    table = got.stdout[len(want.stdout.rstrip("\n")):]
+    want = reference_answer.rstrip("\n")
+    assert got.stdout.startswith(want)  # the same answer, then the table
+    table = got.stdout[len(want):]
     assert "top-5 candidates" in table and "5th" in table
     assert sum(1 for line in table.splitlines() if line.strip().startswith(("│ 1 ", "│ 6 "))) == 2  # 6 tokens
 
 
-def test_the_learners_engine_is_the_one_generating(base, tmp_path):
+def test_the_learners_engine_is_the_one_generating(base, tmp_path, reference_answer):
     least_likely = engine_file(tmp_path, ("        return torch.argmax(logits, dim=-1, keepdim=True)",
                                           "        return torch.argmin(logits, dim=-1, keepdim=True)"))
-    assert chat(base, "--engine", str(least_likely)).stdout != chat(base).stdout
+    assert chat(base, "--engine", str(least_likely)).stdout != reference_answer
 
 
 def test_a_todo_or_missing_engine_is_refused_in_one_line(base, tmp_path):
@@ -88,8 +95,10 @@ def test_a_todo_or_missing_engine_is_refused_in_one_line(base, tmp_path):
     result = chat(base, "--engine", str(todo))
     assert result.returncode == 1 and "KVCache.insert_kv is still a TODO" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    missing = chat(base, "--engine", str(tmp_path / "nope.py"))
-    assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    from nanochat.scripts import chat_cli
+    with pytest.raises(SystemExit) as missing:  # the same path in-process: one line, exit status 1 (a message)
+        chat_cli.main(["-i", "base", "-p", "x", "--device-type", "cpu", "--engine", str(tmp_path / "nope.py")])
+    assert str(missing.value).startswith("error: --engine ") and "does not exist" in str(missing.value)
 
 
 def test_a_crash_in_the_learners_engine_names_its_line(base, tmp_path):
