@@ -1,11 +1,20 @@
-"""The process a track file's check runs in: `python -m workbench.tracks.child --file F --track T --reference M`.
+"""The process a track file's check runs in: `python -m workbench.tracks.child --dir D --parent PID`.
 
-Started by workbench/tracks/runner.py in a session (process group) of its own, with its output going to a file
-the runner reads the tail of. It imports torch and the reference module, caps its address space (RLIMIT_AS,
-where the OS has it), then imports the learner's file by its path and runs the track's probes:
-`probes.check(learner, reference) -> list[Component]`. The result (the `CheckResult` dict of
-workbench/check/result.py) is written as JSON to --out; a file that never appears (a timeout, a crash,
-`os._exit`) is explained by the runner from the exit status and the faulthandler dump in --dump.
+Started by workbench/tracks/runner.py ahead of the check (a warm spare) in a session (process group) of its own,
+with its output going to a file in its folder D. It imports torch, torch.optim, torch._dynamo and every track's
+reference and probes, writes D/ready, then waits for one request line on stdin:
+
+    {"file": "/ws/learner_muon.py", "track": "optimizer", "reference": "nanochat.muon", "sent": <time.time()>}
+
+It then caps its address space (RLIMIT_AS, where the OS has it), imports the learner's file by its path and runs
+the track's probes: `probes.check(learner, reference) -> list[Component]`. The result (the `CheckResult` dict of
+workbench/check/result.py) is written as JSON to D/result.json and the process exits: one check per process, so
+nothing of one check leaks into the next. A result that never appears (a timeout, a crash, `os._exit`) is
+explained by the runner from the exit status and the faulthandler dump in D/dump.txt.
+
+It never outlives the runner: on Linux the kernel kills it when its parent dies (PR_SET_PDEATHSIG); everywhere a
+thread watches the request pipe, and EOF on it, or a parent pid that changed, kills the whole process group.
+The learner's code sees /dev/null on stdin.
 
 `run_check(path, track_file, track)` is the same check in the calling process (the tests use it on planted bugs).
 """
@@ -17,17 +26,24 @@ import importlib.util
 import inspect
 import json
 import os
+import queue
+import select
+import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 
+from workbench.check.procs import die_with_parent
 from workbench.check.result import CheckResult, Component, Stage, Status, lead_component
 from workbench.tracks.base import Track, TrackFile, find_track_file
 from workbench.tracks.recognise import def_lines
 from workbench.course.phases import track_phase_number
 
 OUTPUT_FILE_LIMIT = 64 << 20  # the learner's prints, per file: enough for any honest debugging
+PARENT_POLL_S = 1.0  # how often a child whose pipe is quiet checks that its parent is still the runner
+RESULT_NAME, DUMP_NAME, READY_NAME = "result.json", "dump.txt", "ready"  # in the check's folder (--dir)
 
 
 def load_learner(path: str):
@@ -210,34 +226,115 @@ def limit_resources(memory_bytes: int | None) -> None:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m workbench.tracks.child")
-    parser.add_argument("--file", required=True)
-    parser.add_argument("--track", required=True, choices=[str(t) for t in Track if t is not Track.MODEL])
-    parser.add_argument("--reference", required=True, help="the reference module, e.g. nanochat.muon")
-    parser.add_argument("--out", required=True, help="where the result JSON goes")
-    parser.add_argument("--dump", required=True, help="faulthandler's tracebacks (on a crash, and on SIGUSR1)")
+    parser.add_argument("--dir", required=True, help="the check's folder: result.json, dump.txt, ready go there")
+    parser.add_argument("--parent", type=int, required=True, help="the runner's pid: when it dies, so does this")
     parser.add_argument("--memory", type=int, default=None, help="bytes the check may allocate")
     return parser.parse_args(argv)
 
 
+def warm_up(requests: queue.Queue) -> str | None:
+    """Import what every check needs before the learner's file arrives: torch, then — unless the request is here
+    already (a one-shot check: its own imports are enough) — torch.optim and torch._dynamo (torch.optim's first
+    step imports it: seconds), every track's reference and probes. Returns the workbench's own failure, if any,
+    as text (reported when the request comes)."""
+    try:
+        import torch  # noqa: F401 - before the memory cap: torch's own mappings are not the learner's
+        if not requests.empty():
+            return None
+        import torch._dynamo  # noqa: F401
+        import torch.optim  # noqa: F401
+        from workbench.tracks.base import available_track_specs
+        for spec in available_track_specs():
+            for tf in spec.files:
+                importlib.import_module(tf.reference_module)
+                importlib.import_module(tf.probes_module)
+    except Exception as e:  # noqa: BLE001 - the workbench's own failure, said when the check is asked for
+        return f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+    return None
+
+
+def gone(folder: str) -> None:
+    """The runner died: remove this check's folder and kill this process group (the learner's processes too)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def watch_runner(fd: int, parent: int, folder: str, requests: queue.Queue) -> None:
+    """Thread: read the request line from the runner's pipe, then keep watching it. EOF on the pipe, or a parent
+    that is no longer the runner (re-parented: the runner died), ends the whole process group."""
+    buffer = b""
+    while True:
+        readable, _, _ = select.select([fd], [], [], PARENT_POLL_S)
+        if not readable:
+            if os.getppid() != parent:
+                gone(folder)
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            gone(folder)
+        buffer += chunk
+        if b"\n" in buffer and requests.empty():
+            requests.put(json.loads(buffer.split(b"\n", 1)[0]))
+
+
+def take_stdin() -> int:
+    """The runner's pipe moves to a private descriptor; the learner's code reads /dev/null on stdin."""
+    fd = os.dup(0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return fd
+
+
+def forget_warm_up_output() -> None:
+    """Empty the output file (stdout and stderr share it) so only the learner's prints come back."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.ftruncate(1, 0)
+        os.lseek(1, 0, os.SEEK_SET)
+    except OSError:
+        pass
+
+
+def check_request(request: dict, folder: str, memory: int | None, timings: dict) -> CheckResult | dict:
+    """Run the requested check (file, track, reference) under the memory cap."""
+    track = Track(request["track"])
+    track_file = find_track_file(track, reference_module=request["reference"])
+    out = os.path.join(folder, RESULT_NAME)
+    importlib.import_module(request["reference"])
+    limit_resources(memory)
+    result = run_check(request["file"], track_file, track, lambda: open(out + ".imported", "w").close())
+    result.setdefault("timings", {}).update(timings)
+    return result
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    dump = open(args.dump, "w")  # noqa: SIM115 - open for the life of the process (faulthandler writes to it)
+    dump = open(os.path.join(args.dir, DUMP_NAME), "w")  # noqa: SIM115 - open for the process's life
     faulthandler.enable(file=dump, all_threads=True)
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, file=dump, all_threads=False)
-    track = Track(args.track)
-    track_file = find_track_file(track, reference_module=args.reference)
-    import torch  # noqa: F401 - before the memory cap: torch's own mappings are not the learner's
-    importlib.import_module(args.reference)
-    limit_resources(args.memory)
+    die_with_parent(args.parent)
+    requests: queue.Queue = queue.Queue(maxsize=1)
+    threading.Thread(target=watch_runner, args=(take_stdin(), args.parent, args.dir, requests), daemon=True).start()
+    failure = warm_up(requests)
+    ready_at = time.time()
+    with open(os.path.join(args.dir, READY_NAME), "w") as f:
+        f.write(str(ready_at))
+    request = requests.get()
+    forget_warm_up_output()
+    timings = {"child_ready_s": max(0.0, ready_at - request["sent"]), "child_pid": os.getpid()}
     try:
-        result = run_check(args.file, track_file, track, lambda: open(args.out + ".imported", "w").close())
+        if failure:
+            raise RuntimeError(failure)
+        result = check_request(request, args.dir, args.memory, timings)
     except Exception as e:  # noqa: BLE001 - the workbench's own failure
         result = {"workbench_error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-    tmp = args.out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    out = os.path.join(args.dir, RESULT_NAME)
+    with open(out + ".tmp", "w", encoding="utf-8") as f:
         json.dump(result, f)
-    os.replace(tmp, args.out)
+    os.replace(out + ".tmp", out)
     sys.stdout.flush()
     os._exit(0)  # skip interpreter teardown: the learner's atexit hooks and threads are not waited for
 

@@ -2,6 +2,7 @@
 
     result = check_track_file("learner_muon.py")                 # blocking (the CLI)
     result = await run_track_check("learner_muon.py")            # asyncio (the TUI); cancelling kills the child
+    prestart()                                                   # keep a warm child ready from now on
 
 The learner's code runs only in `python -m workbench.tracks.child` (workbench/tracks/child.py): a session and
 process group of its own (killed as a whole when the check ends, times out or is cancelled), a memory cap, its
@@ -9,16 +10,27 @@ output in a file whose tail comes back as `stdout_tail`. A timeout asks the chil
 faulthandler), so the error says where the learner's code was stuck. Import errors, crashes, exits and timeouts
 are the learner's errors, with file and line where there is one; only the workbench's own failures are called
 a workbench error. This module imports nothing heavy.
+
+A child imports torch (seconds) before it can check anything, so a long-lived caller keeps one SPARE: a child
+started ahead of time that has imported everything and waits for a request on its stdin. A check takes the spare
+(or starts a child when there is none), and once it is over the next spare is started, so the check after it
+pays no start-up. Each child runs one check and exits, as a fresh one would. `prestart()` (the TUI, once the
+workspace has track files) and the first `run_track_check` turn spares on; a plain `check_track_file` (the CLI's
+one-shot) starts its own child and leaves none behind. `timings` says which it was: child "spare" or "subprocess",
+child_ready_s (how long the request waited for the child's imports: 0 for a warm spare), spare_age_s, child_pid.
 """
 
 import asyncio
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +39,7 @@ from workbench.check.result import CheckResult, Stage, Status, failed_result
 from workbench.check.worker import default_memory_budget
 from workbench.course.phases import track_phase_number
 from workbench.tracks.base import Track, TrackFile
+from workbench.tracks.child import DUMP_NAME, READY_NAME, RESULT_NAME
 from workbench.tracks.recognise import def_lines, recognise
 
 DEFAULT_TIMEOUT = 60.0
@@ -34,6 +47,7 @@ DUMP_WAIT_S = 1.0  # how long a timed-out child gets to write its stack
 TAIL_BYTES = 8192  # of the learner's output, kept in the result
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMPORTED_SUFFIX = ".imported"  # the child creates <out>.imported once the learner's file is imported
+OUTPUT_NAME = "output.txt"
 _DUMP_FRAME = re.compile(r'File "(.+)", line (\d+) in (\S+)')
 
 
@@ -43,18 +57,38 @@ class NotATrackFile(ValueError):
 
 @dataclass(frozen=True)
 class Job:
-    """One check: the file, its track, and where the child writes its result, stack dump and output."""
+    """One check: the file and its track (the child's folder says where its result, stack and output are)."""
     path: str
     track: Track
     track_file: TrackFile
-    out: str
-    dump: str
-    log: str
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "workbench.tracks.child", "--file", self.path, "--track", str(self.track),
-                "--reference", self.track_file.reference_module, "--out", self.out, "--dump", self.dump,
-                "--memory", str(default_memory_budget())]
+    def request(self) -> bytes:
+        return (json.dumps({"file": self.path, "track": str(self.track), "sent": time.time(),
+                            "reference": self.track_file.reference_module}) + "\n").encode()
+
+
+@dataclass
+class Child:
+    """A started child process and its folder (result.json, dump.txt, output.txt, ready)."""
+    proc: subprocess.Popen
+    folder: str
+    started: float  # time.monotonic() at start
+
+    @property
+    def out(self) -> str:
+        return os.path.join(self.folder, RESULT_NAME)
+
+    @property
+    def dump(self) -> str:
+        return os.path.join(self.folder, DUMP_NAME)
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.folder, OUTPUT_NAME)
+
+    def ready(self) -> bool:
+        """Has it imported everything (a request now waits for no import)?"""
+        return os.path.exists(os.path.join(self.folder, READY_NAME))
 
 
 def child_env() -> dict:
@@ -65,14 +99,89 @@ def child_env() -> dict:
     return env
 
 
-def prepare(path: str, tmp: str) -> Job:
+def start_child() -> Child:
+    """Start a child in a session of its own; it imports torch and then waits for a request on its stdin. (On
+    Linux it dies with the thread that starts it: start children from a thread that lives as long as the runner.)"""
+    folder = tempfile.mkdtemp(prefix="wb-track-")
+    command = [sys.executable, "-m", "workbench.tracks.child", "--dir", folder, "--parent", str(os.getpid()),
+               "--memory", str(default_memory_budget())]
+    with open(os.path.join(folder, OUTPUT_NAME), "wb") as log:
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=folder,
+                                env=child_env(), start_new_session=True)
+    return Child(proc, folder, time.monotonic())
+
+
+def end_child(child: Child) -> None:
+    """Kill the child's whole process group and reap it (its folder stays until remove_child)."""
+    kill_group(child.proc.pid)
+    try:
+        child.proc.stdin.close()
+    except OSError:
+        pass
+    child.proc.wait()
+
+
+def remove_child(child: Child) -> None:
+    end_child(child)
+    shutil.rmtree(child.folder, ignore_errors=True)
+
+
+class Spares:
+    """At most one warm child waiting for a check, once turned on (prestart, or the first async check)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.spare: Child | None = None
+        self.on = False
+
+    def take(self) -> tuple[Child, bool]:
+        """(a child for the next check, whether it was the spare): the spare if it lives, else a new child."""
+        with self.lock:
+            spare, self.spare = self.spare, None
+        if spare is not None and spare.proc.poll() is None:
+            return spare, True
+        if spare is not None:
+            remove_child(spare)
+        return start_child(), False
+
+    def refill(self) -> None:
+        """Start the next spare, when spares are on and there is none."""
+        with self.lock:
+            if self.on and self.spare is None:
+                self.spare = start_child()
+
+    def turn_on(self) -> None:
+        self.on = True
+        self.refill()
+
+    def close(self) -> None:
+        with self.lock:
+            spare, self.spare, self.on = self.spare, None, False
+        if spare is not None:
+            remove_child(spare)
+
+
+SPARES = Spares()
+atexit.register(SPARES.close)
+
+
+def prestart() -> None:
+    """Keep a warm child ready for the next track check from now on (starts one now if there is none)."""
+    SPARES.turn_on()
+
+
+def spare_child() -> Child | None:
+    """The waiting spare (None when there is none): for tests and diagnostics."""
+    return SPARES.spare
+
+
+def prepare(path: str) -> Job:
     """Recognise the file (NotATrackFile for the model's; OSError when it cannot be read)."""
     path = os.path.realpath(os.path.expanduser(str(path)))
     found = recognise(path)
     if found.track_file is None:
         raise NotATrackFile(f"{os.path.basename(path)} is a model file: the GPT check (workbench.check) checks it")
-    return Job(path, found.track, found.track_file, os.path.join(tmp, "result.json"), os.path.join(tmp, "dump.txt"),
-               os.path.join(tmp, "output.txt"))
+    return Job(path, found.track, found.track_file)
 
 
 def kill_group(pid: int) -> None:
@@ -97,49 +206,61 @@ def ask_for_stack(pid: int, dump: str) -> None:
     time.sleep(0.05)  # let the rest of the dump land
 
 
+def hand_over(child: Child, job: Job) -> None:
+    """Send the request; a child that died meanwhile shows as its exit status, read by interpret."""
+    try:
+        child.proc.stdin.write(job.request())
+        child.proc.stdin.flush()
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def wait_child(child: Child, timeout: float) -> bool:
+    """Block until the child exits or the timeout (then its stack is asked for); True when it timed out."""
+    try:
+        child.proc.wait(timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        ask_for_stack(child.proc.pid, child.dump)
+        return True
+
+
 def check_track_file(path: str, timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
     """Check one track file in a child process; blocks until the result (NotATrackFile for a model file)."""
-    with tempfile.TemporaryDirectory(prefix="wb-track-") as tmp:
-        try:
-            job = prepare(path, tmp)
-        except OSError as e:
-            return unreadable(path, e)
-        start, timed_out = time.monotonic(), False
-        with open(job.log, "wb") as log:
-            proc = subprocess.Popen(job.command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=tmp, env=child_env(), start_new_session=True)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            ask_for_stack(proc.pid, job.dump)
-        finally:
-            kill_group(proc.pid)
-            proc.wait()
-        return interpret(job, proc.returncode, timed_out, timeout, time.monotonic() - start)
+    try:
+        job = prepare(path)
+    except OSError as e:
+        return unreadable(path, e)
+    child, warm = SPARES.take()
+    start = time.monotonic()
+    try:
+        hand_over(child, job)
+        timed_out = wait_child(child, timeout)
+        end_child(child)
+        return interpret(job, child, warm, timed_out, timeout, start)
+    finally:
+        remove_child(child)
+        SPARES.refill()
 
 
 async def run_track_check(path: str, timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
-    """check_track_file for asyncio: the child is awaited, not waited on; cancelling the task kills it."""
-    with tempfile.TemporaryDirectory(prefix="wb-track-") as tmp:
-        try:
-            job = prepare(path, tmp)
-        except OSError as e:
-            return unreadable(path, e)
-        start, timed_out = time.monotonic(), False
-        with open(job.log, "wb") as log:
-            proc = await asyncio.create_subprocess_exec(*job.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                                        stderr=subprocess.STDOUT, cwd=tmp, env=child_env(),
-                                                        start_new_session=True)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except asyncio.TimeoutError:
-            timed_out = True
-            await asyncio.to_thread(ask_for_stack, proc.pid, job.dump)
-        finally:  # also on cancellation: the child and everything in its group go
-            kill_group(proc.pid)
-            await proc.wait()
-        return interpret(job, proc.returncode, timed_out, timeout, time.monotonic() - start)
+    """check_track_file for asyncio: the child is waited on in a thread; cancelling the task kills it. Turns
+    spares on: the next check finds a child that has imported torch already."""
+    try:
+        job = prepare(path)
+    except OSError as e:
+        return unreadable(path, e)
+    SPARES.on = True
+    child, warm = SPARES.take()
+    start = time.monotonic()
+    try:
+        hand_over(child, job)
+        timed_out = await asyncio.to_thread(wait_child, child, timeout)
+        end_child(child)
+        return interpret(job, child, warm, timed_out, timeout, start)
+    finally:  # also on cancellation: the child and everything in its group go
+        remove_child(child)
+        SPARES.refill()
 
 
 def unreadable(path: str, e: OSError) -> CheckResult:
@@ -176,27 +297,29 @@ def stuck_at(dump: str, path: str) -> tuple[int | None, str | None]:
     return None, None
 
 
-def interpret(job: Job, returncode: int, timed_out: bool, timeout: float, elapsed: float) -> CheckResult:
+def interpret(job: Job, child: Child, warm: bool, timed_out: bool, timeout: float, start: float) -> CheckResult:
     """The child's result, or — when it left none — an error that says what happened to it."""
-    tail, size, lines = output_tail(job.log)
+    tail, size, lines = output_tail(child.log)
     result = None
-    if not timed_out and os.path.exists(job.out):
+    if not timed_out and os.path.exists(child.out):
         try:
-            result = json.loads(Path(job.out).read_text(encoding="utf-8"))
+            result = json.loads(Path(child.out).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             result = None
     if isinstance(result, dict) and "workbench_error" in result:
         return failed_result(job.path, result["workbench_error"], result.get("traceback", ""))
     if not isinstance(result, dict):
-        result = stopped_result(job, returncode, timed_out, timeout)
+        result = stopped_result(job, child, timed_out, timeout)
     result.update(stdout_tail=tail, stdout_bytes=size, stdout_lines=lines, timed_out=timed_out)
-    result.setdefault("timings", {}).update(total_s=elapsed, child="subprocess")
+    result.setdefault("timings", {}).update(total_s=time.monotonic() - start, child="spare" if warm else "subprocess",
+                                            spare_age_s=start - child.started, child_pid=child.proc.pid)
     return result
 
 
-def stopped_result(job: Job, returncode: int, timed_out: bool, timeout: float) -> CheckResult:
+def stopped_result(job: Job, child: Child, timed_out: bool, timeout: float) -> CheckResult:
     """A check that ended without a result: timeout, signal, exit. Every exercise is `not reached`."""
-    line, function = stuck_at(job.dump, job.path)
+    returncode = child.proc.returncode
+    line, function = stuck_at(child.dump, job.path)
     where = f" in {function} (line {line})" if line else ""
     if timed_out:
         error = {"type": "Timeout", "message": f"your code did not finish within {timeout:g} s{where}"}
@@ -214,7 +337,7 @@ def stopped_result(job: Job, returncode: int, timed_out: bool, timeout: float) -
     rows = [{"qualname": e.qualname, "check": e.check, "status": Status.NOT_REACHED, "detail": error["message"],
              "max_abs_diff": None, "lesson": e.lesson, "line": lines.get(e.qualname)}
             for e in job.track_file.exercises]
-    imported = os.path.exists(job.out + IMPORTED_SUFFIX)
+    imported = os.path.exists(child.out + IMPORTED_SUFFIX)
     for r in rows:
         r["phase"] = track_phase_number(job.track)
     return {"file": job.path, "track": str(job.track), "reference": {"module": job.track_file.reference_module},
