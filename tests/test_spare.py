@@ -120,6 +120,34 @@ def test_a_check_that_arrives_while_the_spare_warms_up_is_judged_as_any_other(tm
         r.close()
 
 
+def test_saves_faster_than_a_spare_starts_wait_for_it_and_the_newest_one_wins(tmp_path):
+    """A save that finds the next spare still starting waits for it without blocking the worker, and a newer
+    save takes its place (it is cancelled, no spare is spent on it); the newest gets its answer."""
+    from workbench.check.client import CheckCancelled
+
+    files = {}
+    for name, text in (("loop", LOOPING), ("first", SKELETON), ("second", REFERENCE)):
+        files[name] = tmp_path / f"{name}.py"
+        files[name].write_text(text)
+    r = Runner(timeout=120, child="spawn")
+    try:
+        r.wait_ready()
+        loop_id, looping = r.submit(files["loop"])
+        deadline = time.monotonic() + 120
+        while not (r.running and r.running.get("id") == loop_id) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _, first = r.submit(files["first"])  # the loop is cancelled; the next spare is still importing torch
+        second_id, second = r.submit(files["second"])  # takes the waiting save's place
+        with pytest.raises(CheckCancelled):
+            looping.result(timeout=60)
+        with pytest.raises(CheckCancelled):
+            first.result(timeout=60)
+        result = second.result(timeout=300)
+        assert result["ok"] is True and result["timings"]["spare_wait_s"] > 0
+    finally:
+        r.close()
+
+
 def test_check_json_names_the_strategy_for_a_path_with_spaces_and_non_ascii(tmp_path):
     folder = tmp_path / ODD_DIR
     folder.mkdir()
