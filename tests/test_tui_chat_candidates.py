@@ -1,6 +1,7 @@
 """The chat's top-5 view: the worker reports the five likeliest tokens per sampled step only when asked (the
 model is watched only then, and left as it was), and the Chat screen's ctrl+o shows them under the conversation,
-one row per token, at 120x40 and at 80x24. The model is a tiny random GPT; the tokenizer is real."""
+one row per token, at 120x40 and at 80x24. The model is a tiny random GPT; the tokenizer is real. Also: an answer
+from a model of the learner's own ticks STATUS.md's "First chat" milestone."""
 
 import io
 import json
@@ -129,3 +130,23 @@ async def test_ctrl_o_shows_the_top5_of_each_token(workspace, size):
         await pilot.press(*"again", "enter")
         await pilot.pause()
         assert sent[-1]["top5"] is False
+
+
+@pytest.mark.anyio
+async def test_an_answer_from_the_learners_model_reaches_the_first_chat_milestone(workspace):
+    from workbench.tui.services.runs import Checkpoint
+    app = WorkbenchApp(workspace.directory, run_checks=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await pilot.pause()
+        chat = app.screen
+        mine = Checkpoint("base", "d4", 50, str(app.learner_path))
+        chat.checkpoints, app.chat_model.checkpoint = {mine.key: mine}, ("base", "d4", 50)
+        chat.post_message(ChatEvent("done", data={"tokens": 3, "seconds": 0.1, "stopped": False}))
+        status = workspace.directory / "STATUS.md"
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if "First chat" in status.read_text() and "reached" in status.read_text():
+                break
+        line = next(ln for ln in status.read_text().splitlines() if "**First chat**" in ln)
+        assert line.startswith("- [x]") and "base · d4 · step 50 (learner_gpt.py)" in line

@@ -241,7 +241,7 @@ PALETTE_ON_SCREEN = {
     "2": {"Search", "Contents", "Notes", "Close search / notes"},
     "3": set(),
     "4": {"Start", "Cancel", "Refresh", "Evaluate", "Report card"},
-    "5": {"Stop reply", "Clear chat", "Train a tiny model", "Rescan checkpoints", "Web chat server"},
+    "5": {"Stop", "Clear", "Train tiny", "Rescan", "Web chat", "Top-5"},
 }
 
 

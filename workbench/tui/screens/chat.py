@@ -6,6 +6,7 @@ prompt is continued as plain text. Typing anywhere on this screen goes to the me
 ctrl+o shows, under the conversation, the five likeliest tokens at each step of the answers that follow.
 """
 
+from functools import partial
 from pathlib import Path
 
 from textual import events, on
@@ -33,12 +34,14 @@ def checkpoint_label(checkpoint: Checkpoint) -> str:
 
 class ChatScreen(WorkbenchScreen):
     BINDINGS = [
-        Binding("ctrl+x", "stop", "Stop reply", priority=True),
-        Binding("ctrl+l", "clear", "Clear chat"),
-        Binding("ctrl+t", "train_tiny", "Train a tiny model"),
-        Binding("ctrl+r", "rescan", "Rescan checkpoints", show=False,  # done on every visit and after each run
+        Binding("ctrl+x", "stop", "Stop", priority=True, tooltip="Stop the reply being generated"),
+        Binding("ctrl+l", "clear", "Clear", tooltip="Clear the conversation (the model forgets it)"),
+        Binding("ctrl+t", "train_tiny", "Train tiny",
+                tooltip="Train a tiny model here: yours once every check passes, else the reference"),
+        Binding("ctrl+r", "rescan", "Rescan", show=False,  # done on every visit and after each run
                 tooltip="List the checkpoints again (done by itself on every visit and when a run ends)"),
-        Binding("ctrl+w", "web_chat", "Web chat server"),
+        Binding("ctrl+w", "web_chat", "Web chat",
+                tooltip="Start (or stop) the web chat server for the picked checkpoint"),
         Binding("ctrl+o", "toggle_candidates", "Top-5",
                 tooltip="Show the 5 likeliest tokens, with their probabilities, at each step of the next answers"),
     ]
@@ -137,6 +140,8 @@ class ChatScreen(WorkbenchScreen):
                                      f"{event.data.get('tokens')} tokens in {event.data.get('seconds')} s")
             if self._talking_to_the_learners_model():
                 self.app.reach_milestone("Full pipeline")  # trained with base_train --model <file>, chatted with
+                self.app.run_worker(partial(self._record_first_chat, self._loaded_label()), thread=True,
+                                    group="status-write", exit_on_error=False)
         elif event.kind == "error":
             await self._finish_reply(None)
             self.notify(str(event.data.get("message")), title="Chat", severity="error", timeout=15)
@@ -174,6 +179,17 @@ class ChatScreen(WorkbenchScreen):
         where = f"{checkpoint.phase} {checkpoint.tag} step {checkpoint.step}"
         line.update(f"web chat: {server.url}  ({where}; ctrl+w stops it)" if server.url else
                     f"web chat: starting the server for {where}… (ctrl+w stops it)")
+
+    def _loaded_label(self) -> str:
+        phase, tag, step = self.app.chat_model.checkpoint
+        return f"{phase} · {tag} · step {step} ({self.app.learner_path.name})"
+
+    def _record_first_chat(self, detail: str) -> None:
+        """In a thread: STATUS.md's "First chat" milestone (kept at its first date once reached)."""
+        from workbench.status.milestones import Milestone, record_milestone
+        problem = record_milestone(self.app.workspace, Milestone.FIRST_CHAT, detail)
+        if problem:
+            self.app.call_from_thread(self.notify, problem, title="STATUS.md not updated", severity="warning")
 
     def _talking_to_the_learners_model(self) -> bool:
         loaded = self.app.chat_model.checkpoint
