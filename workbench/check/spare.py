@@ -9,8 +9,8 @@ While no check runs or waits, the spare is told to warm up: it runs the referenc
 learner's file) through the whole check once, so that torch's first-call costs (lazy initialisation, kernel
 choice, allocator pools, the optimizers' first step) are paid before the learner's check, as they are in the
 forked child, whose worker ran the reference before forking. A check that arrives meanwhile stops the warm-up
-between two of its steps; the worker never blocks on a spare: a request waits while the spare starts, and a
-newer save replaces the waiting request instead of spending a spare on it.
+within moments (the next time it runs our own code); the worker never blocks on a spare: a request waits while
+the spare starts, and a newer save replaces the waiting request instead of spending a spare on it.
 
     strategy = choose_strategy(requested)     # "fork" or "spawn": --child, else NANOCHAT_WORKBENCH_CHILD, else
                                               # fork on Linux, spawn elsewhere
@@ -23,8 +23,10 @@ spare, on its stdin: {"op": "warm"}, then {"op": "check", "path": ..., ...}.
 
 Same isolation as the forked child: its own process group (session) killed as a whole, stdout/stderr into a pipe
 the worker keeps the tail of, faulthandler tracebacks into a file (on a crash, on SIGUSR1 for the stall
-detector), a memory cap (RLIMIT_AS where the OS has it), a watchdog past the timeout. The spare watches its
-parent: it reads its stdin until EOF, and EOF (the worker died or closed it) kills its whole process group.
+detector), a memory cap (RLIMIT_AS where the OS has it), a watchdog past the timeout, the worker's random
+number generators (a forked child inherits them; the learner's init_weights draws from them), and before it
+exits it kills every process its check started. The spare watches its parent: it reads its stdin until EOF, and
+EOF (the worker died or closed it) kills its whole process group.
 
     python -m workbench.check.spare --ref FILE --warm FILE --scratch DIR --fds RESULT,OUT,FAULT
                                                         (started by SparePool, never by hand)
