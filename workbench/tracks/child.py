@@ -12,8 +12,9 @@ workbench/check/result.py) is written as JSON to D/result.json and the process e
 nothing of one check leaks into the next. A result that never appears (a timeout, a crash, `os._exit`) is
 explained by the runner from the exit status and the faulthandler dump in D/dump.txt.
 
-It never outlives the runner: on Linux the kernel kills it when its parent dies (PR_SET_PDEATHSIG); everywhere a
-thread watches the request pipe, and EOF on it, or a parent pid that changed, kills the whole process group.
+It never outlives the runner, nor do the learner's processes in its group: on Linux the kernel sends it SIGTERM
+when its parent dies (PR_SET_PDEATHSIG), and everywhere a thread watches the request pipe: SIGTERM, EOF on the
+pipe, or a parent pid that changed kills the whole process group.
 The learner's code sees /dev/null on stdin.
 
 `run_check(path, track_file, track)` is the same check in the calling process (the tests use it on planted bugs).
@@ -21,6 +22,7 @@ The learner's code sees /dev/null on stdin.
 
 import argparse
 import faulthandler
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -35,7 +37,7 @@ import threading
 import time
 import traceback
 
-from workbench.check.procs import die_with_parent
+from workbench.check.procs import PR_SET_PDEATHSIG
 from workbench.check.result import CheckResult, Component, Stage, Status, lead_component
 from workbench.tracks.base import Track, TrackFile, find_track_file
 from workbench.tracks.recognise import def_lines
@@ -259,6 +261,24 @@ def gone(folder: str) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+def on_runner_gone(folder: str, signum, frame) -> None:
+    gone(folder)
+
+
+def die_with_runner(parent: int, folder: str) -> None:
+    """Linux: the kernel sends SIGTERM when the runner dies, and SIGTERM ends the whole group. (SIGKILL, as
+    procs.die_with_parent asks for, would end this process alone and leave the learner's processes running.)"""
+    signal.signal(signal.SIGTERM, functools.partial(on_runner_gone, folder))
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the runner died before prctl took effect
+        gone(folder)
+
+
 def watch_runner(fd: int, parent: int, folder: str, requests: queue.Queue) -> None:
     """Thread: read the request line from the runner's pipe, then keep watching it. EOF on the pipe, or a parent
     that is no longer the runner (re-parented: the runner died), ends the whole process group."""
@@ -315,7 +335,7 @@ def main(argv=None) -> int:
     faulthandler.enable(file=dump, all_threads=True)
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, file=dump, all_threads=False)
-    die_with_parent(args.parent)
+    die_with_runner(args.parent, args.dir)
     requests: queue.Queue = queue.Queue(maxsize=1)
     threading.Thread(target=watch_runner, args=(take_stdin(), args.parent, args.dir, requests), daemon=True).start()
     failure = warm_up(requests)
