@@ -98,7 +98,9 @@ async def test_ctrl_t_in_chat_trains_through_the_service_and_the_checkpoint_is_l
         chat = app.screen
         assert "No checkpoint yet" in text_of(chat.query_one("#chat-empty"))
         shown = {key for key, active in app.active_bindings.items() if active.binding.show}
-        assert {"ctrl+r", "ctrl+t", "ctrl+x", "ctrl+l"} <= shown  # in the footer
+        assert {"ctrl+t", "ctrl+x", "ctrl+l"} <= shown  # in the footer
+        from workbench.tui.screens.modals.help import help_text
+        assert "| `^r` | Rescan" in help_text(app)  # re-read by itself on every visit; listed in ?
         # the learner's file passes every check: ctrl+t trains it, not the reference
         app.report = Report({"ok": True, "components": [], "next_todo": None, "error": None}, "", 1.0, 0.0)
         await pilot.press("ctrl+t")
