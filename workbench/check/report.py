@@ -58,7 +58,7 @@ def print_report(result: CheckResult, console: Console | None = None, max_shapes
     console = console or Console()
     print_header(console, result)
     print_next_step(console, result)
-    console.print(components_table(result.get("components") or []))
+    console.print(components_table(result.get("components") or [], console.width))
     shapes = collapse_repeated_blocks(result.get("shapes") or [])
     if shapes:
         console.print(shapes_table(shapes, max_shapes))
@@ -129,17 +129,20 @@ def print_next_step(console: Console, result: CheckResult) -> None:
         console.print(Panel(body, title=f"first to fix: {lead['qualname']}", title_align="left", border_style="red"))
 
 
-def components_table(comps: list[Component]) -> Table:
+def components_table(comps: list[Component], width: int = 120) -> Table:
+    """One row per component. The name column takes at most a third of the width (a long name folds onto a
+    second line) so the reason keeps room to be read at 80 columns; a TODO row does not repeat its name."""
     table = Table(title="components (in data-flow order)", title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("", width=1)
-    table.add_column("component", no_wrap=True)
+    table.add_column("component", overflow="fold", max_width=max(20, width // 3))
     table.add_column("ph", justify="right", style="dim")
     table.add_column("status", no_wrap=True)
-    table.add_column("reason")
+    table.add_column("reason", ratio=1)
     for c in comps:
         icon, style = STATUS_STYLE.get(c["status"], ("?", ""))
+        detail = (c.get("detail") or "").replace(f"TODO: {c['qualname']}: ", "TODO: ", 1)
         table.add_row(Text(icon, style=style), c["qualname"], str(c.get("phase") or ""),
-                      Text(c["status"], style=style), escape(c.get("detail") or ""))
+                      Text(c["status"], style=style), escape(detail))
     return table
 
 
