@@ -3,6 +3,7 @@
     result = check_track_file("learner_muon.py")                 # blocking (the CLI)
     result = await run_track_check("learner_muon.py")            # asyncio (the TUI); cancelling kills the child
     prestart()                                                   # keep a warm child ready from now on
+    close_spares()                                               # the app quits (atexit does it too)
 
 The learner's code runs only in `python -m workbench.tracks.child` (workbench/tracks/child.py): a session and
 process group of its own (killed as a whole when the check ends, times out or is cancelled), a memory cap, its
@@ -168,6 +169,11 @@ atexit.register(SPARES.close)
 def prestart() -> None:
     """Keep a warm child ready for the next track check from now on (starts one now if there is none)."""
     SPARES.turn_on()
+
+
+def close_spares() -> None:
+    """End the waiting spare and start no more (an app that quits; atexit does it too)."""
+    SPARES.close()
 
 
 def spare_child() -> Child | None:
