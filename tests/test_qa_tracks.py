@@ -1,6 +1,12 @@
 """Found by trying the tracks as a learner from the CLI: what `check`'s report and the track commands show."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 from rich.console import Console
+
+from nanochat import training
 
 from workbench.check.report import components_table
 
@@ -21,3 +27,18 @@ def test_long_component_name_leaves_the_reason_readable_at_80_columns():
     assert "consumes n tokens from the front" in text
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "".join(line[4:30].strip() for line in text.splitlines()[3:5]) == LONG  # folded, nothing cut
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_experiment_flag_on_a_track_file_is_a_usage_error(tmp_path):
+    (tmp_path / "learner_training.py").write_text(Path(training.__file__).read_text())
+    for name in ("MLP.forward", "lr_multiplier"):  # a GPT method (was silently ignored) and the file's own function
+        done = cli("check", "--experiment", name, tmp_path / "learner_training.py")
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "nanochat-workbench check: error: --experiment is for the GPT file's methods; "
+            f"{tmp_path / 'learner_training.py'} is a file of the training track"]

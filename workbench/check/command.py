@@ -68,16 +68,20 @@ def run(args) -> int:
         return usage_error(f"{args.file} is a directory; pass your GPT file, e.g. {os.path.join(args.file, 'learner_gpt.py')}")
     if not path.endswith(".py"):
         return usage_error(f"{args.file} is not a .py file")
+    try:
+        recognised = recognise(path)
+    except OSError as e:
+        return usage_error(f"cannot read {args.file}: {e.strerror or e}")
+    track_file = recognised.track_file
+    if track_file is not None and args.experiment:
+        return usage_error(f"--experiment is for the GPT file's methods; {args.file} is a file of the "
+                           f"{recognised.track} track")
+    if track_file is not None:
+        return run_track(args, path)
     unknown = [q for q in args.experiment if q not in ALL_METHODS]
     if unknown:
         return usage_error(f"--experiment {unknown[0]}: not a method of the GPT file "
                            f"(one of: {', '.join(ALL_METHODS)})")
-    try:
-        track_file = recognise(path).track_file
-    except OSError as e:
-        return usage_error(f"cannot read {args.file}: {e.strerror or e}")
-    if track_file is not None:
-        return run_track(args, path)
     try:
         child = choose_strategy(args.child)
     except ValueError as e:
