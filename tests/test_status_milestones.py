@@ -207,3 +207,36 @@ def test_optimizer_without_the_orthogonalisation_is_not_yet_and_a_file_with_no_o
     mine.write_text("def helper():\n    return 1\n", encoding="utf-8")
     rc, out, err = _milestone(capsys, "optimizer", mine, "--steps", 4, "--depth", 1, "--seq", 64, "--no-status")
     assert rc == 1 and "does not define Muon" in err and "Traceback" not in out + err
+
+
+# -- a file of another track, or given as FILE -------------------------------------------------------------------
+
+
+def test_a_file_of_another_track_is_a_usage_error_naming_the_file_the_milestone_needs(tmp_path, capsys):
+    ws = init_workspace(tmp_path / "ws", track="all")
+    before = ws.status_file.read_text(encoding="utf-8")
+    rc, _, err = _milestone(capsys, "optimizer", ws.directory / "learner_dataloader.py")
+    assert rc == 2 and err.strip().splitlines() == [
+        "nanochat-workbench milestone: error: learner_dataloader.py is a file of the data track; the optimizer "
+        "milestone needs your learner_muon.py or learner_adamw.py"]
+    rc, _, err = _milestone(capsys, "optimizer", ws.learner_file)
+    assert rc == 2 and "learner_gpt.py is your GPT file; the optimizer milestone needs" in err
+    rc, _, err = _milestone(capsys, "overfit", ws.directory / "learner_training.py")
+    assert rc == 2 and "learner_training.py is a file of the training track; the overfit milestone trains your GPT" in err
+    rc, _, err = _milestone(capsys, "overfit", ws.learner_file, "--model", ws.learner_file)
+    assert rc == 2 and "give your GPT file once" in err
+    assert ws.status_file.read_text(encoding="utf-8") == before
+
+
+def test_optimizer_on_the_skeleton_names_its_todo_without_base_trains_flag(tmp_path, capsys):
+    ws = init_workspace(tmp_path / "ws", track="optimizer")
+    rc, _, err = _milestone(capsys, "optimizer", ws.directory / "learner_muon.py")
+    assert rc == 1
+    assert err.startswith("error: learner_muon.py:") and "zeropower_via_newtonschulz5 is still a TODO (TODO: normal" in err
+    assert "--optimizer" not in err and "Traceback" not in err
+
+
+def test_overfit_takes_the_gpt_file_as_its_argument(workspace, capsys):
+    rc, _, err = _milestone(capsys, "overfit", workspace.learner_file, "--sentences", 4, "--max-steps", 2,
+                            "--depth", 1)
+    assert rc == 1 and "GPT.__init__ is still a TODO" in err

@@ -1,6 +1,6 @@
 """`nanochat-workbench milestone overfit|tokenizer|optimizer`: measure a milestone with numbers, date it in STATUS.md.
 
-    nanochat-workbench milestone overfit [--model learner_gpt.py]   your GPT memorises 64 sentences: loss < 0.1?
+    nanochat-workbench milestone overfit [learner_gpt.py]           your GPT memorises 64 sentences: loss < 0.1?
     nanochat-workbench milestone tokenizer my_bpe.py                your BPE trainer: >= 4 characters per token?
     nanochat-workbench milestone optimizer learner_muon.py          your optimizer: the reference's loss curve?
 
@@ -35,8 +35,9 @@ OPTIMIZER_TOLERANCE = 0.02  # the largest |learner loss - reference loss| over t
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="milestone", metavar="MILESTONE", required=True)
     p = sub.add_parser("overfit", help=f"train your GPT on a fixed set of sentences until loss < {OVERFIT_LOSS:g}")
-    p.add_argument("--model", default=None, metavar="FILE",
+    p.add_argument("file", nargs="?", default=None, metavar="FILE",
                    help="your GPT file (default: the workspace's learner_gpt.py in the current directory)")
+    p.add_argument("--model", default=None, metavar="FILE", help="the same as FILE")
     p.add_argument("--sentences", type=positive_int, default=64, help="how many sentences (default 64)")
     p.add_argument("--max-steps", type=positive_int, default=300, help="give up after this many steps (default 300)")
     _common(p, timeout=1800.0)
@@ -75,13 +76,18 @@ class MilestoneUsage(Exception):
 
 def run(args) -> int:
     measure = {"overfit": measure_overfit, "tokenizer": measure_tokenizer, "optimizer": measure_optimizer}
-    path_text = args.model if args.milestone == "overfit" else args.file
+    if args.milestone == "overfit" and args.model and args.file:
+        return usage_error(COMMAND, "give your GPT file once: FILE or --model FILE")
+    path_text = (args.model or args.file) if args.milestone == "overfit" else args.file
     if path_text is None:
         from workbench.course.workspace import learner_file_in
         path_text = str(learner_file_in(Path.cwd()))
     path, problem = model_file(path_text)
     if problem or path is None:
         return usage_error(COMMAND, problem or "name your file, not the reference")
+    problem = wrong_track(args.milestone, path)
+    if problem:
+        return usage_error(COMMAND, problem)
     try:
         measurement = measure[args.milestone](args, path)
     except MilestoneUsage as e:
@@ -103,6 +109,24 @@ def run(args) -> int:
     return 0 if measurement.reached else 1
 
 
+def wrong_track(milestone: str, path: str) -> str | None:
+    """Why the file cannot be measured for this milestone (it belongs to another track), or None. The tokenizer's
+    file is any file defining train_bpe, so only the overfit and optimizer milestones are asked."""
+    from workbench.tracks.base import Track
+    from workbench.tracks.recognise import recognise
+    try:
+        found = recognise(path)
+    except OSError as e:
+        return f"cannot read {os.path.basename(path)}: {e.strerror or e}"
+    name = os.path.basename(path)
+    if milestone == "overfit" and found.track is not Track.MODEL:
+        return f"{name} is a file of the {found.track} track; the overfit milestone trains your GPT (learner_gpt.py)"
+    if milestone == "optimizer" and found.track is not Track.OPTIMIZER and found.how != "default":
+        what = "your GPT file" if found.track is Track.MODEL else f"a file of the {found.track} track"
+        return f"{name} is {what}; the optimizer milestone needs your learner_muon.py or learner_adamw.py"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the three measurements (the learner's code runs in a child process)
 
@@ -122,6 +146,13 @@ def measure_overfit(args, path: str) -> Measurement | None:
 
 
 def measure_optimizer(args, path: str) -> Measurement | None:
+    from nanochat.model_source import todos_in
+    todo = next(iter(todos_in(path)), None)
+    if todo is not None:  # said here, before the job: the loader's message speaks of base_train's --optimizer flag
+        what = todo.message.replace(f"TODO: {todo.qualname}: ", "TODO: ", 1)
+        print(f"error: {os.path.basename(path)}:{todo.line}: {todo.qualname} is still a TODO ({what}); "
+              f"`nanochat-workbench check {os.path.basename(path)}` says what is left", file=sys.stderr)
+        return None
     request = {"milestone": "optimizer", "file": path, "depth": args.depth, "steps": args.steps, "seq": args.seq,
                "batch": 1, "every": 5, "seed": 0}
     print(f"optimizer: the reference GPT (depth {args.depth}), {args.steps} steps of {args.seq} tokens, with "
