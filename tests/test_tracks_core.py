@@ -23,7 +23,7 @@ from workbench.tracks import base
 from workbench.tracks.base import Exercise, Track, TrackFile, TrackSpec, available_track_specs
 from workbench.tracks.optimizer.spec import MUON
 from workbench.tracks.recognise import recognise, recognise_text
-from workbench.tracks.runner import NotATrackFile, check_track_file, run_track_check
+from workbench.tracks.runner import NotATrackFile, check_track_file, close_spares, run_track_check
 from workbench.tracks.skeleton import find_def, make_skeleton, skeleton_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,7 +209,10 @@ def test_cancelling_the_async_check_kills_the_child(tmp_path):
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        close_spares()  # the async check turned the warm spare on: later tests get a cold child again
     sleeper = int((tmp_path / "sleeper.pid").read_text())
     assert wait_for(lambda: not pid_alive(sleeper))
 
