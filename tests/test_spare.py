@@ -235,6 +235,8 @@ def test_without_proc_the_process_tree_and_states_come_from_ps():
         while procs.ps_table().get(below[0], (0, ""))[1] != "T" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert procs.ps_table()[below[0]][1] == "T" == procs.process_state(below[0])
+        from workbench.check.worker import own_address_space  # /proc's figure and ps's agree (page rounding)
+        assert abs(procs.virtual_size(os.getpid()) - own_address_space()) < 64 << 20
         os.kill(below[0], signal.SIGKILL)
     finally:
         tree.kill()

@@ -7,6 +7,7 @@ which is why the warm spare also kills its own descendants before it exits (work
 
     process_state(pid)          # "T" stopped, "Z" zombie, "R"/"S"/... running or sleeping, "" unknown
     descendants(pid)            # every live process below pid
+    virtual_size(pid)           # bytes of address space (ps; the worker reads /proc/self/statm first)
     kill_descendants(keep=())   # SIGKILL everything below this process (but `keep`) and reap it
 """
 
@@ -72,6 +73,16 @@ def process_state(pid: int) -> str:
         except (OSError, IndexError):
             return ""
     return ps_table().get(pid, (0, ""))[1]
+
+
+def virtual_size(pid: int) -> int:
+    """A process's virtual memory size in bytes from `ps` (the fallback where there is no /proc), 0 if unknown."""
+    try:
+        out = subprocess.run(["ps", "-o", "vsz=", "-p", str(pid)], capture_output=True, text=True, timeout=10,
+                             check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return int(out) * 1024 if out.isdigit() else 0  # ps reports KiB
 
 
 def descendants(pid: int, table: dict | None = None) -> list[int]:

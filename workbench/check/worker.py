@@ -55,12 +55,14 @@ def default_memory_budget() -> int:
 
 
 def own_address_space() -> int:
-    """The worker's virtual size (torch maps a lot it never touches); the child's cap is this plus the budget."""
+    """This process's virtual size (torch maps a lot it never touches); the child's cap is this plus the budget.
+    From /proc, else from `ps` (0 if neither answers: then there is no cap)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):
-        return 0
+        from workbench.check.procs import virtual_size
+        return virtual_size(os.getpid())
 
 
 SCRATCH_PREFIX = "nanochat-check-"
