@@ -69,6 +69,10 @@ PLANTED = (
     ("muon-twice", (("    for opt in optimizers:\n        opt.step()\n",
                      "    for opt in optimizers:\n        opt.step()\n    muon_optimizer.step()\n"),),
      "optimizer_step", "step each optimizer once"),
+    ("momentum-returns-none", (("    return (1 - frac) * 0.85 + frac * 0.95", "    (1 - frac) * 0.85 + frac * 0.95"),),
+     "muon_momentum", "step 0: your function returned None (a missing return?); it should return one number"),
+    ("multiplier-as-tensor", (("        return 1.0\n", "        return torch.ones(2)\n"),),
+     "lr_multiplier", "returned a tensor of shape (2,); it should return one number"),
 )
 
 

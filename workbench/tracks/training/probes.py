@@ -30,12 +30,27 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 # ---------------------------------------------------------------------------------------------------------------
 # the schedules
 
-def schedule(fn, params) -> list[float]:
-    return [float(fn(s, *params)) for s in range(params[0] + 1)]
+def schedule(fn, params) -> list:
+    return [fn(s, *params) for s in range(params[0] + 1)]
 
 
-def momentum_schedule(fn) -> list[float]:
-    return [float(fn(s)) for s in range(MOMENTUM_STEPS)]
+def momentum_schedule(fn) -> list:
+    return [fn(s) for s in range(MOMENTUM_STEPS)]
+
+
+def not_a_number(values: list) -> str | None:
+    """What the first value that is not a number is ("step 0: your function returned None, ..."), or None."""
+    for step, value in enumerate(values):
+        if isinstance(value, bool) or not (isinstance(value, (int, float))
+                                           or (isinstance(value, torch.Tensor) and value.numel() == 1)):
+            what = (f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+                    else "None (a missing return?)" if value is None else f"a {type(value).__name__}")
+            return f"step {step}: your function returned {what}; it should return one number (a float)"
+    return None
+
+
+def as_floats(values: list) -> list[float]:
+    return [float(v) for v in values]
 
 
 def _warmdown_backwards(got: list, want: list) -> bool:
@@ -65,6 +80,9 @@ def probe_lr_multiplier(learner: ModuleType, reference: ModuleType) -> Component
         got, failed = attempt(ex, learner, schedule, learner.lr_multiplier, params)
         if failed:
             return failed
+        if not_a_number(got):
+            return mismatch(ex, not_a_number(got))
+        got = as_floats(got)
         diff = max(abs(g - w) for g, w in zip(got, want))
         if not diff <= EXACT:
             n, wu, wd, final = params
@@ -79,6 +97,9 @@ def probe_muon_momentum(learner: ModuleType, reference: ModuleType) -> Component
     got, failed = attempt(ex, learner, momentum_schedule, learner.muon_momentum)
     if failed:
         return failed
+    if not_a_number(got):
+        return mismatch(ex, not_a_number(got))
+    got = as_floats(got)
     diff = max(abs(g - w) for g, w in zip(got, want))
     if diff <= EXACT:
         return passed(ex, f"steps 0-{MOMENTUM_STEPS - 1}: 0.85 rising to 0.95, then flat", 0.0)
