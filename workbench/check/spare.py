@@ -28,7 +28,7 @@ number generators (a forked child inherits them; the learner's init_weights draw
 exits it kills every process its check started. The spare watches its parent: it reads its stdin until EOF, and
 EOF (the worker died or closed it) kills its whole process group.
 
-    python -m workbench.check.spare --ref FILE --warm FILE --scratch DIR --fds RESULT,OUT,FAULT
+    python -m workbench.check.spare --ref FILE --warm FILE --fds RESULT,OUT,FAULT
                                                         (started by SparePool, never by hand)
 """
 
@@ -79,7 +79,7 @@ class Spare:
         self.fault = tempfile.TemporaryFile(dir=scratch)
         fds = (result_w, out_w, self.fault.fileno())
         cmd = [sys.executable, "-m", "workbench.check.spare", "--ref", ref_file, "--warm", warm_file,
-               "--scratch", scratch, "--fds", ",".join(map(str, fds))]
+               "--fds", ",".join(map(str, fds))]
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=fds,
                                          start_new_session=True)  # its own process group: killed as a whole
@@ -357,7 +357,14 @@ def _stop_in_our_code(signum, frame) -> None:
 OUR_CODE: tuple = ()  # folder prefixes of our own code, set by warm_up
 
 
-def warm_up(ref_file: str, warm_file: str, scratch: str, requests: queue.Queue) -> bool:
+class Discard:
+    """The warm-up's channel: what the checks send is dropped (nobody judges the warm-up), tensors unsaved."""
+
+    def send(self, event: dict, tensors: dict | None = None) -> None:
+        pass
+
+
+def warm_up(ref_file: str, warm_file: str, requests: queue.Queue) -> bool:
     """Run the reference (written out as a learner's file) through the whole check once, as the worker did
     before forking: torch's lazy initialisation, kernel selection and first calls are paid here instead of in
     the learner's check. Everything it leaves is put back (RNG states, sys.modules, sys.path, warnings) and it
@@ -375,8 +382,6 @@ def warm_up(ref_file: str, warm_file: str, scratch: str, requests: queue.Queue) 
                                                                             warm_file))
     rng = (torch.get_rng_state(), random.getstate())
     path = list(sys.path)
-    sink = os.open(os.devnull, os.O_WRONLY)
-    folder = tempfile.mkdtemp(prefix="warm-", dir=scratch)
     WARMING.set()
     signal.signal(signal.SIGINT, _stop_in_our_code)
     try:
@@ -384,8 +389,7 @@ def warm_up(ref_file: str, warm_file: str, scratch: str, requests: queue.Queue) 
             return False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ctx = child.Context(warm_file, torch.load(ref_file, weights_only=False),
-                                child.Channel(sink, folder, ""), 1)
+            ctx = child.Context(warm_file, torch.load(ref_file, weights_only=False), Discard(), 1)
             child.run_pipeline(ctx)  # it catches everything, WarmUpInterrupted too: hence the checks below
             for qualname, fn in child.EXPERIMENTS:
                 if not requests.empty():
@@ -397,8 +401,6 @@ def warm_up(ref_file: str, warm_file: str, scratch: str, requests: queue.Queue) 
     finally:
         WARMING.clear()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.close(sink)
-        shutil.rmtree(folder, ignore_errors=True)
         warm_dir = os.path.dirname(os.path.abspath(warm_file))
         for name, module in list(sys.modules.items()):  # the reference imported as the learner's module
             if os.path.dirname(os.path.abspath(getattr(module, "__file__", None) or "/")) == warm_dir:
@@ -426,7 +428,7 @@ def next_check(args, requests: queue.Queue, status) -> dict:
             return message
         if requests.empty():
             try:
-                hot = warm_up(args.ref, args.warm, args.scratch, requests)
+                hot = warm_up(args.ref, args.warm, requests)
             except Exception:  # a warm-up that fails costs speed, never a check: say why, stay ready
                 import traceback
                 traceback.print_exc()
@@ -439,7 +441,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="a warm spare check process (started by the check worker)")
     parser.add_argument("--ref", required=True, help="the reference's answers (torch.save of check.reference)")
     parser.add_argument("--warm", required=True, help="the reference model as a learner's file, for the warm-up")
-    parser.add_argument("--scratch", required=True, help="a folder for the warm-up's tensors")
     parser.add_argument("--fds", required=True, help="RESULT,OUT,FAULT: inherited file descriptors")
     args = parser.parse_args(argv)
     result_fd, out_fd, fault_fd = (int(x) for x in args.fds.split(","))
