@@ -13,6 +13,7 @@ calls that is still a TODO) makes the row a TODO that waits for that function. A
 with the line of the learner's file it came from.
 """
 
+import math
 import traceback
 from types import ModuleType
 
@@ -20,10 +21,15 @@ from workbench.check.result import Component, NumericVerdict, Status
 from workbench.tracks.base import Exercise
 
 
+def finite(x):
+    """`x`, or None for a float that is NaN or inf (the result is JSON: `check --json` prints no Infinity)."""
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
 def row(exercise: Exercise, status: Status, detail: str, diff: float | None = None, **extra) -> Component:
     out: Component = {"qualname": exercise.qualname, "check": exercise.check, "status": status, "detail": detail,
-                      "max_abs_diff": diff, "lesson": exercise.lesson}
-    out.update(extra)
+                      "max_abs_diff": finite(diff), "lesson": exercise.lesson}
+    out.update({key: finite(value) for key, value in extra.items()})
     return out
 
 
@@ -84,7 +90,7 @@ def numeric(exercise: Exercise, diff: float, tol: float, ok_detail: str, wrong_d
                    diff, verdict=NumericVerdict.FLOAT_NOISE, max_abs_diff_float64=diff64)
     out = mismatch(exercise, wrong_detail, diff)
     if diff64 is not None:
-        out["max_abs_diff_float64"] = diff64
+        out["max_abs_diff_float64"] = finite(diff64)
     return out
 
 
