@@ -10,6 +10,7 @@ import pytest
 
 import nanochat
 from workbench.course.workspace import init_workspace
+from workbench.tracks.runner import spare_child
 from workbench.tui.app import WorkbenchApp
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.anyio]
@@ -98,6 +99,7 @@ async def test_T_checks_a_file_when_first_shown_and_a_save_brings_its_file_back(
     app = WorkbenchApp(workspace.directory, runner=runner)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: checked(app, "learner_muon.py") and checked(app, "learner_gpt.py"))
+        assert app.reports["learner_muon.py"].result["timings"]["child"] == "spare"  # started at mount
         assert "learner_adamw.py" not in app.reports  # not saved, not shown: not checked yet
         await pilot.press("T", "T")
         await until(pilot, lambda: app.shown_file == "learner_adamw.py" and checked(app, "learner_adamw.py"))
@@ -108,6 +110,7 @@ async def test_T_checks_a_file_when_first_shown_and_a_save_brings_its_file_back(
         await until(pilot, lambda: app.shown_file == "learner_muon.py" and checked(app, "learner_muon.py", before))
         await until(pilot, lambda: "All checks pass" in panel(app))
         assert app.summary == "4/4 pass"
+    assert spare_child() is None  # the waiting track child ended with the app
 
 
 async def test_i_files_the_error_shown_with_its_traceback_and_says_when_there_is_none(tmp_path):

@@ -185,6 +185,9 @@ class WorkbenchApp(App):
     def start_workspace(self) -> None:
         if self.run_checks:
             self._get_runner()  # the worker warms up while the screen paints
+            if any(not f.is_model and (self.workspace / f.name).is_file() for f in self.learner_files):
+                from workbench.tracks.runner import prestart
+                prestart()  # a track child imports torch now, before the first track file's save
         self.session = Session.load(self.workspace)
         self.reload_status()
         self.watch_workspace(force_polling=None)
@@ -197,6 +200,8 @@ class WorkbenchApp(App):
         self.flush_notes()
         if self.runner is not None and self._owns_runner:
             self.runner.close()
+        from workbench.tracks.runner import close_spares
+        close_spares()  # the waiting track child, if any
         # the services' processes end here: quitting cancels workers without waiting for their clean-up
         await self.runs.stop()
         await self.chat_model.close()
