@@ -11,7 +11,7 @@ from rich.console import Console
 from nanochat import training
 from workbench.check.result import Status
 
-from workbench.check.report import components_table
+from workbench.check.report import components_table, shapes_table
 
 LONG = "tokenizing_distributed_data_loader_with_state"
 
@@ -29,7 +29,8 @@ def test_long_component_name_leaves_the_reason_readable_at_80_columns():
     assert "TODO: pack <|bos|> + document" in text  # the reason keeps a readable width, its name not repeated
     assert "consumes n tokens from the front" in text
     assert max(len(line) for line in text.splitlines()) <= 80
-    assert "".join(line[4:30].strip() for line in text.splitlines()[3:5]) == LONG  # folded, nothing cut
+    cells = [line.split("│")[1].strip() for line in text.splitlines()[3:] if "│" in line]
+    assert "".join(cells).startswith(LONG + "_advance")  # the long name folded over lines, nothing cut
 
 
 def cli(*args, cwd=None):
@@ -61,3 +62,24 @@ def test_a_nan_in_the_learners_adamw_gives_rows_that_are_valid_json(tmp_path):
     rows = {r["qualname"]: r for r in probes_adamw.check(learner, adamw)}
     assert rows["adamw_step"]["status"] == Status.MISMATCH and "NaN or inf" in rows["adamw_step"]["detail"]
     json.dumps(list(rows.values()), allow_nan=False)  # `check --json` printed "max_abs_diff": Infinity
+
+
+SHAPES = [dict(name="model", kind="module", type="GPT", depth=0, inputs=[[1, 512], [1, 512]], output=[],
+               dtype="float32"),
+          dict(name="transformer.h.0.attn.c_q", kind="module", type="Linear", depth=3, inputs=[[1, 512, 256]],
+               output=[1, 512, 256], dtype="float32"),
+          dict(name="apply_rotary_emb", kind="function", caller="CausalSelfAttention.forward", depth=3,
+               inputs=[[1, 512, 2, 128], [1, 512, 1, 64], [1, 512, 1, 64]], output=[1, 512, 2, 128],
+               dtype="float32")]
+
+
+def test_shapes_and_method_names_stay_readable_at_80_columns():
+    console = Console(width=80, record=True, color_system=None)
+    console.print(shapes_table(SHAPES, 60, console.width))
+    text = console.export_text()
+    assert "…attn.c_q" in text and "apply_rotary_emb()" in text  # was "transformer.h.0.attn.c_q  Linear" + "inp…"
+    assert "(1, 512, 256)" in text and "(1, 512, 2, 128)" in text and "float32" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    methods = render([dict(qualname="CausalSelfAttention.forward", status="pass", phase=3, detail="matches")], 80)
+    assert "CausalSelfAttention." in methods and "forward" in methods  # broken after the dot, not in the word
+    assert "forwar" not in methods.replace("forward", "")

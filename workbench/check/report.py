@@ -6,6 +6,7 @@ experiments (both loss curves drawn with plotext, and the final losses) and the 
 """
 
 import os
+import re
 
 from rich.console import Console
 from rich.markup import escape
@@ -61,7 +62,7 @@ def print_report(result: CheckResult, console: Console | None = None, max_shapes
     console.print(components_table(result.get("components") or [], console.width))
     shapes = collapse_repeated_blocks(result.get("shapes") or [])
     if shapes:
-        console.print(shapes_table(shapes, max_shapes))
+        console.print(shapes_table(shapes, max_shapes, console.width))
         bad = result.get("first_nonfinite")
         if bad:
             console.print(Text(f"first NaN/inf: {bad['name']} ({bad['type']})", style="bold red"))
@@ -134,30 +135,52 @@ def components_table(comps: list[Component], width: int = 120) -> Table:
     second line) so the reason keeps room to be read at 80 columns; a TODO row does not repeat its name."""
     table = Table(title="components (in data-flow order)", title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("", width=1)
-    table.add_column("component", overflow="fold", max_width=max(20, width // 3))
+    cap = max(20, width // 3)
+    table.add_column("component", overflow="fold", max_width=cap)
     table.add_column("ph", justify="right", style="dim")
     table.add_column("status", no_wrap=True)
     table.add_column("reason", ratio=1)
     for c in comps:
         icon, style = STATUS_STYLE.get(c["status"], ("?", ""))
         detail = (c.get("detail") or "").replace(f"TODO: {c['qualname']}: ", "TODO: ", 1)
-        table.add_row(Text(icon, style=style), c["qualname"], str(c.get("phase") or ""),
+        table.add_row(Text(icon, style=style), fold_name(c["qualname"], cap), str(c.get("phase") or ""),
                       Text(c["status"], style=style), escape(detail))
     return table
 
 
-def shapes_table(shapes: list[dict], max_shapes: int) -> Table:
+def fold_name(name: str, width: int) -> str:
+    """The name on lines of at most `width` characters, broken after a '.' or '_' where it can be."""
+    lines, line = [], ""
+    for piece in re.split(r"(?<=[._])", name):
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+    return "\n".join(lines + [line])
+
+
+def shapes_table(shapes: list[dict], max_shapes: int, width: int = 120) -> Table:
+    """Module by module: inputs, output, dtype. Below 100 columns the module column leaves out the type and the
+    caller (they are in --json), a nested module shows the last two parts of its name, and the column is cut at a
+    third of the width, so the shapes keep room to be read."""
+    narrow = width < 100
     t = Table(title="forward pass of your model on the first batch (blocks after the first collapsed)",
               title_justify="left", show_edge=False, pad_edge=False)
-    t.add_column("module / function", no_wrap=True)
-    for col in ("inputs", "output", "dtype", ""):
-        t.add_column(col)
+    t.add_column("module / function", no_wrap=True, overflow="ellipsis", max_width=width // 3 if narrow else None)
+    t.add_column("inputs", ratio=2 if narrow else None)
+    t.add_column("output", ratio=1 if narrow else None)
+    t.add_column("dtype", no_wrap=True)
+    t.add_column("")
     for row in shapes[:max_shapes]:
-        label = Text("  " * min(row.get("depth", 0), 6) + row["name"])
+        name = row["name"]
+        if narrow and row.get("kind") != "function" and name.count(".") > 1:
+            name = "…" + ".".join(name.split(".")[-2:])  # the indent shows the rest: "…attn.c_q"
+        label = Text("  " * min(row.get("depth", 0), 6) + name)
         if row.get("kind") == "function":
             label.append("()", style="bold")
-            label.append(f"  in {row.get('caller')}", style="dim")
-        else:
+            if not narrow:
+                label.append(f"  in {row.get('caller')}", style="dim")
+        elif not narrow:
             label.append(f"  {row.get('type')}", style="dim")
         inputs = row.get("inputs")
         inputs = ", ".join(_shape(x) for x in inputs) if isinstance(inputs, list) else _shape(inputs)
