@@ -83,3 +83,11 @@ def test_shapes_and_method_names_stay_readable_at_80_columns():
     methods = render([dict(qualname="CausalSelfAttention.forward", status="pass", phase=3, detail="matches")], 80)
     assert "CausalSelfAttention." in methods and "forward" in methods  # broken after the dot, not in the word
     assert "forwar" not in methods.replace("forward", "")
+
+
+def test_the_header_of_a_result_without_rows_has_no_empty_count():
+    from workbench.check.report import print_header
+    console = Console(width=80, record=True, color_system=None)
+    print_header(console, {"ok": False, "file": "/w/learner_training.py", "stage": "import", "components": [],
+                           "timings": {"total_s": 4.3}})
+    assert console.export_text().splitlines()[0] == "NOT OK learner_training.py  stage: import  ·  4.30 s"

@@ -91,7 +91,7 @@ def print_header(console: Console, result: CheckResult) -> None:
     head = Text()
     head.append("OK " if result.get("ok") else "NOT OK ", style="bold green" if result.get("ok") else "bold red")
     head.append(os.path.basename(result.get("file", "?")), style="bold")
-    head.append(f"  stage: {result.get('stage')}  ·  {summary}")
+    head.append(f"  stage: {result.get('stage')}" + (f"  ·  {summary}" if summary else ""))
     if took is not None:
         head.append(f"  ·  {took:.2f} s", style="dim")
     console.print(head)
