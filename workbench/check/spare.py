@@ -357,6 +357,13 @@ def _stop_in_our_code(signum, frame) -> None:
 OUR_CODE: tuple = ()  # folder prefixes of our own code, set by warm_up
 
 
+def load_reference(ref_file: str):
+    """The reference's answers, memory-mapped copy-on-write: loading takes milliseconds (pages come in as the
+    check reads them), and what a check changes in its copy stays in its own process."""
+    import torch
+    return torch.load(ref_file, weights_only=False, mmap=True)
+
+
 class Discard:
     """The warm-up's channel: what the checks send is dropped (nobody judges the warm-up), tensors unsaved."""
 
@@ -389,7 +396,7 @@ def warm_up(ref_file: str, warm_file: str, requests: queue.Queue) -> bool:
             return False
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ctx = child.Context(warm_file, torch.load(ref_file, weights_only=False), Discard(), 1)
+            ctx = child.Context(warm_file, load_reference(ref_file), Discard(), 1)
             child.run_pipeline(ctx)  # it catches everything, WarmUpInterrupted too: hence the checks below
             for qualname, fn in child.EXPERIMENTS:
                 if not requests.empty():
@@ -464,7 +471,7 @@ def main(argv=None) -> int:
 
     import torch
     torch.set_num_threads(int(os.environ.get("NANOCHAT_CHECK_THREADS", "1")))
-    ref = torch.load(args.ref, weights_only=False)
+    ref = load_reference(args.ref)
     with warnings.catch_warnings():  # torch warns about this once per process; the forked child inherits the
         warnings.simplefilter("ignore")  # worker's "already warned" (the reference did it), so does the spare now,
         float(torch.zeros((), requires_grad=True))  # or the checks' own float(loss) would land in the output
