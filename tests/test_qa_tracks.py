@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from nanochat import training
@@ -91,3 +92,17 @@ def test_the_header_of_a_result_without_rows_has_no_empty_count():
     print_header(console, {"ok": False, "file": "/w/learner_training.py", "stage": "import", "components": [],
                            "timings": {"total_s": 4.3}})
     assert console.export_text().splitlines()[0] == "NOT OK learner_training.py  stage: import  ·  4.30 s"
+
+
+@pytest.mark.slow
+def test_a_method_returning_none_is_said_without_the_checkers_internal_exception_name(tmp_path):
+    from workbench.check.client import check_file
+    source = (Path(training.__file__).parent / "gpt.py").read_text(encoding="utf-8")
+    relu2 = "        x = F.relu(x).square()\n"
+    assert source.count(relu2) == 1
+    path = tmp_path / "learner_gpt.py"
+    path.write_text(source.replace(relu2, relu2 + "        return None\n"), encoding="utf-8")
+    result = check_file(str(path), steps=1, timeout=120, child="fork")
+    row = next(c for c in result["components"] if c["qualname"] == "MLP.forward")
+    assert row["status"] == Status.ERROR and row["detail"] == "MLP.forward returned NoneType, not a tensor"
+    assert "_ContractError" not in json.dumps(result)

@@ -31,6 +31,7 @@ MODULE_TOL = 1e-4  # attention, MLP, block, logits, loss
 STD_TOL = 0.05  # init std, relative
 MAX_TENSOR_BYTES = 1 << 30  # a tensor file of a check is tens of megabytes
 NOISE_RATIO = 0.01  # float64 difference at most this fraction of the fp32 one: rounding, not math
+CONTRACT_ERROR = "_ContractError"  # the child's exception for a broken contract: its message is the whole sentence
 
 # (qualname, phase, what the row checks), in data-flow order: the report leads with the first that fails
 ROWS = (
@@ -766,8 +767,8 @@ class Judge:
             exc = obs.get("exception") or {}
             where = f" (line {exc['line']}{' in ' + exc['qualname'] if exc.get('qualname') else ''})" if exc.get("line") else ""
             oom = "out of memory: " if exc.get("out_of_memory") else ""
-            raise Verdict(Status.ERROR, f"{oom}{exc.get('type', 'Error')}: {exc.get('message', '')}{where}",
-                          error_line=exc.get("line"))
+            kind = "" if exc.get("type") == CONTRACT_ERROR else f"{exc.get('type', 'Error')}: "
+            raise Verdict(Status.ERROR, f"{oom}{kind}{exc.get('message', '')}{where}", error_line=exc.get("line"))
         tensors = obs.get("tensors") or {}
         self.float_noise, self.followed = False, None
         detail, diff = self.JUDGES[qualname](self, obs, tensors)
@@ -1050,7 +1051,8 @@ def _todo(exc: dict, smap) -> dict:
 
 
 def _error(exc: dict, stage: str, memory_limit) -> dict:
-    error = {"type": exc.get("type", "Error"), "message": exc.get("message", ""), "file": exc.get("file"),
+    kind = "ContractError" if exc.get("type") == CONTRACT_ERROR else exc.get("type", "Error")
+    error = {"type": kind, "message": exc.get("message", ""), "file": exc.get("file"),
              "line": exc.get("line"), "qualname": exc.get("qualname"), "traceback": exc.get("traceback", "")}
     if exc.get("out_of_memory"):
         cap = f"; a check may allocate about {memory_limit / (1 << 30):.1f} GiB (--memory)" if memory_limit else ""
