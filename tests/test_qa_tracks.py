@@ -106,3 +106,13 @@ def test_a_method_returning_none_is_said_without_the_checkers_internal_exception
     row = next(c for c in result["components"] if c["qualname"] == "MLP.forward")
     assert row["status"] == Status.ERROR and row["detail"] == "MLP.forward returned NoneType, not a tensor"
     assert "_ContractError" not in json.dumps(result)
+
+
+def test_a_very_long_printed_line_is_cut_in_the_report():
+    from workbench.check.report import print_report
+    console = Console(width=80, record=True, color_system=None)
+    print_report({"ok": True, "file": "learner_gpt.py", "stage": "done", "components": [],
+                  "stdout_tail": "short line\n" + "x" * 5000 + "\n"}, console)
+    text = console.export_text()
+    assert "short line" in text and "(+4,700" in text and "characters)" in text
+    assert len(text.splitlines()) < 15  # was 70 rows of x

@@ -22,6 +22,9 @@ STATUS_STYLE = {Status.PASS: ("✓", "green"), Status.MISMATCH: ("✗", "bold re
                 Status.NOT_REACHED: ("-", "dim"), Status.EXPERIMENT: ("~", "bold magenta")}
 
 
+MAX_PRINT_LINE = 300  # characters of one of the learner's printed lines shown (a 5,000-character line is 60 rows)
+
+
 def _where(d: dict) -> str:
     if not d or not d.get("file"):
         return ""
@@ -75,7 +78,9 @@ def print_report(result: CheckResult, console: Console | None = None, max_shapes
     tail = (result.get("stdout_tail") or "").rstrip()
     if tail:
         lines = tail.splitlines()
-        shown = "\n".join(lines[-20:])
+        shown = "\n".join(line if len(line) <= MAX_PRINT_LINE else
+                          f"{line[:MAX_PRINT_LINE]} … (+{len(line) - MAX_PRINT_LINE:,} characters)"
+                          for line in lines[-20:])
         more = f" (last 20 of {len(lines)} kept lines)" if len(lines) > 20 else ""
         console.print(Panel(Text(shown), title=f"your prints{more}", title_align="left", border_style="dim"))
 
