@@ -6,7 +6,6 @@ checked on its own). Most probes run in-process on the learner file imported fro
 through the child's own `run_check`, and one CLI run through the real child process.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from fixtures.tracks import import_file, write_planted
 
 from nanochat import dataloader as reference
 from workbench.check.result import Status, lead_component
@@ -54,20 +55,11 @@ PLANTED = (
 
 
 def planted(tmp_path, name, edits):
-    source = SOURCE
-    for find, replace in edits:
-        assert source.count(find) == 1, f"{name}: {find!r} no longer matches nanochat/dataloader.py exactly once"
-        source = source.replace(find, replace)
-    path = tmp_path / f"learner_dataloader_{name.replace('-', '_')}.py"
-    path.write_text(source, encoding="utf-8")
-    return path
+    return write_planted(reference.__file__, edits, tmp_path / f"learner_dataloader_{name.replace('-', '_')}.py")
 
 
 def load(path):
-    spec = importlib.util.spec_from_file_location("learner_dataloader", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(path, "learner_dataloader")
 
 
 def rows_of(path):

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fixtures.tracks import write_planted
+
 import nanochat.engine as reference
 from nanochat.model_source import ENGINE, load_learner
 from workbench.check.result import Status
@@ -20,12 +22,7 @@ QUALNAMES = [e.qualname for e in EXERCISES]
 
 
 def planted(tmp_path, edits, name="learner_engine.py"):
-    text = SOURCE
-    for find, replace in edits:
-        assert text.count(find) == 1, f"edit does not match nanochat/engine.py exactly once: {find!r}"
-        text = text.replace(find, replace)
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
+    path = write_planted(reference.__file__, edits, tmp_path / name)
     kind = ENGINE.__class__(**{**ENGINE.__dict__, "allow_todos": True})
     return load_learner(str(path), kind)
 

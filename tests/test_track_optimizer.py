@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fixtures.tracks import write_planted
+
 from nanochat.adamw import AdamW, adamw_step
 from workbench.course.challenge_command import symptom
 from workbench.course.challenges import file_name, plant
@@ -27,13 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def planted(tmp_path, track_file, edits) -> str:
-    text = track_file.reference_path().read_text()
-    for find, replace in edits:
-        assert text.count(find) == 1, f"the reference changed: {find!r}"
-        text = text.replace(find, replace)
-    path = tmp_path / track_file.learner_file
-    path.write_text(text)
-    return str(path)
+    return str(write_planted(track_file.reference_path(), edits, tmp_path / track_file.learner_file))
 
 
 def lead_row(result):
