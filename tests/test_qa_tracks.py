@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,19 @@ def test_a_very_long_printed_line_is_cut_in_the_report():
     text = console.export_text()
     assert "short line" in text and "(+4,700" in text and "characters)" in text
     assert len(text.splitlines()) < 15  # was 70 rows of x
+
+
+def test_a_traceback_through_a_module_call_keeps_the_learners_frames_and_the_raising_one(tmp_path):
+    import torch
+    from workbench.check.probe import trimmed_traceback
+    path = tmp_path / "learner_gpt.py"
+    path.write_text("import torch\n\nclass MLP(torch.nn.Module):\n    def forward(self, x):\n        return x + None\n\n"
+                    "def run():\n    return MLP()(torch.zeros(2))\n", encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("learner_tb", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(TypeError) as caught:
+        module.run()
+    text = trimmed_traceback(caught.value, str(path))
+    assert "in run" in text and "in forward" in text and "TypeError" in text
+    assert "_call_impl" not in text and os.path.dirname(torch.__file__) not in text  # nn.Module's machinery

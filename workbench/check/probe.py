@@ -22,6 +22,8 @@ import traceback
 import torch
 
 from workbench.check.result import EXPERIMENT_MARKER
+
+TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 from workbench.course.phases import ALL_METHODS
 from workbench.course.workspace import read_learner_file
 
@@ -150,10 +152,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def trimmed_traceback(exc: BaseException, path: str, limit: int = 12) -> str:
-    """The traceback from the first frame in the learner's file on: the workbench's own frames are noise."""
+    """The traceback from the first frame in the learner's file on: the workbench's own frames are noise, and so
+    are torch's between two of the learner's (nn.Module's call machinery); the frame that raised is always kept."""
     frames = traceback.extract_tb(exc.__traceback__)
     start = next((i for i, f in enumerate(frames) if same_file(f.filename, path)), 0)
     frames = frames[start:]
+    frames = [f for i, f in enumerate(frames) if i == len(frames) - 1 or not f.filename.startswith(TORCH_DIR)]
     if len(frames) > limit:  # deep recursion: keep both ends
         frames = traceback.StackSummary.from_list(frames[:limit // 2] + frames[-limit // 2:])
     lines = ["Traceback (most recent call last):\n"] + traceback.StackSummary.from_list(frames).format()
