@@ -123,8 +123,8 @@ def test_a_traceback_through_a_module_call_keeps_the_learners_frames_and_the_rai
     import torch
     from workbench.check.probe import trimmed_traceback
     path = tmp_path / "learner_gpt.py"
-    path.write_text("import torch\n\nclass MLP(torch.nn.Module):\n    def forward(self, x):\n        return x + None\n\n"
-                    "def run():\n    return MLP()(torch.zeros(2))\n", encoding="utf-8")
+    path.write_text("import torch\n\nclass MLP(torch.nn.Module):\n    def forward(self, x):\n"
+                    "        return x + None\n\ndef run():\n    return MLP()(torch.zeros(2))\n", encoding="utf-8")
     spec = importlib.util.spec_from_file_location("learner_tb", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
