@@ -50,8 +50,7 @@ def test_init_never_overwrites_and_touches_nothing(tmp_path, capsys, existing):
     assert main(["init", str(tmp_path)]) == 1
     assert _snapshot(tmp_path) == before
     err = capsys.readouterr().err
-    for name in existing:
-        assert str(tmp_path / name) in err
+    assert f"{' and '.join(existing)} in {tmp_path} already exist" in err  # the names once, then the directory
     assert "nothing was written" in err and "init NEW_DIR" in err
     assert ("--name other_gpt.py" in err) == (existing == ["learner_gpt.py"])
 
@@ -126,3 +125,11 @@ def test_the_initialised_skeleton_imports_and_stops_at_gpt_init(tmp_path):
 def test_check_is_dispatched_to_the_check_command(tmp_path, capsys):
     assert main(["check", "--help"]) == 0
     assert "--json" in capsys.readouterr().out
+
+
+def test_the_next_steps_quote_a_directory_with_spaces_so_they_can_be_pasted(tmp_path, capsys):
+    directory = tmp_path / "my gpt é"
+    assert main(["init", str(directory), "--track", "all"]) == 0
+    out = capsys.readouterr().out
+    assert f"nanochat-workbench check '{directory / 'learner_gpt.py'}'" in out
+    assert f"engine: nanochat-workbench check '{directory / 'learner_engine.py'}'" in out

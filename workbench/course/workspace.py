@@ -11,6 +11,7 @@ to start fresh.
 import argparse
 import functools
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +155,9 @@ def planned_files(include_model: bool, specs: list[TrackSpec], directory: Path, 
 
 
 def refuse_existing(existing: list[Path], learner: Path | None, status: Path) -> None:
-    listed = " and ".join(str(p) for p in existing)
+    names = [p.name for p in existing]
+    listed = (f"{names[0]} in {existing[0].parent}" if len(names) == 1 else
+              f"{', '.join(names[:-1])} and {names[-1]} in {existing[0].parent}")
     hints = ["`nanochat-workbench init NEW_DIR` for a workspace elsewhere"]
     if learner in existing and status not in existing:
         hints.insert(0, f"`--name other_gpt.py` to keep {learner.name} and start a second file")
@@ -210,8 +213,9 @@ def init_workspace(directory, name: str = DEFAULT_NAME, track: str = "model") ->
     return Workspace(directory, files[0][0], status, [p for p, _ in files], specs, not keep_status)
 
 
-def _shown(ws: Workspace, path: Path) -> Path:
-    return path if ws.directory != Path(".") else Path(path.name)
+def _shown(ws: Workspace, path: Path) -> str:
+    """The path as the learner can paste it into a shell (quoted when it has spaces or other special characters)."""
+    return shlex.quote(str(path if ws.directory != Path(".") else Path(path.name)))
 
 
 def next_steps(ws: Workspace) -> str:
