@@ -278,3 +278,34 @@ def model_lm_head_init():
     model = GPT(GPTConfig(sequence_len=16, vocab_size=64, n_layer=1, n_head=1, n_kv_head=1, n_embd=32))
     model.init_weights()
     return model.lm_head.weight.detach().clone()
+
+
+@pytest.mark.slow
+def test_the_learners_optimizers_under_torchrun_follow_the_reference(tmp_path):
+    """Two ranks (gloo, CPU): the learner's DistMuon and AdamW (behind GradientAveraging) against nanochat's
+    DistMuon and DistAdamW: the same losses on every step (AdamW to rounding)."""
+    import os
+    import subprocess
+    import sys
+
+    from nanochat.tokenizer import get_tokenizer
+
+    get_tokenizer()  # trained once into the session's base dir, before two ranks could race to train it
+    muon = copy_reference(tmp_path, "muon.py", "learner_muon.py")
+    adamw = copy_reference(tmp_path, "adamw.py", "learner_adamw.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+
+    def torchrun(tag, *extra):
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                 "-m", "nanochat.scripts.base_train", *TINY_RUN, "--device_batch_size=1",
+                                 f"--model-tag={tag}", *extra], capture_output=True, text=True, timeout=900,
+                                env=env, cwd=tmp_path)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        return losses_of(tag)
+
+    reference = torchrun("ddp_ref")
+    learner = torchrun("ddp_learner", "--optimizer", str(muon), "--optimizer", str(adamw))
+    assert len(reference) == 4
+    assert learner == pytest.approx(reference, abs=1e-4)
