@@ -99,6 +99,16 @@ def test_usage_errors(capsys, tmp_path):
     assert main(["trace", "--depth", "four"]) == 2
 
 
+@pytest.mark.parametrize("flags", [(), ("--grad",)])
+def test_a_track_file_is_a_usage_error_naming_its_track(capsys, tmp_path, flags):
+    from workbench.course.workspace import init_workspace
+    ws = init_workspace(tmp_path / "ws", track="optimizer")
+    rc, out, err = _trace(capsys, str(ws.directory / "learner_muon.py"), *flags)
+    assert rc == 2 and out == ""
+    assert " ".join(err.split()) == ("error: learner_muon.py is a file of the optimizer track; trace runs your GPT "
+                                     "file (learner_gpt.py), or the reference with no file")
+
+
 def test_skeleton_stops_at_the_first_todo_without_a_traceback(capsys, tmp_path):
     path = tmp_path / "learner_gpt.py"
     path.write_bytes(SKELETON_TEMPLATE.read_bytes())

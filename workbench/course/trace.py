@@ -211,6 +211,16 @@ class _Tracer:
         return qualname, f"{os.path.basename(code.co_filename)}:{lineno}", source or ""
 
 
+def track_of(path: str):
+    """The track of a file that is not a GPT file (learner_muon.py, ...), else None (read without importing it)."""
+    from workbench.tracks.recognise import recognise
+    try:
+        found = recognise(path)
+    except OSError:
+        return None  # the import reports it
+    return found.track if found.track_file is not None else None
+
+
 PIPED_WIDTH = 160  # piped to a file or a pager: wide enough that no module or shape column is cut
 
 
@@ -222,6 +232,11 @@ def run(args) -> int:
     if args.file is not None and not os.path.isfile(args.file):
         errors.print(f"[red]error:[/red] {escape(args.file)} is not a file; pass the path of your GPT file "
                       f"(or nothing, to trace the reference)")
+        return 2
+    track = track_of(args.file) if args.file is not None else None
+    if track is not None:
+        errors.print(f"[red]error:[/red] {escape(os.path.basename(args.file))} is a file of the {track} track; trace "
+                     f"runs your GPT file (learner_gpt.py), or the reference with no file")
         return 2
     for flag, value, lo, hi in (("--depth", args.depth, 1, 64), ("--seq", args.seq, 1, 4096),
                                 ("--vocab", args.vocab, 2, 1 << 20), ("--steps", args.steps, 1, 50)):
