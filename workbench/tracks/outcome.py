@@ -56,7 +56,8 @@ def attempt(exercise: Exercise, learner: ModuleType, fn, *args, **kwargs):
         where = frames[-1].name if frames else None
         own = exercise.qualname.rsplit(".", 1)[-1]
         if where in (None, own):
-            return None, row(exercise, Status.TODO, str(e) or "not written yet", line=frames[-1].lineno if frames else None)
+            line = frames[-1].lineno if frames else None
+            return None, row(exercise, Status.TODO, str(e) or "not written yet", line=line)
         return None, row(exercise, Status.TODO, f"waits for {where}, which is still a TODO ({e})")
     except Exception as e:  # the learner's code raised: an error row, never a workbench failure
         frames = _learner_frames(e.__traceback__, getattr(learner, "__file__", ""))
