@@ -470,6 +470,7 @@ def main(argv=None) -> int:
     threading.Thread(target=watch_parent, args=(os.dup(0), requests), daemon=True, name="watch-parent").start()
 
     import torch
+    import torch._dynamo  # noqa: F401  (an optimizer's first step imports it: seconds no warm-up could interrupt)
     torch.set_num_threads(int(os.environ.get("NANOCHAT_CHECK_THREADS", "1")))
     ref = load_reference(args.ref)
     with warnings.catch_warnings():  # torch warns about this once per process; the forked child inherits the

@@ -649,6 +649,7 @@ def main(argv=None) -> int:
         ref = build_reference(args.seq, data_loaded=lambda: progress(2, "computing the reference's answers"))
         progress(3, "loading the checks")
         import workbench.check.child  # noqa: F401  (imported before the first fork, not in every child)
+        import torch._dynamo  # noqa: F401  (an optimizer's first step imports it: seconds, once, not per check)
         import workbench.check.judge  # noqa: F401
         import nanochat.engine  # noqa: F401
         spares = start_spares(ref, strategy)
