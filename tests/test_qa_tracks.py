@@ -133,3 +133,15 @@ def test_a_traceback_through_a_module_call_keeps_the_learners_frames_and_the_rai
     text = trimmed_traceback(caught.value, str(path))
     assert "in run" in text and "in forward" in text and "TypeError" in text
     assert "_call_impl" not in text and os.path.dirname(torch.__file__) not in text  # nn.Module's machinery
+
+
+def test_a_syntax_error_in_the_learners_file_is_shown_without_the_import_machinery(tmp_path):
+    from workbench.check.probe import trimmed_traceback
+
+    path = tmp_path / "learner_gpt.py"
+    path.write_text("def norm(x)\n    return x\n", encoding="utf-8")
+    try:
+        compile(path.read_text(), str(path), "exec")
+    except SyntaxError as e:
+        text = trimmed_traceback(e, str(path))
+    assert text.startswith(f'  File "{path}", line 1') and text.rstrip().endswith("SyntaxError: expected ':'")

@@ -162,6 +162,29 @@ def test_an_exit_is_the_learners(tmp_path):
     assert result["error"]["type"] == "Exit" and "sys.exit" in result["error"]["message"]
 
 
+def test_a_learners_exit_or_syntax_error_shows_only_the_learners_lines_and_rows_not_reached(tmp_path):
+    from nanochat import training
+
+    from workbench.tracks.child import run_check
+    from workbench.tracks.training.spec import SPEC as TRAINING
+
+    (track_file,) = TRAINING.files
+    source = Path(training.__file__).read_text(encoding="utf-8")
+    cases = {"exit": source.replace("    return (1 - frac) * 0.85 + frac * 0.95", "    import sys; sys.exit(3)"),
+             "syntax": source.replace("def muon_momentum(step):", "def muon_momentum(step)")}
+    for name, text in cases.items():
+        path = tmp_path / name / "learner_training.py"
+        path.parent.mkdir()
+        path.write_text(text, encoding="utf-8")
+        result = run_check(str(path), track_file, Track.TRAINING)
+        error = result["error"]
+        assert error["line"] == line_of(path, "sys.exit(3)" if name == "exit" else "def muon_momentum(step)")
+        assert "workbench" not in error["traceback"] and "importlib" not in error["traceback"], error["traceback"]
+        assert [c["status"] for c in result["components"]] == [Status.NOT_REACHED] * len(track_file.exercises)
+        assert all(c["detail"].startswith("not reached: ") and len(c["detail"]) < 60 for c in result["components"])
+    assert error["type"] == "SyntaxError" and result["stage"] == Stage.IMPORT
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

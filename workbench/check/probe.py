@@ -154,6 +154,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def trimmed_traceback(exc: BaseException, path: str, limit: int = 12) -> str:
     """The traceback from the first frame in the learner's file on: the workbench's own frames are noise, and so
     are torch's between two of the learner's (nn.Module's call machinery); the frame that raised is always kept."""
+    if isinstance(exc, SyntaxError) and exc.filename and same_file(exc.filename, path):
+        return "".join(traceback.format_exception_only(type(exc), exc))  # its file:line is the whole story
     frames = traceback.extract_tb(exc.__traceback__)
     start = next((i for i, f in enumerate(frames) if same_file(f.filename, path)), 0)
     frames = frames[start:]

@@ -40,6 +40,7 @@ import traceback
 from workbench.check.procs import PR_SET_PDEATHSIG
 from workbench.check.result import CheckResult, Component, Stage, Status, lead_component
 from workbench.tracks.base import Track, TrackFile, find_track_file
+from workbench.tracks.outcome import not_reached
 from workbench.tracks.recognise import def_lines
 from workbench.course.phases import track_phase_number
 
@@ -68,7 +69,7 @@ def learner_line(exc: BaseException, path: str) -> tuple[int | None, str | None]
 
 def learner_error(exc: BaseException, path: str, stage_words: str) -> dict:
     """The learner's exception as the result's `error` (type, message, file, line, short traceback)."""
-    line, _ = learner_line(exc, path)
+    line, function = learner_line(exc, path)
     kind = type(exc).__name__
     if isinstance(exc, SystemExit):
         kind, message = "Exit", f"your code called sys.exit({exc.code!r}) {stage_words}"
@@ -76,8 +77,9 @@ def learner_error(exc: BaseException, path: str, stage_words: str) -> dict:
         kind, message = "OutOfMemory", f"your code ran out of memory {stage_words}"
     else:
         message = f"{kind}: {exc} ({stage_words})"
-    tb = "".join(traceback.format_exception(exc)[-12:])
-    return {"type": kind, "message": message, "file": path, "line": line, "qualname": None, "traceback": tb}
+    from workbench.check.probe import trimmed_traceback
+    tb = trimmed_traceback(exc, path)
+    return {"type": kind, "message": message, "file": path, "line": line, "qualname": function, "traceback": tb}
 
 
 def resolve(module, qualname: str):
@@ -184,8 +186,9 @@ def run_check(path: str, track_file: TrackFile, track: Track, on_imported=None) 
         if isinstance(e, KeyboardInterrupt):
             raise
         timings["import_s"] = time.perf_counter() - t
-        return result_of(path, track, track_file, Stage.IMPORT, [], learner_error(e, path, "while importing your file"),
-                         timings)
+        rows = not_reached(track_file, track_phase_number(track), def_lines(source), "your file did not import")
+        return result_of(path, track, track_file, Stage.IMPORT, rows,
+                         learner_error(e, path, "while importing your file"), timings)
     timings["import_s"] = time.perf_counter() - t
     if on_imported is not None:
         on_imported()
@@ -200,6 +203,7 @@ def run_check(path: str, track_file: TrackFile, track: Track, on_imported=None) 
         if line is None and not isinstance(e, (SystemExit, MemoryError)):
             raise  # not the learner's: the workbench's own failure, reported as such by main()
         error = learner_error(e, path, "while its functions were being checked")
+        rows = not_reached(track_file, None, {}, f"the check stopped at your {type(e).__name__} first")
     timings["check_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - start
     rows, raised_at = finish_rows(rows, track_file, track, learner, path, source)

@@ -66,6 +66,13 @@ def attempt(exercise: Exercise, learner: ModuleType, fn, *args, **kwargs):
         return None, row(exercise, Status.ERROR, f"{type(e).__name__}: {e}{where}", error_line=line)
 
 
+def not_reached(track_file, phase: int | None, lines: dict, why: str) -> list[Component]:
+    """A NOT_REACHED row per exercise of the file: the check stopped (`why`, a few words) before they ran."""
+    return [{"qualname": e.qualname, "check": e.check, "status": Status.NOT_REACHED,
+             "detail": f"not reached: {why}", "max_abs_diff": None, "lesson": e.lesson,
+             "line": lines.get(e.qualname), "phase": phase} for e in track_file.exercises]
+
+
 def max_abs_diff(got, want) -> float:
     """The largest absolute difference between two tensors (inf when the shapes differ or `got` is no tensor)."""
     if not hasattr(got, "shape") or not hasattr(got, "double") or tuple(got.shape) != tuple(want.shape):

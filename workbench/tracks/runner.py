@@ -36,12 +36,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.check.result import CheckResult, Stage, Status, failed_result
+from workbench.check.result import CheckResult, Stage, failed_result
 from workbench.check.worker import default_memory_budget
 from workbench.course.phases import track_phase_number
 from workbench.tracks.base import Track, TrackFile
 from workbench.tracks.child import DUMP_NAME, READY_NAME, RESULT_NAME
+from workbench.tracks.outcome import not_reached
 from workbench.tracks.recognise import def_lines, recognise
+
+STOPPED_WORDS = {"Timeout": "the check timed out first", "Crash": "the check process crashed first",
+                 "Exit": "the check process exited first"}
 
 DEFAULT_TIMEOUT = 60.0
 DUMP_WAIT_S = 1.0  # how long a timed-out child gets to write its stack
@@ -340,12 +344,8 @@ def stopped_result(job: Job, child: Child, timed_out: bool, timeout: float) -> C
         lines = def_lines(Path(job.path).read_text(encoding="utf-8", errors="replace"))
     except OSError:
         lines = {}
-    rows = [{"qualname": e.qualname, "check": e.check, "status": Status.NOT_REACHED, "detail": error["message"],
-             "max_abs_diff": None, "lesson": e.lesson, "line": lines.get(e.qualname)}
-            for e in job.track_file.exercises]
+    rows = not_reached(job.track_file, track_phase_number(job.track), lines, STOPPED_WORDS[error["type"]])
     imported = os.path.exists(child.out + IMPORTED_SUFFIX)
-    for r in rows:
-        r["phase"] = track_phase_number(job.track)
     return {"file": job.path, "track": str(job.track), "reference": {"module": job.track_file.reference_module},
             "ok": False, "stage": Stage.DONE if imported else Stage.IMPORT, "next_todo": None, "error": error,
             "components": rows, "lead": None, "shapes": [], "losses": [], "timings": {}}
