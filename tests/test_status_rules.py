@@ -97,6 +97,10 @@ def test_an_experiment_keeps_its_box_as_it_is_and_counts_as_matching(tmp_path):
     fresh = _write(tmp_path, TEMPLATE)
     doc, changes = _apply(fresh, _result({"MLP.forward": "experiment", "norm": "pass"}))
     assert "MLP.forward" not in doc.ticked() and "norm" in doc.ticked()
+    # a model that differs on purpose does not newly claim to match the reference
+    fresh = _write(tmp_path, TEMPLATE)
+    doc, _ = _apply(fresh, _result({**everything, "MLP.forward": "experiment"}, ok=True))
+    assert not next(m for m in doc.milestones if m.key == "matches_reference").done
 
 
 def test_a_track_result_ticks_its_components_but_no_stage_milestone(tmp_path):
