@@ -210,7 +210,9 @@ def metrics_summary(phase) -> dict:
     if not steps:
         return {}
     timed = steps[1:] or steps
-    summary = {"metrics": path, "steps": len(steps), "final loss": steps[-1]["loss"],
+    last_step = steps[-1].get("step")  # records are written every --log_every steps: count by the step number
+    count = last_step + 1 if isinstance(last_step, int) else len(steps)
+    summary = {"metrics": path, "steps": count, "final loss": steps[-1]["loss"],
                "training time s": steps[-1].get("elapsed_s")}
     if "total_tokens" in steps[-1]:
         summary["tokens"] = steps[-1]["total_tokens"]

@@ -88,3 +88,11 @@ def test_a_training_stage_without_a_section_is_summarised_from_its_metrics(base_
     assert summary["mean mfu (after step 0)"] == pytest.approx(0.4)
     assert summary["last val bpb"] == 1.5 and summary["min val bpb"] == 1.5
     assert "## base training (from its metrics.jsonl)" in report.render()
+
+
+def test_a_summary_counts_steps_by_number_when_records_are_sparse(base_dir):
+    folder = base_dir / "base_checkpoints" / "d4"
+    folder.mkdir(parents=True)
+    records = [{"step": s, "loss": 5.0 - s / 10, "total_tokens": 10 * (s + 1)} for s in (0, 10, 20, 29)]  # --log_every 10
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert report.metrics_summary("base")["steps"] == 30
