@@ -15,7 +15,7 @@ The same loader serves every learner file that stands in for a reference module:
 flag, the reference module and the names the file must define (MODEL for `--model`; MUON and ADAMW for
 `--optimizer`, DATALOADER for `--dataloader`, TRAINING for `--training`), and `load_learner(source, kind)`
 returns the module. Every way a learner file can fail to load (missing, a syntax error, an exception while
-importing, the required names absent, for the kinds beyond the model a `raise NotImplementedError("TODO ...")`
+importing, the required names absent, for the kinds beyond the model a skeleton's TODO raise
 still in it) becomes a `LearnerFileError` (alias `ModelSourceError`) whose message says which file, which line
 and what to do. `learner_failure(exc)` turns an exception raised later inside a loaded learner file into one
 line naming the file, line and function, so scripts report a learner's crash without a traceback wall.
@@ -210,12 +210,12 @@ def _innermost_location(exc: BaseException, path: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class Todo:
     qualname: str  # "Muon.step", "lr_multiplier"
-    line: int  # of the `raise NotImplementedError("TODO ...")`
+    line: int  # of the skeleton's TODO raise
     message: str  # the TODO's text
 
 
 def todos_in(path: str) -> list[Todo]:
-    """Every `raise NotImplementedError("TODO...")` in the file (the skeleton's marker), in line order. A file
+    """Every TODO raise in the file (the skeleton's marker), in line order. A file
     that does not parse has none here (importing it reports the syntax error)."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -241,7 +241,7 @@ def _collect_todos(node, prefix: str, found: list) -> None:
 
 
 def _todo_message(node) -> str | None:
-    """The text of `raise NotImplementedError("TODO ...")`, or None when `node` is anything else."""
+    """The text of a skeleton's TODO raise (the exception's "TODO ..." message), or None for any other node."""
     if not isinstance(node, ast.Raise) or node.exc is None:
         return None
     exc = node.exc

@@ -86,11 +86,7 @@ def run(args) -> int:
         child = choose_strategy(args.child)
     except ValueError as e:
         return usage_error(f"${CHILD_ENV}: {e}")
-    status = None
-    if not args.json and sys.stderr.isatty():
-        from rich.console import Console
-        status = Console(stderr=True).status("starting the checker (torch, tokenizer, reference model)…")
-        status.start()
+    status = spinner(args, "starting the checker (torch, tokenizer, reference model)…")
     try:
         result = check_file(path, steps=args.steps, timeout=args.timeout, seq_len=args.seq, memory_gb=args.memory,
                             child=child, experiments=args.experiment)
@@ -105,27 +101,33 @@ def run(args) -> int:
     finally:
         if status:
             status.stop()
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        from workbench.check.report import print_report
-        print_report(result)
-    return 0 if result.get("ok") else 1
+    return print_result(args, result)
 
 
 def run_track(args, path: str) -> int:
     """A track file (optimizer, data, training, engine): its check in a child process, the same report or JSON."""
     from workbench.tracks.runner import check_track_file
-    status = None
-    if not args.json and sys.stderr.isatty():
-        from rich.console import Console
-        status = Console(stderr=True).status("checking (torch and the reference module load first)…")
-        status.start()
+    status = spinner(args, "checking (torch and the reference module load first)…")
     try:
         result = check_track_file(path, timeout=args.timeout)
     finally:
         if status:
             status.stop()
+    return print_result(args, result)
+
+
+def spinner(args, text: str):
+    """A started rich status line on stderr while the check runs (None for --json or when stderr is no terminal)."""
+    if args.json or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    status = Console(stderr=True).status(text)
+    status.start()
+    return status
+
+
+def print_result(args, result) -> int:
+    """The JSON or the readable report; the exit code (0 when everything passes)."""
     if args.json:
         print(json.dumps(result, indent=1))
     else:
