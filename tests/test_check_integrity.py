@@ -73,10 +73,13 @@ def test_a_double_forked_daemon_does_not_outlive_the_check(runner, tmp_path):
             "if os.fork() == 0:\n"
             "    os.setsid()\n"
             "    if os.fork() == 0:\n"
-            f"        open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+            f"        open({str(pid_file)!r} + '.tmp', 'w').write(str(os.getpid()))\n"
+            f"        os.rename({str(pid_file)!r} + '.tmp', {str(pid_file)!r})\n"
             "        time.sleep(300)\n"
             "    os._exit(0)\n"
-            "time.sleep(0.2)\n" + REFERENCE)
+            # wait for the daemon to have run: under load it may not have when the check ends
+            f"while not os.path.exists({str(pid_file)!r}):\n"
+            "    time.sleep(0.02)\n" + REFERENCE)
     check(runner, tmp_path, text)
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 5

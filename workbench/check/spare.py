@@ -304,9 +304,12 @@ def enter_check(request: dict, out_fd: int, fault) -> None:
             pass
 
 
-def recording_exit(fault, real_exit, status):
+def recording_exit(fault, real_exit, check_pid, status):
     """os._exit for the learner's code (bound with functools.partial): note where it was called (in the fault
-    file), flush, end what the check started, then exit."""
+    file), flush, end what the check started, then exit. A process the learner's code forked exits plainly: its
+    own children (a daemon's double fork) are the worker's to sweep when the check ends."""
+    if os.getpid() != check_pid:
+        real_exit(status)
     try:
         _flush_all()
         faulthandler.dump_traceback(file=fault, all_threads=False)
@@ -497,7 +500,7 @@ def run_check(request: dict, ref, result_fd: int, out_fd: int, fault, stall_sign
         enter_check(request, out_fd, fault)
         if request.get("rng"):
             set_rng_state(request["rng"])
-        os._exit = functools.partial(recording_exit, fault, real_exit)
+        os._exit = functools.partial(recording_exit, fault, real_exit, os.getpid())
         channel = child.Channel(result_fd, request["scratch"], request.get("token", ""))
         try:
             child.run(request["path"], ref, channel, int(request["steps"]), request.get("experiments") or ())

@@ -411,7 +411,9 @@ class Worker:
             faulthandler.register(signal.SIGUSR1, file=run.fault, all_threads=True, chain=False)
             signal.signal(signal.SIGUSR2, _flush_output)  # sent at the timeout, before the kill
 
-            def recording_exit(status):  # os._exit() from the learner's code: note where, then exit
+            def recording_exit(status, check_pid=os.getpid()):  # os._exit() from the learner's code: note
+                if os.getpid() != check_pid:  # where, then exit (a process the learner forked exits plainly)
+                    real_exit(status)
                 try:
                     _flush_output(None, None)
                     faulthandler.dump_traceback(file=run.fault, all_threads=False)
