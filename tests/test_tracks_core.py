@@ -220,6 +220,20 @@ def test_a_timeout_says_where_it_was_stuck_and_kills_the_whole_group(tmp_path):
     assert wait_for(lambda: not pid_alive(sleeper)), "the learner's own child process outlived the check"
 
 
+def test_an_endless_loop_in_a_function_is_named_long_before_the_timeout(tmp_path):
+    path = muon_with(tmp_path)
+    loop = "    n = 0\n    while shape:  # endless\n        n += 1\n"
+    answer = "    return max(1, shape[-2] / shape[-1]) ** 0.5\n"
+    path.write_text(path.read_text().replace(answer, loop + answer, 1))
+    started = time.monotonic()
+    result = check_track_file(str(path), timeout=600)
+    assert time.monotonic() - started < 300, "the stall detector let it run towards the 600 s timeout"
+    error = result["error"]
+    assert result["timed_out"] and error["type"] == "Timeout" and "stuck in update_scale" in error["message"]
+    assert error["qualname"] == "update_scale"
+    assert error["line"] in (line_of(path, "while shape:"), line_of(path, "n += 1"))
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
 def test_cancelling_the_async_check_kills_the_child(tmp_path):
     path = muon_with(tmp_path, STUCK)

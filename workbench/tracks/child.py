@@ -285,7 +285,10 @@ def die_with_runner(parent: int, folder: str) -> None:
 
 def watch_runner(fd: int, parent: int, folder: str, requests: queue.Queue) -> None:
     """Thread: read the request line from the runner's pipe, then keep watching it. EOF on the pipe, or a parent
-    that is no longer the runner (re-parented: the runner died), ends the whole process group."""
+    that is no longer the runner (re-parented: the runner died), ends the whole process group. The runner's
+    SIGUSR1 (a stack sample) is blocked here, so it lands on the thread that runs the learner's code."""
+    if hasattr(signal, "pthread_sigmask") and hasattr(signal, "SIGUSR1"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     buffer = b""
     while True:
         readable, _, _ = select.select([fd], [], [], PARENT_POLL_S)

@@ -34,10 +34,11 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from workbench.check.result import CheckResult, Stage, failed_result
-from workbench.check.worker import default_memory_budget
+from workbench.check.worker import default_memory_budget, learner_frames
 from workbench.course.phases import track_phase_number
 from workbench.tracks.base import Track, TrackFile
 from workbench.tracks.child import DUMP_NAME, READY_NAME, RESULT_NAME
@@ -49,11 +50,20 @@ STOPPED_WORDS = {"Timeout": "the check timed out first", "Crash": "the check pro
 
 DEFAULT_TIMEOUT = 60.0
 DUMP_WAIT_S = 1.0  # how long a timed-out child gets to write its stack
+STALL_AFTER_S = 8.0  # a check running this long has its stack sampled (every track's check of a right answer
+STALL_EVERY_S = 1.0  # takes a few seconds at most here), this often; it is stuck when STALL_SAMPLES samples in a
+STALL_SAMPLES = 4  # row find the learner's code running in the same function, called from the same place
 TAIL_BYTES = 8192  # of the learner's output, kept in the result
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMPORTED_SUFFIX = ".imported"  # the child creates <out>.imported once the learner's file is imported
 OUTPUT_NAME = "output.txt"
 _DUMP_FRAME = re.compile(r'File "(.+)", line (\d+) in (\S+)')
+
+
+class Ended(Enum):
+    """How a check's child ended when it did not finish on its own."""
+    TIMEOUT = "timeout"  # ran past the check's timeout
+    STALL = "stall"  # the stack sampler found the learner's code in the same place on every look
 
 
 class NotATrackFile(ValueError):
@@ -201,19 +211,26 @@ def kill_group(pid: int) -> None:
         pass
 
 
-def ask_for_stack(pid: int, dump: str) -> None:
-    """SIGUSR1 to a stuck child (faulthandler writes its stack), then wait until the dump has something."""
+def ask_for_stack(pid: int, dump: str) -> str:
+    """SIGUSR1 to the child (faulthandler writes its stack), wait until the dump has grown, and return what was
+    added ("" where the child wrote nothing)."""
     if not hasattr(signal, "SIGUSR1"):
-        return
+        return ""
     size = os.path.getsize(dump) if os.path.exists(dump) else 0
     try:
         os.kill(pid, signal.SIGUSR1)
     except OSError:
-        return
+        return ""
     deadline = time.monotonic() + DUMP_WAIT_S
     while time.monotonic() < deadline and (os.path.getsize(dump) if os.path.exists(dump) else 0) == size:
         time.sleep(0.02)
     time.sleep(0.05)  # let the rest of the dump land
+    try:
+        with open(dump, "rb") as f:
+            f.seek(size)
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def hand_over(child: Child, job: Job) -> None:
@@ -225,14 +242,35 @@ def hand_over(child: Child, job: Job) -> None:
         pass
 
 
-def wait_child(child: Child, timeout: float) -> bool:
-    """Block until the child exits or the timeout (then its stack is asked for); True when it timed out."""
-    try:
-        child.proc.wait(timeout)
-        return False
-    except subprocess.TimeoutExpired:
-        ask_for_stack(child.proc.pid, child.dump)
-        return True
+def wait_child(child: Child, path: str, timeout: float) -> Ended | None:
+    """Block until the child exits (None), runs past the timeout, or stalls: from STALL_AFTER_S on its stack is
+    sampled every STALL_EVERY_S, and STALL_SAMPLES samples in a row with the learner's code innermost, in the same
+    function called from the same place, end it. Either way its last stack is in the dump."""
+    deadline, look, samples = time.monotonic() + timeout, time.monotonic() + STALL_AFTER_S, []
+    while True:
+        try:
+            child.proc.wait(max(0.0, min(deadline, look) - time.monotonic()))
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        sample = stall_key(ask_for_stack(child.proc.pid, child.dump), path)
+        if time.monotonic() >= deadline:
+            return Ended.TIMEOUT
+        look = time.monotonic() + STALL_EVERY_S
+        samples = (samples + [sample])[-STALL_SAMPLES:] if sample else []
+        if len(samples) == STALL_SAMPLES and len(set(samples)) == 1:
+            return Ended.STALL
+
+
+def stall_key(dump: str, path: str) -> tuple:
+    """Where a stack sample found the learner's code: () unless the innermost frame is in the learner's file (a
+    library it called, an import, the workbench's own code are progress we cannot judge). The innermost frame by
+    function (a loop moves between its lines), the frames around it by line."""
+    frames = learner_frames(dump, path)
+    if not frames or dump.split("\nThread 0x")[0].count('File "') != len(frames):
+        return ()
+    (file, _, function), *outer = frames
+    return ((file, function), *outer)
 
 
 def check_track_file(path: str, timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
@@ -245,9 +283,9 @@ def check_track_file(path: str, timeout: float = DEFAULT_TIMEOUT) -> CheckResult
     start = time.monotonic()
     try:
         hand_over(child, job)
-        timed_out = wait_child(child, timeout)
+        ended = wait_child(child, job.path, timeout)
         end_child(child)
-        return interpret(job, child, warm, timed_out, timeout, start)
+        return interpret(job, child, warm, ended, timeout, start)
     finally:
         remove_child(child)
         SPARES.refill()
@@ -265,9 +303,9 @@ async def run_track_check(path: str, timeout: float = DEFAULT_TIMEOUT) -> CheckR
     start = time.monotonic()
     try:
         hand_over(child, job)
-        timed_out = await asyncio.to_thread(wait_child, child, timeout)
+        ended = await asyncio.to_thread(wait_child, child, job.path, timeout)
         end_child(child)
-        return interpret(job, child, warm, timed_out, timeout, start)
+        return interpret(job, child, warm, ended, timeout, start)
     finally:  # also on cancellation: the child and everything in its group go
         remove_child(child)
         SPARES.refill()
@@ -307,11 +345,11 @@ def stuck_at(dump: str, path: str) -> tuple[int | None, str | None]:
     return None, None
 
 
-def interpret(job: Job, child: Child, warm: bool, timed_out: bool, timeout: float, start: float) -> CheckResult:
+def interpret(job: Job, child: Child, warm: bool, ended: Ended | None, timeout: float, start: float) -> CheckResult:
     """The child's result, or — when it left none — an error that says what happened to it."""
     tail, size, lines = output_tail(child.log)
     result = None
-    if not timed_out and os.path.exists(child.out):
+    if ended is None and os.path.exists(child.out):
         try:
             result = json.loads(Path(child.out).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -319,19 +357,22 @@ def interpret(job: Job, child: Child, warm: bool, timed_out: bool, timeout: floa
     if isinstance(result, dict) and "workbench_error" in result:
         return failed_result(job.path, result["workbench_error"], result.get("traceback", ""))
     if not isinstance(result, dict):
-        result = stopped_result(job, child, timed_out, timeout)
-    result.update(stdout_tail=tail, stdout_bytes=size, stdout_lines=lines, timed_out=timed_out)
+        result = stopped_result(job, child, ended, timeout)
+    result.update(stdout_tail=tail, stdout_bytes=size, stdout_lines=lines, timed_out=ended is not None)
     result.setdefault("timings", {}).update(total_s=time.monotonic() - start, child="spare" if warm else "subprocess",
                                             spare_age_s=start - child.started, child_pid=child.proc.pid)
     return result
 
 
-def stopped_result(job: Job, child: Child, timed_out: bool, timeout: float) -> CheckResult:
-    """A check that ended without a result: timeout, signal, exit. Every exercise is `not reached`."""
+def stopped_result(job: Job, child: Child, ended: Ended | None, timeout: float) -> CheckResult:
+    """A check that ended without a result: timeout, stall, signal, exit. Every exercise is `not reached`."""
     returncode = child.proc.returncode
     line, function = stuck_at(child.dump, job.path)
     where = f" in {function} (line {line})" if line else ""
-    if timed_out:
+    if ended is Ended.STALL:
+        error = {"type": "Timeout", "message": f"your code is stuck{where}: still in the same place on {STALL_SAMPLES} "
+                 f"looks {STALL_EVERY_S:g} s apart — an endless loop? (a right answer takes a few seconds)"}
+    elif ended is Ended.TIMEOUT:
         error = {"type": "Timeout", "message": f"your code did not finish within {timeout:g} s{where}"}
     elif returncode < 0:
         name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
