@@ -1,7 +1,8 @@
 """The TUI over a workspace with track files: every learner file is watched, the companion shows the file saved
-last (its first thing to fix, its components), `T` steps through the files (a track file not yet checked is
-checked when shown), and `i` files the error shown in STATUS.md's issue log. Track files run through the real
-track runner (workbench/tracks/runner.py); the GPT file through a warm runner shared by the module."""
+last (its first thing to fix, its components), two files saved together are both checked, `T` steps through the
+files (a track file not yet checked is checked when shown), and `i` files the error shown in STATUS.md's issue
+log. Track files run through the real track runner (workbench/tracks/runner.py); the GPT file through a warm
+runner shared by the module."""
 
 import asyncio
 from pathlib import Path
@@ -111,6 +112,19 @@ async def test_T_checks_a_file_when_first_shown_and_a_save_brings_its_file_back(
         await until(pilot, lambda: "All checks pass" in panel(app))
         assert app.summary == "4/4 pass"
     assert spare_child() is None  # the waiting track child ended with the app
+
+
+async def test_two_track_files_saved_together_are_both_checked(workspace, runner):
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: checked(app, "learner_muon.py") and checked(app, "learner_gpt.py"))
+        before = app.reports["learner_muon.py"]
+        (workspace.directory / "learner_muon.py").write_text((REFERENCE / "muon.py").read_text())  # fixed
+        adamw = (REFERENCE / "adamw.py").read_text()
+        (workspace.directory / "learner_adamw.py").write_text(adamw + "\n# saved again\n")
+        # the second save does not cancel the first file's check: each file has its own
+        await until(pilot, lambda: checked(app, "learner_muon.py", before) and checked(app, "learner_adamw.py"))
+        assert app.reports["learner_muon.py"].result["ok"] and app.reports["learner_adamw.py"].result["ok"]
 
 
 async def test_i_files_the_error_shown_with_its_traceback_and_says_when_there_is_none(tmp_path):

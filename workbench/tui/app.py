@@ -8,7 +8,8 @@ maps read it); the companion shows `shown_report`, the report of the learner fil
 
 - "watch": watchfiles on the workspace directory (after a start-up probe proving events arrive, else polling)
 - "check": the core runner on the learner's GPT file; a newer save cancels the check in flight
-- "track-check": the track runner (workbench/tracks/runner.py) on a track file (learner_muon.py, ...), the same way
+- "track-check:<file>": the track runner (workbench/tracks/runner.py) on one track file (learner_muon.py, ...), the
+  same way; one group per file, so a save of one track file never cancels another's check
 - "status-write" and "notes-write": thread workers writing STATUS.md through workbench.status.doc
 
 Child processes belong to the services in workbench/tui/services/ (the app holds one of each; they run in the
@@ -57,7 +58,12 @@ from workbench.tui.watcher import WorkspaceWatcher
 from workbench.tui.widgets.next_step import shown_problem
 
 NOTES_DEBOUNCE_S = 0.5
-CHECK_GROUPS = ("check", "track-check")
+CHECK_GROUP, TRACK_CHECK_GROUP = "check", "track-check"  # the track file's name follows: "track-check:learner_muon.py"
+
+
+def is_check_group(group: str) -> bool:
+    """A worker that checks a learner file (the GPT file's, or one track file's)."""
+    return group == CHECK_GROUP or group.startswith(TRACK_CHECK_GROUP + ":")
 POLL_PROBE_S = 2.0
 
 
@@ -282,7 +288,7 @@ class WorkbenchApp(App):
     def on_warmup_progress(self, message: WarmupProgress) -> None:
         self.warmup = message.progress
 
-    @work(exclusive=True, group="check", exit_on_error=False)
+    @work(exclusive=True, group=CHECK_GROUP, exit_on_error=False)
     async def run_check(self, reason: str) -> None:
         if not self.run_checks:
             return
@@ -315,10 +321,13 @@ class WorkbenchApp(App):
             self.check_detail = ""
         self.post_message(CheckFinished(result, source, time.perf_counter() - started, self.learner_path.name))
 
-    @work(exclusive=True, group="track-check", exit_on_error=False)
-    async def run_track_check(self, name: str, started: float) -> None:
-        """Check a track file (learner_muon.py, ...) in the track runner's child process; a newer save of any
-        track file cancels the check in flight."""
+    def run_track_check(self, name: str, started: float) -> None:
+        """Check a track file (learner_muon.py, ...) in the track runner's child process, in an exclusive worker of
+        its own: a newer save of the same file cancels its check in flight; other files' checks run on."""
+        self.run_worker(self.track_check(name, started), name=f"track-check {name}",
+                        group=f"{TRACK_CHECK_GROUP}:{name}", exclusive=True, exit_on_error=False)
+
+    async def track_check(self, name: str, started: float) -> None:
         if not self.run_checks:
             return
         path = self.workspace / name
@@ -433,8 +442,8 @@ class WorkbenchApp(App):
     def worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker failures become UI (screens forward theirs here, see screens/base.py)."""
         worker = event.worker
-        if worker.group in CHECK_GROUPS:
-            self.checking = any(w.group in CHECK_GROUPS and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
+        if is_check_group(worker.group):
+            self.checking = any(is_check_group(w.group) and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
                                 for w in self.workers)
         if event.state == WorkerState.ERROR:
             self.notify(f"{worker.error!r}\nThis is a bug in the workbench, not in your code. "
