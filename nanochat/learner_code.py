@@ -37,21 +37,24 @@ class LearnerCode:
     files: dict = dataclasses.field(default_factory=dict)  # what each flag named, for the banner
 
 
-def add_flags(group) -> None:
-    """--optimizer/--dataloader/--training on an argparse group."""
+def add_flags(group, dataloader: bool = True) -> None:
+    """--optimizer/--dataloader/--training on an argparse group (the post-training stages read conversations,
+    not the pretraining loader: they pass dataloader=False)."""
     group.add_argument("--optimizer", action="append", default=[], metavar="FILE",
                        help="your copy of nanochat/muon.py and/or nanochat/adamw.py (repeat the flag for both); "
                             "recognised by the names it defines")
-    group.add_argument("--dataloader", default=None, metavar="FILE", help="your copy of nanochat/dataloader.py")
+    if dataloader:
+        group.add_argument("--dataloader", default=None, metavar="FILE", help="your copy of nanochat/dataloader.py")
     group.add_argument("--training", default=None, metavar="FILE",
                        help="your copy of nanochat/training.py (its schedule and optimizer step)")
 
 
 def load(args) -> LearnerCode:
-    """The modules named by the flags in `args` (reference modules where none is named)."""
-    code = LearnerCode(training=load_learner(args.training, TRAINING),
-                       dataloader=load_learner(args.dataloader, DATALOADER))
-    for flag, path in (("--training", args.training), ("--dataloader", args.dataloader)):
+    """The modules named by the flags in `args` (reference modules where none is named; an `args` without a
+    --dataloader flag gets the reference's)."""
+    loader_path = getattr(args, "dataloader", None)
+    code = LearnerCode(training=load_learner(args.training, TRAINING), dataloader=load_learner(loader_path, DATALOADER))
+    for flag, path in (("--training", args.training), ("--dataloader", loader_path)):
         if path is not None:
             code.files[flag] = model_source.canonical(path)
     for path in args.optimizer:

@@ -115,3 +115,45 @@ def test_interrupted_and_resumed_equals_uninterrupted(template, tmp_path, stage)
     assert train_losses(straight, stage) == train_losses(interrupted, stage)  # one unbroken, identical curve
     reference = torch.load(template / STARTS_FROM[stage], weights_only=True)
     assert any(not torch.equal(a[k], reference[k]) for k in a), "training changed nothing: the test proves nothing"
+
+
+# ---- the learner's optimizer and training files in a post-training stage (as base_train takes them) ------------
+
+def learner_copies(tmp_path, training_edit=None):
+    """A verbatim copy of nanochat/muon.py, and of nanochat/training.py (edited by `training_edit`)."""
+    import nanochat
+
+    source = os.path.dirname(nanochat.__file__)
+    muon, training = tmp_path / "learner_muon.py", tmp_path / "learner_training.py"
+    shutil.copy(os.path.join(source, "muon.py"), muon)
+    text = open(os.path.join(source, "training.py"), encoding="utf-8").read()
+    training.write_text(training_edit(text) if training_edit else text)
+    return ["--optimizer", str(muon), "--training", str(training)]
+
+
+def test_mid_training_with_the_learners_copies_trains_exactly_as_the_reference(template, tmp_path):
+    ours, copies = tmp_path / "ours", tmp_path / "copies"
+    shutil.copytree(template, ours)
+    shutil.copytree(template, copies)
+    run_stage(ours, "mid", "--num_iterations=2", "--eval_every=-1")
+    flags = learner_copies(tmp_path)
+    result = run_stage(copies, "mid", "--num_iterations=2", "--eval_every=-1", *flags)
+    banner = next(line for line in result.stdout.splitlines() if line.startswith("your code: "))  # whose code runs
+    assert f"--optimizer {flags[1]}" in banner and f"--training {flags[3]}" in banner
+    assert len(train_losses(ours, "mid")) == 2
+    assert train_losses(copies, "mid") == train_losses(ours, "mid")  # the same code: the same losses, exactly
+
+
+def test_a_crash_in_the_learners_step_stops_sft_in_one_line_naming_it(template, tmp_path):
+    def crash(text):
+        anchor = '    every optimizer and clear the gradients."""\n'
+        assert anchor in text
+        return text.replace(anchor, anchor + "    1 / 0  # planted\n", 1)
+
+    base = tmp_path / "base"
+    shutil.copytree(template, base)
+    flags = learner_copies(tmp_path, crash)
+    result = run_stage(base, "sft", "--num_iterations=2", "--eval_every=-1", *flags, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"error: your code stopped training at {flags[3]}:" in result.stderr
+    assert "in optimizer_step: ZeroDivisionError: division by zero" in result.stderr

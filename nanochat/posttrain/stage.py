@@ -8,7 +8,8 @@ continues from the stage's own step N exactly where it stopped: weights, optimiz
 A missing input checkpoint or data is refused in one line naming the command that makes it.
 
 The optimizers, learning-rate schedule, Ctrl-C handling and torchrun behaviour are base_train's
-(nanochat.training): every phase trains the same way.
+(nanochat.training): every phase trains the same way. `--optimizer` and `--training` put the learner's copies of
+nanochat/muon.py, adamw.py and training.py in the reference's place, as for base_train (nanochat/learner_code.py).
 """
 
 import argparse
@@ -17,10 +18,12 @@ import os
 
 import torch
 
-from nanochat import model_source as model_sources
+from nanochat import learner_code, model_source as model_sources
 from nanochat.checkpoint_manager import (CheckpointError, build_model, checkpoints_dir, find_largest_model,
                                          find_last_step, load_checkpoint, model_path, save_checkpoint)
-from nanochat.common import HelpFormatter, autodetect_device_type, compute_cleanup, print0, steps_or_auto
+from nanochat.common import (HelpFormatter, autodetect_device_type, compute_cleanup, from_a_collective, print0,
+                             steps_or_auto)
+from nanochat.learner_code import LearnerCode
 from nanochat.model_source import ModelSourceError
 from nanochat.posttrain import mixtures
 from nanochat.training import (Compute, StopFlag, any_rank, append_jsonl, config_dict, format_duration,
@@ -65,6 +68,7 @@ def stage_parser(prog, description, input_choices, flags: StageFlags):
     g.add_argument("--matrix_lr", type=float, default=0.02, help="Muon lr of the block matrices")
     g.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay")
     g.add_argument("--grad_clip", type=float, default=1.0, help="max gradient norm; 0 = no clipping")
+    learner_code.add_flags(g, dataloader=False)
     g = p.add_argument_group("evaluation, checkpoints")
     g.add_argument("--save_every", type=int, default=-1, help="steps between checkpoints; -1 = only at the end")
     g.add_argument("--resume_from_step", type=int, default=-1,
@@ -109,6 +113,7 @@ class Stage:
     orig_model: torch.nn.Module
     model: torch.nn.Module  # orig_model or its torch.compile wrapper
     optimizers: list
+    code: LearnerCode  # the training module (schedule, step) and optimizer classes: the learner's or ours
     model_tag: str
     checkpoint_dir: str
     metrics_path: str
@@ -150,6 +155,7 @@ def _load_model(checkpoint_dir, step, compute, model_source, make_hint):
 def open_stage(args, phase, use_compile=False):
     """Load the starting model (input phase, or this stage's own step when resuming), build the optimizers.
     Returns (stage, resume meta or None, optimizer states or None)."""
+    code = learner_code.load(args)  # a learner file that cannot run fails here, before anything is loaded
     compute = setup_compute(args.device_type, use_compile)
     tag = input_tag(args.source, args.model_tag)
     out_dir = os.path.join(checkpoints_dir(phase), tag)
@@ -174,14 +180,17 @@ def open_stage(args, phase, use_compile=False):
     model.train()
     optimizers = model.setup_optimizers(unembedding_lr=args.unembedding_lr, embedding_lr=args.embedding_lr,
                                         matrix_lr=args.matrix_lr, weight_decay=args.weight_decay)
+    optimizers = learner_code.with_learner_optimizers(optimizers, code, compute.ddp)
     for opt in optimizers:  # the stage's peak lr is a fraction of base_train's
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] = group["initial_lr"] * args.init_lr_frac
     compiled = torch.compile(model, dynamic=False) if compute.use_compile else model
-    stage = Stage(args, phase, compute, tokenizer, model.config, model, compiled, optimizers, tag, out_dir,
+    stage = Stage(args, phase, compute, tokenizer, model.config, model, compiled, optimizers, code, tag, out_dir,
                   os.path.join(out_dir, "metrics.jsonl"), parent, model_source)
     print0(f"{phase}: {model_sources.describe(model_source)} | device {compute.device} x {compute.world_size} rank(s) "
            f"| checkpoints and metrics: {out_dir}")
+    if learner_code.describe(code):
+        print0(learner_code.describe(code))
     return stage, resume_meta, optimizer_data
 
 
@@ -340,11 +349,23 @@ def run_main(train, args):
         raise SystemExit(f"error: {e}") from None
     except NotImplementedError as e:
         if args.model is None or model_sources.is_reference(args.model):
+            stop_if_learners(e)
             raise
         # a learner file that is still partly skeleton: name what is missing, not a traceback
         raise SystemExit(f"error: {model_sources.describe(args.model)} does not implement everything this stage "
                          f"needs yet: {e or 'NotImplementedError'}") from None
     except KeyboardInterrupt:
         raise SystemExit("interrupted") from None
+    except Exception as e:
+        stop_if_learners(e)
+        raise
     finally:
         compute_cleanup()
+
+
+def stop_if_learners(exc: Exception) -> None:
+    """An exception raised inside a learner's file (--model, --optimizer, --training) ends the run in one line
+    saying where, as base_train does; anything else (ours, a collective that failed) surfaces as it is."""
+    where = model_sources.learner_failure(exc)
+    if where is not None and not from_a_collective(exc):
+        raise SystemExit(f"error: your code stopped training at {where}") from None

@@ -28,7 +28,7 @@ from nanochat.posttrain.rl import advantages, pass_at_k, policy_gradient_loss, r
 from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args, log_record, log_train_step,
                                       open_stage, print_done, report_items, restore_loop, run_loop, run_main,
                                       stage_parser, StageFlags)
-from nanochat.training import Timer, lr_multiplier, mean_over_ranks, optimizer_step
+from nanochat.training import Timer, mean_over_ranks
 
 EVAL_SEED = 1_000_000_007  # eval samples use seeds of their own, apart from every training step's
 
@@ -101,6 +101,7 @@ def backward_on_answers(run, rows, masks, rewards):
 def train_step(run, loop):
     """Sample, score and learn from this step's problems; one optimizer step."""
     stage, compute, args = run.stage, run.stage.compute, run.stage.args
+    code = stage.code.training  # the learner's schedule and step with --training, else nanochat.training's
     world = compute.world_size
     with Timer(compute) as timer:
         losses, rewards_all, outcomes, lengths = [], [], [], []
@@ -113,8 +114,8 @@ def train_step(run, loop):
             rewards_all += rewards
             outcomes.append([r > 0 for r in rewards])
             lengths += [sum(m) for m in masks]
-        lrm = lr_multiplier(loop.step, run.num_iterations, 0.0, 1.0, 0.0)
-        optimizer_step(stage.orig_model, stage.optimizers, stage.optimizers[1], lrm, run.momentum, args.grad_clip)
+        lrm = code.lr_multiplier(loop.step, run.num_iterations, 0.0, 1.0, 0.0)
+        code.optimizer_step(stage.orig_model, stage.optimizers, stage.optimizers[1], lrm, run.momentum, args.grad_clip)
         device = compute.device
         loss = mean_over_ranks(torch.tensor(sum(losses) / len(losses), device=device), compute)
         reward = mean_over_ranks(torch.tensor(sum(rewards_all) / len(rewards_all), device=device), compute)

@@ -30,7 +30,7 @@ from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args
                                       open_stage, print_done, report_items, restore_loop, run_loop, run_main,
                                       stage_parser, StageFlags)
 from nanochat.tokenizer import get_token_bytes
-from nanochat.training import Timer, accumulate_gradients, lr_multiplier, mean_over_ranks, optimizer_step
+from nanochat.training import Timer, mean_over_ranks
 
 
 def parse_args(argv=None):
@@ -83,11 +83,12 @@ class SFTRun:
 def train_step(run, loop):
     """One optimizer step over `examples_per_step` conversations; the lr falls linearly to 0."""
     stage, compute, args = run.stage, run.stage.compute, run.stage.args
+    code = stage.code.training  # the learner's schedule and step with --training, else nanochat.training's
     with Timer(compute) as timer:
-        loss, loop.data_state, run.batch = accumulate_gradients(stage.model, run.loader, run.batch, run.accum_steps,
-                                                                compute.autocast_ctx)
-        lrm = lr_multiplier(loop.step, run.num_iterations, 0.0, 1.0, 0.0)
-        optimizer_step(stage.orig_model, stage.optimizers, stage.optimizers[1], lrm, run.momentum, args.grad_clip)
+        loss, loop.data_state, run.batch = code.accumulate_gradients(stage.model, run.loader, run.batch,
+                                                                     run.accum_steps, compute.autocast_ctx)
+        lrm = code.lr_multiplier(loop.step, run.num_iterations, 0.0, 1.0, 0.0)
+        code.optimizer_step(stage.orig_model, stage.optimizers, stage.optimizers[1], lrm, run.momentum, args.grad_clip)
         loss = mean_over_ranks(loss, compute)
     if not math.isfinite(loss):
         raise SystemExit(f"error: the training loss became {loss} at step {loop.step}; lower the learning rates")

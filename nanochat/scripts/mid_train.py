@@ -31,8 +31,7 @@ from nanochat.posttrain.stage import (Stage, check_resume_args, check_stage_args
                                       open_stage, print_done, report_items, restore_loop, run_loop, run_main,
                                       stage_parser, StageFlags, steady_throughput)
 from nanochat.tokenizer import get_token_bytes
-from nanochat.training import (Timer, accumulate_gradients, flops_per_token, lr_multiplier, mean_over_ranks,
-                               muon_momentum, optimizer_step, peak_flops_per_device)
+from nanochat.training import Timer, flops_per_token, mean_over_ranks, peak_flops_per_device
 
 HORIZON_SAMPLE = 2000  # conversations rendered to estimate the tokens of one pass
 
@@ -110,12 +109,13 @@ class MidRun:
 def train_step(run, loop):
     """One optimizer step: accumulate over packed rows, clip, schedule, step; log it."""
     stage, compute, args = run.stage, run.stage.compute, run.stage.args
+    code = stage.code.training  # the learner's schedule and step with --training, else nanochat.training's
     with Timer(compute) as timer:
-        loss, loop.data_state, run.batch = accumulate_gradients(stage.model, run.loader, run.batch, run.accum_steps,
-                                                                compute.autocast_ctx)
-        lrm = lr_multiplier(loop.step, run.num_iterations, 0.0, args.warmdown_ratio, 0.0)
-        optimizer_step(stage.orig_model, stage.optimizers, stage.optimizers[1], lrm, muon_momentum(loop.step),
-                       args.grad_clip)
+        loss, loop.data_state, run.batch = code.accumulate_gradients(stage.model, run.loader, run.batch,
+                                                                     run.accum_steps, compute.autocast_ctx)
+        lrm = code.lr_multiplier(loop.step, run.num_iterations, 0.0, args.warmdown_ratio, 0.0)
+        code.optimizer_step(stage.orig_model, stage.optimizers, stage.optimizers[1], lrm,
+                            code.muon_momentum(loop.step), args.grad_clip)
         loss = mean_over_ranks(loss, compute)
     if not math.isfinite(loss):
         raise SystemExit(f"error: the training loss became {loss} at step {loop.step}; lower the learning rates")
