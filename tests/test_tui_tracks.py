@@ -1,7 +1,7 @@
 """The TUI over a workspace with track files: every learner file is watched, the companion shows the file saved
 last (its first thing to fix, its components), two files saved together are both checked, `T` steps through the
-files (a track file not yet checked is checked when shown), and `i` files the error shown in STATUS.md's issue
-log. Track files run through the real track runner (workbench/tracks/runner.py); the GPT file through a warm
+files (a track file not yet checked is checked when shown), `v`/`R`/`u` act on the track function shown, and `i`
+files the error shown in STATUS.md's issue log. Track files run through the real track runner (workbench/tracks/runner.py); the GPT file through a warm
 runner shared by the module."""
 
 import asyncio
@@ -125,6 +125,34 @@ async def test_two_track_files_saved_together_are_both_checked(workspace, runner
         # the second save does not cancel the first file's check: each file has its own
         await until(pilot, lambda: checked(app, "learner_muon.py", before) and checked(app, "learner_adamw.py"))
         assert app.reports["learner_muon.py"].result["ok"] and app.reports["learner_adamw.py"].result["ok"]
+
+
+async def test_v_and_R_work_on_the_track_function_shown(workspace, runner):
+    muon = workspace.directory / "learner_muon.py"
+    broken = muon.read_text()
+    app = WorkbenchApp(workspace.directory, runner=runner)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: checked(app, "learner_muon.py") and checked(app, "learner_gpt.py"))
+        assert app.shown_file == "learner_muon.py" and app.current_method() == "update_scale"
+        await pilot.press("v")  # the mismatch beside nanochat/muon.py's version
+        await until(pilot, lambda: type(app.screen).__name__ == "CompareScreen", timeout=5)
+        await until(pilot, lambda: "shape[-1] / shape[-2]" in screen_text(app.screen.query_one("#side-mine-code")),
+                    timeout=5)
+        assert "shape[-2] / shape[-1]" in screen_text(app.screen.query_one("#side-reference-code"))
+        assert "reference (nanochat/muon.py)" in screen_text(app.screen.query_one("#side-reference-title"))
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "CompanionScreen", timeout=5)
+
+        await pilot.press("R")  # back to the TODO that init --track writes, the rest of the file untouched
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", timeout=5)
+        await pilot.press("y")
+        await until(pilot, lambda: muon.read_text() != broken)
+        reset = muon.read_text()
+        assert BAD_SCALE not in reset and 'raise NotImplementedError("TODO: update_scale' in reset
+        assert reset.count("NotImplementedError") == broken.count("NotImplementedError") + 1
+        await until(pilot, lambda: "NEXT  update_scale" in panel(app))
+        await pilot.press("u")
+        await until(pilot, lambda: muon.read_text() == broken)
 
 
 async def test_i_files_the_error_shown_with_its_traceback_and_says_when_there_is_none(tmp_path):

@@ -1,7 +1,8 @@
 """Methods as pieces of source text: find one in a file, take it from the skeleton or the reference, put it back.
 
 Used by the hint ladder (the reference's code of one method), the side-by-side view after a method passes, and
-"reset this method to its skeleton" (with undo). Files are parsed with `ast`, never imported, so nothing here
+"reset this method to its skeleton" (with undo), for the GPT file and for track files (their reference module and
+the skeleton `init --track` makes from it). Files are parsed with `ast`, never imported, so nothing here
 runs the learner's code or imports torch.
 """
 
@@ -58,12 +59,14 @@ def replace_method(source: str, qualname: str, new_method: str) -> str:
     return "".join(lines[: first - 1]) + body + "".join(lines[last:])
 
 
-def skeleton_method(qualname: str) -> str:
-    return method_source(SKELETON_TEMPLATE.read_text(encoding="utf-8"), qualname)
+def skeleton_method(qualname: str, skeleton: str | None = None) -> str:
+    """The method as the skeleton has it: the GPT template's, or from `skeleton` (a track file's skeleton text)."""
+    return method_source(skeleton if skeleton is not None else SKELETON_TEMPLATE.read_text(encoding="utf-8"), qualname)
 
 
-def reference_method(qualname: str) -> str:
-    return method_source(REFERENCE_FILE.read_text(encoding="utf-8"), qualname)
+def reference_method(qualname: str, reference: Path = REFERENCE_FILE) -> str:
+    """The method as the reference module has it (nanochat/gpt.py unless another module's file is given)."""
+    return method_source(reference.read_text(encoding="utf-8"), qualname)
 
 
 def reference_outline(qualname: str) -> str:

@@ -147,7 +147,7 @@ class WorkbenchApp(App):
         self._shown_errors: set[str] = set()  # workbench problems already reported (not repeated every save)
         self.hint_levels: dict[str, int] = {}  # rungs of the hint ladder revealed, per method
         self.last_passed: str | None = None  # the method that most recently started passing (for v)
-        self._undo: list[tuple[str, str, str]] = []  # (qualname, method text before the reset, file text after)
+        self._undo: list[tuple[Path, str, str, str]] = []  # (file, qualname, its text before the reset, file after)
         self._notes_pending: dict = {}  # lesson name -> the last NoteEdited for it, not yet written
         self._notes_timer = None
         self.sub_title = str(self.learner_path.name)
@@ -531,64 +531,78 @@ class WorkbenchApp(App):
         self.push_screen(_screen("modals.attention", "AttentionScreen", self.learner_path))
 
     def action_compare(self) -> None:
-        """The learner's method beside the reference's: the one that passed last, else the current one."""
-        if not self._model_only("Side by side"):
-            return
-        qualname = self.last_passed or self.current_method()
+        """The learner's function beside the reference's, in the file the companion shows (GPT or track file)."""
+        qualname = self.compare_target()
         if qualname is None:
-            self.notify("Nothing to compare yet: press v after a method passes.", severity="information")
+            self.notify("Nothing to compare yet: press v after a function passes.", severity="information")
             return
+        path = self.shown_path
         try:
-            source = read_learner_file(self.learner_path, errors="replace")
+            source = read_learner_file(path, errors="replace")
         except OSError as e:
-            self.notify(f"cannot read {self.learner_path}: {e.strerror or e}", severity="error")
+            self.notify(f"cannot read {path}: {e.strerror or e}", severity="error")
             return
-        self.push_screen(_screen("modals.compare", "CompareScreen", qualname, source))
+        self.push_screen(_screen("modals.compare", "CompareScreen", qualname, source, self.shown_reference()))
+
+    def compare_target(self) -> str | None:
+        """What v shows: in the GPT file the method that passed last, else the current one; in a track file the
+        function the learner is on, else the last of its exercises that passes."""
+        if self.shown.is_model:
+            return self.last_passed or self.current_method()
+        report = self.shown_report
+        passed = [e.qualname for e in self.shown.track_file.exercises
+                  if report is not None and report.status_of(e.qualname) == Status.PASS]
+        return self.current_method() or (passed[-1] if passed else None)
+
+    def shown_reference(self) -> Path:
+        """The reference module the shown file is checked against (nanochat/gpt.py, nanochat/muon.py, ...)."""
+        from workbench.course.methods import REFERENCE_FILE
+        return REFERENCE_FILE if self.shown.is_model else self.shown.track_file.reference_path()
 
     def action_reset_method(self) -> None:
-        if not self._model_only("Reset"):
-            return
-        qualname = self.current_method()
-        if qualname is None or qualname not in ALL_METHODS:
-            self.notify("Reset works on the method you are on (the next TODO or the failing one); there is "
+        """R: the function the learner is on, in the file shown, back to its skeleton body (u undoes it)."""
+        file, qualname, path = self.shown, self.current_method(), self.shown_path
+        methods = ALL_METHODS if file.is_model else [e.qualname for e in file.track_file.exercises]
+        if qualname is None or qualname not in methods:
+            self.notify("Reset works on the function you are on (the next TODO or the failing one); there is "
                         "none right now.", severity="information")
             return
         self.push_screen(ConfirmScreen(f"Reset {qualname} to its skeleton body (the TODO), leaving the rest of "
-                                       f"{self.learner_path.name} alone?\n\nu undoes it.", yes="Reset (y)"),
-                         lambda yes: self._reset(qualname) if yes else None)
+                                       f"{path.name} alone?\n\nu undoes it.", yes="Reset (y)"),
+                         lambda yes: self._reset(path, file, qualname) if yes else None)
 
-    def _reset(self, qualname: str) -> None:
-        from workbench.course.methods import MethodNotFound, method_source, replace_method, skeleton_method
+    def _reset(self, path: Path, file: LearnerFile, qualname: str) -> None:
+        from workbench.course.methods import MethodNotFound, method_source, replace_method
         try:
-            text = read_learner_file(self.learner_path)
+            text = read_learner_file(path)
             before = method_source(text, qualname)
-            new_text = replace_method(text, qualname, skeleton_method(qualname))
-            atomic_write(self.learner_path, new_text)
+            new_text = replace_method(text, qualname, skeleton_of(file, qualname))
+            atomic_write(path, new_text)
         except (SyntaxError, MethodNotFound) as e:
-            self.notify(f"Cannot find {qualname} in {self.learner_path.name} ({type(e).__name__}: {e}); fix the "
-                        f"file so it parses first.", title="Not reset", severity="error")
+            self.notify(f"Cannot find {qualname} in {path.name} ({type(e).__name__}: {e}); fix the file so it "
+                        f"parses first.", title="Not reset", severity="error")
             return
         except OSError as e:
-            self.notify(f"cannot write {self.learner_path}: {e.strerror}", title="Not reset", severity="error")
+            self.notify(f"cannot write {path}: {e.strerror}", title="Not reset", severity="error")
             return
-        self._undo.append((qualname, before, new_text))
+        self._undo.append((path, qualname, before, new_text))
         self.notify(f"{qualname} is back to its TODO. Press u to undo.", title="Reset")
 
     def action_undo_reset(self) -> None:
-        """Put back the method as it was before the last reset (other edits since then are kept)."""
+        """Put back the function as it was before the last reset (other edits since then are kept)."""
         from workbench.course.methods import MethodNotFound, replace_method
         if not self._undo:
             self.notify("Nothing to undo.", severity="information")
             return
-        qualname, before, _after = self._undo.pop()
+        path, qualname, before, after = self._undo.pop()
         try:
-            text = read_learner_file(self.learner_path)
-            atomic_write(self.learner_path, replace_method(text, qualname, before))
+            text = read_learner_file(path)
+            atomic_write(path, replace_method(text, qualname, before))
         except (SyntaxError, MethodNotFound, OSError) as e:
-            self._undo.append((qualname, before, _after))
+            self._undo.append((path, qualname, before, after))
             self.notify(f"Could not put {qualname} back ({e}).", title="Undo failed", severity="error")
             return
-        self.notify(f"{qualname} is back as you had it.", title="Undone")
+        self.notify(f"{qualname} is back as you had it in {path.name}.", title="Undone")
 
     # ---- the issue log (workbench/status/issue_log.py) --------------------------------------------------------
 
@@ -735,6 +749,16 @@ def _screen(module: str, name: str, *args):
     """A screen from workbench/tui/screens/<module>.py, imported on first use (keeps start-up light)."""
     import importlib
     return getattr(importlib.import_module(f"workbench.tui.screens.{module}"), name)(*args)
+
+
+def skeleton_of(file: LearnerFile, qualname: str) -> str:
+    """The skeleton's version of one function of a learner file: the GPT template's, or the one `init --track`
+    makes from the track's reference module."""
+    from workbench.course.methods import skeleton_method
+    if file.is_model:
+        return skeleton_method(qualname)
+    from workbench.tracks.skeleton import make_skeleton
+    return skeleton_method(qualname, make_skeleton(file.track, file.track_file))
 
 
 def _write_notes(status_path: Path, pending: dict) -> str | None:

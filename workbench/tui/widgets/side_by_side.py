@@ -13,7 +13,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, Static
 
-from workbench.course.methods import MethodNotFound, method_source, reference_method
+from pathlib import Path
+
+from workbench.course.methods import REFERENCE_FILE, MethodNotFound, method_source, reference_method
 
 SYNTAX_THEME = "ansi_dark"  # follows the terminal's own palette
 
@@ -26,9 +28,10 @@ class SideBySide(Vertical):
     SideBySide VerticalScroll { width: 1fr; padding: 0 1; }
     """
 
-    def __init__(self, qualname: str | None = None, learner_source: str = "", **kwargs):
+    def __init__(self, qualname: str | None = None, learner_source: str = "", reference: Path = REFERENCE_FILE,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.qualname, self.learner_source = qualname, learner_source
+        self.qualname, self.learner_source, self.reference = qualname, learner_source, reference
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="side-titles"):
@@ -39,11 +42,12 @@ class SideBySide(Vertical):
             yield VerticalScroll(Static(id="side-reference-code"), id="side-reference")
 
     def on_mount(self) -> None:
-        self.show(self.qualname, self.learner_source)
+        self.show(self.qualname, self.learner_source, self.reference)
 
-    def show(self, qualname: str | None, learner_source: str) -> None:
-        """Show `qualname` from `learner_source` beside the reference's (nothing yet when qualname is None)."""
-        self.qualname, self.learner_source = qualname, learner_source
+    def show(self, qualname: str | None, learner_source: str, reference: Path = REFERENCE_FILE) -> None:
+        """Show `qualname` from `learner_source` beside the version in `reference` (a reference module's file;
+        nothing yet when qualname is None)."""
+        self.qualname, self.learner_source, self.reference = qualname, learner_source, reference
         if not self.query("#side-mine-code"):  # not composed yet: on_mount shows it
             return
         if qualname is None:
@@ -58,10 +62,10 @@ class SideBySide(Vertical):
                           theme=SYNTAX_THEME, background_color="default")
         except (SyntaxError, MethodNotFound) as e:
             mine = Text(f"could not find {qualname} in your file ({type(e).__name__})", style="red")
-        theirs = Syntax(without_docstring(textwrap.dedent(reference_method(qualname))), "python", theme=SYNTAX_THEME,
-                        background_color="default")
+        theirs = Syntax(without_docstring(textwrap.dedent(reference_method(qualname, reference))), "python",
+                        theme=SYNTAX_THEME, background_color="default")
         self.query_one("#side-mine-title", Label).update(f"yours: {qualname}")
-        self.query_one("#side-reference-title", Label).update("reference (nanochat/gpt.py)")
+        self.query_one("#side-reference-title", Label).update(f"reference (nanochat/{reference.name})")
         self.query_one("#side-mine-code", Static).update(mine)
         self.query_one("#side-reference-code", Static).update(theirs)
         for scroll in self.query(VerticalScroll):
