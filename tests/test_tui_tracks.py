@@ -1,6 +1,6 @@
 """The TUI over a workspace with track files: every learner file is watched, the companion shows the file saved
 last (its first thing to fix, its components), two files saved together are both checked, `T` steps through the
-files (a track file not yet checked is checked when shown), `v`/`R`/`u` act on the track function shown, and `i`
+files (a track file not yet checked is checked when shown), `h`/`v`/`R`/`u` act on the track function shown, and `i`
 files the error shown in STATUS.md's issue log. Track files run through the real track runner (workbench/tracks/runner.py); the GPT file through a warm
 runner shared by the module."""
 
@@ -127,13 +127,23 @@ async def test_two_track_files_saved_together_are_both_checked(workspace, runner
         assert app.reports["learner_muon.py"].result["ok"] and app.reports["learner_adamw.py"].result["ok"]
 
 
-async def test_v_and_R_work_on_the_track_function_shown(workspace, runner):
+async def test_h_v_and_R_work_on_the_track_function_shown(workspace, runner):
     muon = workspace.directory / "learner_muon.py"
     broken = muon.read_text()
     app = WorkbenchApp(workspace.directory, runner=runner)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: checked(app, "learner_muon.py") and checked(app, "learner_gpt.py"))
         assert app.shown_file == "learner_muon.py" and app.current_method() == "update_scale"
+        await pilot.press("h")  # the hint ladder of the function shown: its notes, then its TODO's formula
+        await until(pilot, lambda: type(app.screen).__name__ == "HintScreen", timeout=5)
+        body = app.screen.query_one("#hint-body")
+        await until(pilot, lambda: "Out: a float >= 1" in "\n".join(screen_text(w) for w in body.children), timeout=5)
+        await pilot.press("h")
+        await until(pilot, lambda: "sqrt(max(1, rows / cols))" in "\n".join(screen_text(w) for w in body.children),
+                    timeout=5)
+        assert app.hint_levels == {"learner_muon.py:update_scale": 2}
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "CompanionScreen", timeout=5)
         await pilot.press("v")  # the mismatch beside nanochat/muon.py's version
         await until(pilot, lambda: type(app.screen).__name__ == "CompareScreen", timeout=5)
         await until(pilot, lambda: "shape[-1] / shape[-2]" in screen_text(app.screen.query_one("#side-mine-code")),

@@ -1,4 +1,5 @@
 """The hint ladder for each method: shapes, then the formula, then an outline, then the reference's code.
+Track files (learner_muon.py, ...) climb the same four rungs from their spec and reference module (track_hint).
 
 Each rung gives away a little more. The shapes come from the skeleton's own docstring (its In/Out lines) with
 the sizes of the depth-4 model the checks use; the formulas are written here, one per method; the outline is
@@ -10,6 +11,7 @@ import re
 
 from workbench.course.methods import reference_method, reference_outline
 from workbench.course.workspace import SKELETON_TEMPLATE
+from workbench.tracks.base import TrackFile
 
 RUNGS = ("shapes", "formula", "outline", "reference code")
 
@@ -106,8 +108,11 @@ def shapes_hint(qualname: str) -> str:
     return f"{text}\n\n{DEPTH4}"
 
 
-def hint(qualname: str, rung: int) -> str:
-    """The text of one rung (0 shapes, 1 formula, 2 outline, 3 reference code)."""
+def hint(qualname: str, rung: int, track_file: TrackFile | None = None) -> str:
+    """The text of one rung (0 shapes, 1 formula, 2 outline, 3 reference code) for a GPT method, or for one
+    exercise of `track_file` (its reference module's code; the exercise's notes and TODO as the first rungs)."""
+    if track_file is not None:
+        return track_hint(track_file, qualname, rung)
     if rung == 0:
         return shapes_hint(qualname)
     if rung == 1:
@@ -115,3 +120,26 @@ def hint(qualname: str, rung: int) -> str:
     if rung == 2:
         return reference_outline(qualname)
     return reference_method(qualname)
+
+
+def track_hint(track_file: TrackFile, qualname: str, rung: int) -> str:
+    """A track exercise's rungs: what goes in and out (the skeleton docstring's notes, else the reference's
+    summary line), what to compute (the skeleton's TODO), then the reference module's outline and code."""
+    exercise = track_file.exercise(qualname)
+    reference = track_file.reference_path()
+    if rung == 0:
+        if exercise.notes:
+            return exercise.notes
+        node = _find_def(reference, qualname)
+        summary = (ast.get_docstring(node) if node is not None else "") or ""
+        return summary.split("\n\n")[0] or "(no notes for this one: see the outline)"
+    if rung == 1:
+        return exercise.todo or "(no formula for this one: it is plumbing, see the outline)"
+    if rung == 2:
+        return reference_outline(qualname, reference)
+    return reference_method(qualname, reference)
+
+
+def _find_def(path, qualname: str):
+    from workbench.tracks.skeleton import find_def
+    return find_def(ast.parse(path.read_text(encoding="utf-8")), qualname)

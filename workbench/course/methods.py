@@ -69,9 +69,9 @@ def reference_method(qualname: str, reference: Path = REFERENCE_FILE) -> str:
     return method_source(reference.read_text(encoding="utf-8"), qualname)
 
 
-def reference_outline(qualname: str) -> str:
+def reference_outline(qualname: str, reference: Path = REFERENCE_FILE) -> str:
     """The reference method with its code hidden: signature, comments and control flow, `...` for the rest."""
-    source = reference_method(qualname)
+    source = reference_method(qualname, reference)
     lines = textwrap.dedent(source).splitlines()
     out, hidden = [], False
     keywords = ("if ", "elif ", "else:", "for ", "while ", "with ", "return", "yield", "def ", "@", "class ")

@@ -145,7 +145,7 @@ class WorkbenchApp(App):
             runner.on_progress = self._warmup_changed
         self._saved_at: float | None = None  # when the save that started the current check was seen
         self._shown_errors: set[str] = set()  # workbench problems already reported (not repeated every save)
-        self.hint_levels: dict[str, int] = {}  # rungs of the hint ladder revealed, per method
+        self.hint_levels: dict[str, int] = {}  # rungs of the hint ladder revealed, per method (HintScreen.key)
         self.last_passed: str | None = None  # the method that most recently started passing (for v)
         self._undo: list[tuple[Path, str, str, str]] = []  # (file, qualname, its text before the reset, file after)
         self._notes_pending: dict = {}  # lesson name -> the last NoteEdited for it, not yet written
@@ -512,19 +512,12 @@ class WorkbenchApp(App):
 
     # ---- hints, side by side, reset ---------------------------------------------------------------------------
 
-    def _model_only(self, what: str) -> bool:
-        """True when the companion shows the GPT file; else says that `what` works on the GPT's methods only."""
-        if self.shown.is_model:
-            return True
-        self.notify(f"{what} works on {self.learner_path.name}'s methods; for {self.shown_file}, l opens the "
-                    f"lesson of the function you are on. T shows another file.", severity="information")
-        return False
-
     def action_hint(self) -> None:
-        if not self._model_only("The hint ladder"):
-            return
-        self.push_screen(_screen("modals.hints", "HintScreen", self.current_method() or "GPT.__init__",
-                                 self.hint_levels))
+        """h: the hint ladder for the function the learner is on, in the file the companion shows."""
+        file = self.shown
+        first = "GPT.__init__" if file.is_model else file.track_file.exercises[0].qualname
+        self.push_screen(_screen("modals.hints", "HintScreen", self.current_method() or first, self.hint_levels,
+                                 file.track_file))
 
     def action_attention(self) -> None:
         """Where each attention head of the learner's model looks, redrawn after every checked save."""
