@@ -165,6 +165,20 @@ async def test_h_v_and_R_work_on_the_track_function_shown(workspace, runner):
         await until(pilot, lambda: muon.read_text() == broken)
 
 
+async def test_a_workspace_of_one_track_only_opens_on_its_file(tmp_path):
+    ws = init_workspace(tmp_path / "ws", track="optimizer")
+    assert not (ws.directory / "learner_gpt.py").exists()
+    app = WorkbenchApp(ws.directory)
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await until(pilot, lambda: checked(app, "learner_muon.py") or checked(app, "learner_adamw.py"))
+        assert app.shown_file in ("learner_muon.py", "learner_adamw.py")
+        assert "NEXT" in panel(app) and app.runner is None  # no GPT file: no GPT worker started
+        assert not [n for n in app._notifications if n.severity == "error"]
+        (ws.directory / "learner_adamw.py").write_text((REFERENCE / "adamw.py").read_text())
+        await until(pilot, lambda: app.shown_file == "learner_adamw.py" and checked(app, "learner_adamw.py")
+                    and app.reports["learner_adamw.py"].result["ok"])
+
+
 async def test_i_files_the_error_shown_with_its_traceback_and_says_when_there_is_none(tmp_path):
     from workbench.tui.session import Report
     ws = init_workspace(tmp_path / "ws")

@@ -163,7 +163,7 @@ class WorkbenchApp(App):
     # ---- start-up -------------------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        if self.learner_path.exists():
+        if self.learner_path.exists() or self.has_track_files():  # `init --track optimizer` alone makes no GPT file
             self.start_workspace()
         elif self.status_path.exists():
             self.reload_status()
@@ -190,17 +190,23 @@ class WorkbenchApp(App):
 
     def start_workspace(self) -> None:
         if self.run_checks:
-            self._get_runner()  # the worker warms up while the screen paints
-            if any(not f.is_model and (self.workspace / f.name).is_file() for f in self.learner_files):
+            if self.learner_path.exists():
+                self._get_runner()  # the worker warms up while the screen paints
+            if self.has_track_files():
                 from workbench.tracks.runner import prestart
                 prestart()  # a track child imports torch now, before the first track file's save
         self.session = Session.load(self.workspace)
         self.reload_status()
         self.watch_workspace(force_polling=None)
-        self.run_check("start")
+        if self.learner_path.exists():  # a workspace of track files only checks its GPT file once one is saved
+            self.run_check("start")
         last = newest(self.workspace, self.learner_files)
         if not last.is_model:  # the companion opens on the file saved last
             self.show_file(last.name)
+
+    def has_track_files(self) -> bool:
+        """Does the workspace hold any track file (learner_muon.py, ...)?"""
+        return any(not f.is_model and (self.workspace / f.name).is_file() for f in self.learner_files)
 
     async def on_unmount(self) -> None:
         self.flush_notes()

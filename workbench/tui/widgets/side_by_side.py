@@ -59,11 +59,11 @@ class SideBySide(Vertical):
             return
         try:
             mine = Syntax(without_docstring(method_source(learner_source, qualname, dedent=True)), "python",
-                          theme=SYNTAX_THEME, background_color="default")
+                          theme=SYNTAX_THEME, background_color="default", word_wrap=True)
         except (SyntaxError, MethodNotFound) as e:
             mine = Text(f"could not find {qualname} in your file ({type(e).__name__})", style="red")
         theirs = Syntax(without_docstring(textwrap.dedent(reference_method(qualname, reference))), "python",
-                        theme=SYNTAX_THEME, background_color="default")
+                        theme=SYNTAX_THEME, background_color="default", word_wrap=True)  # long lines at 80 columns
         self.query_one("#side-mine-title", Label).update(f"yours: {qualname}")
         self.query_one("#side-reference-title", Label).update(f"reference (nanochat/{reference.name})")
         self.query_one("#side-mine-code", Static).update(mine)
