@@ -84,6 +84,7 @@ async def test_a_cancelled_run_stops_after_its_step_and_keeps_its_own_folder(wor
         await pilot.press("s")
         await until(pilot, lambda: len(app.train_run.steps) >= 2)
         await pilot.press("x")
+        assert app.runs.current.interrupts == 1, f"x did not reach the run service (focus: {app.focused})"
         await until(pilot, lambda: app.train_run.finished)
         assert app.train_run.tag == "d4-2" and app.train_run.state.startswith("stopped after step")
         base = Path(workspace.directory).parent / "base" / "base_checkpoints"
