@@ -59,12 +59,12 @@ from workbench.tui.widgets.next_step import shown_problem
 
 NOTES_DEBOUNCE_S = 0.5
 CHECK_GROUP, TRACK_CHECK_GROUP = "check", "track-check"  # the track file's name follows: "track-check:learner_muon.py"
+POLL_PROBE_S = 2.0
 
 
 def is_check_group(group: str) -> bool:
     """A worker that checks a learner file (the GPT file's, or one track file's)."""
     return group == CHECK_GROUP or group.startswith(TRACK_CHECK_GROUP + ":")
-POLL_PROBE_S = 2.0
 
 
 class WorkbenchApp(App):
