@@ -10,10 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from fixtures.tracks import STUCK, pid_alive, wait_for
 
 from workbench.check.result import Status
 from workbench.tracks import runner
@@ -23,11 +23,6 @@ from workbench.tracks.runner import check_track_file, prestart, run_track_check,
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
 
 ROOT = Path(__file__).resolve().parent.parent
-STUCK = ("import subprocess, pathlib\n"
-         "_sleeper = subprocess.Popen(['sleep', '300'])\n"
-         "pathlib.Path(__file__).with_name('sleeper.pid').write_text(str(_sleeper.pid))\n"
-         "while True:\n"
-         "    pass  # stuck here\n")
 
 
 @pytest.fixture(autouse=True)
@@ -42,23 +37,6 @@ def adamw_with(tmp_path: Path, top: str = "") -> Path:
     path = tmp_path / "learner_adamw.py"
     path.write_text(ADAMW.reference_path().read_text().replace(anchor, anchor + top, 1))
     return path
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its parent counts as gone
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def wait_for(condition, timeout=120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def ready_spare() -> runner.Child:

@@ -9,12 +9,12 @@ import ast
 import asyncio
 import json
 import os
-import signal
 import time
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
+from fixtures.tracks import STUCK, pid_alive, wait_for
 
 from workbench.check.result import Stage, Status
 from workbench.course.workspace import UsageError, WorkspaceError, init_workspace
@@ -185,31 +185,6 @@ def test_a_learners_exit_or_syntax_error_shows_only_the_learners_lines_and_rows_
     assert error["type"] == "SyntaxError" and result["stage"] == Stage.IMPORT
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its parent counts as gone
-        return f.read().split(")")[-1].split()[0] != "Z"
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-STUCK = ("import subprocess, pathlib\n"
-         "_sleeper = subprocess.Popen(['sleep', '300'])\n"
-         "pathlib.Path(__file__).with_name('sleeper.pid').write_text(str(_sleeper.pid))\n"
-         "while True:\n"
-         "    pass  # stuck here\n")
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
 def test_a_timeout_says_where_it_was_stuck_and_kills_the_whole_group(tmp_path):
     path = muon_with(tmp_path, STUCK)
@@ -217,7 +192,7 @@ def test_a_timeout_says_where_it_was_stuck_and_kills_the_whole_group(tmp_path):
     assert result["timed_out"] and result["error"]["type"] == "Timeout"
     assert result["error"]["line"] in (line_of(path, "while True:"), line_of(path, "pass  # stuck here"))
     sleeper = int((tmp_path / "sleeper.pid").read_text())
-    assert wait_for(lambda: not pid_alive(sleeper)), "the learner's own child process outlived the check"
+    assert wait_for(lambda: not pid_alive(sleeper), 10), "the learner's own child process outlived the check"
 
 
 def test_an_endless_loop_in_a_function_is_named_long_before_the_timeout(tmp_path):
@@ -251,7 +226,7 @@ def test_cancelling_the_async_check_kills_the_child(tmp_path):
     finally:
         close_spares()  # the async check turned the warm spare on: later tests get a cold child again
     sleeper = int((tmp_path / "sleeper.pid").read_text())
-    assert wait_for(lambda: not pid_alive(sleeper))
+    assert wait_for(lambda: not pid_alive(sleeper), 10)
 
 
 def test_a_model_file_is_not_for_the_track_runner_and_a_missing_file_is_the_learners(tmp_path):
