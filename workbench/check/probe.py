@@ -22,10 +22,10 @@ import traceback
 import torch
 
 from workbench.check.result import EXPERIMENT_MARKER
-
-TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 from workbench.course.phases import ALL_METHODS
 from workbench.course.workspace import read_learner_file
+
+TORCH_DIR = os.path.dirname(torch.__file__) + os.sep  # torch's frames are dropped from a learner's traceback
 
 
 class SourceMap:

@@ -11,6 +11,7 @@ which is why the warm spare also kills its own descendants before it exits (work
     kill_descendants(keep=())   # SIGKILL everything below this process (but `keep`) and reap it
 """
 
+import functools
 import os
 import signal
 import subprocess
@@ -123,17 +124,19 @@ def kill_descendants(keep=()) -> int:
     return killed
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Linux: have the kernel SIGKILL this process when its parent (the worker) dies, so no check outlives it."""
+def die_with_parent(parent_pid: int, signum: int = signal.SIGKILL, on_gone=None) -> None:
+    """Linux: have the kernel send `signum` to this process when its parent (the worker, the runner) dies, so no
+    check outlives it: SIGKILL ends this process alone; a process that must end its whole group asks for a signal
+    it handles. A parent already gone (it died before prctl took effect): `on_gone()`, by default exit."""
     if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent_pid:  # the worker died before prctl took effect
-        os._exit(1)
+    if os.getppid() != parent_pid:
+        (on_gone or functools.partial(os._exit, 1))()
 
 
 def become_subreaper() -> bool:

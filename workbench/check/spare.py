@@ -305,13 +305,13 @@ def enter_check(request: dict, out_fd: int, fault) -> None:
 
 
 def recording_exit(fault, real_exit, check_pid, status):
-    """os._exit for the learner's code (bound with functools.partial): note where it was called (in the fault
-    file), flush, end what the check started, then exit. A process the learner's code forked exits plainly: its
+    """os._exit for the learner's code, in the check process of either strategy (bound with functools.partial):
+    note where it was called (in the fault file), flush, end what the check started, then exit. A process the learner's code forked exits plainly: its
     own children (a daemon's double fork) are the worker's to sweep when the check ends."""
     if os.getpid() != check_pid:
         real_exit(status)
     try:
-        _flush_all()
+        flush_output()
         faulthandler.dump_traceback(file=fault, all_threads=False)
         end_descendants()
     finally:
@@ -328,15 +328,12 @@ def end_descendants() -> None:
         pass
 
 
-def _flush_signal(signum, frame) -> None:
-    _flush_all()
-
-
-def _flush_all() -> None:
+def flush_output(signum=None, frame=None) -> None:
+    """Flush the check's stdout and stderr (also the SIGUSR2 handler: the worker sends it before a kill)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:
+        except Exception:  # interrupted in the middle of a write: whatever is buffered stays there
             pass
 
 
@@ -457,7 +454,7 @@ def main(argv=None) -> int:
     fault = os.fdopen(fault_fd, "wb", buffering=0)
     if hasattr(signal, "SIGUSR1"):  # the stall detector's signal must never kill it, even before the check
         faulthandler.register(signal.SIGUSR1, file=fault, all_threads=True, chain=False)
-        signal.signal(signal.SIGUSR2, _flush_signal)
+        signal.signal(signal.SIGUSR2, flush_output)
     for sig in ("SIGINT", "SIGTERM"):
         if hasattr(signal, sig):
             signal.signal(getattr(signal, sig), signal.SIG_DFL)
@@ -514,7 +511,7 @@ def run_check(request: dict, ref, result_fd: int, out_fd: int, fault, stall_sign
         import traceback
         traceback.print_exc()
     finally:
-        _flush_all()
+        flush_output()
         end_descendants()
         real_exit(code)
     return code

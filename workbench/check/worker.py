@@ -22,6 +22,7 @@ code runs only in the child; the worker only reads what the child sends (workben
 
 import argparse
 import faulthandler
+import functools
 import io
 import json
 import os
@@ -36,7 +37,8 @@ import time
 import traceback
 
 from workbench.check.procs import become_subreaper, die_with_parent, kill_descendants, process_state
-from workbench.check.spare import CHILD_ENV, SPARE_READY_TIMEOUT, STRATEGIES, choose_strategy, platform_default
+from workbench.check.spare import (CHILD_ENV, SPARE_READY_TIMEOUT, STRATEGIES, choose_strategy, flush_output,
+                                  platform_default, recording_exit)
 
 STDOUT_KEEP = 64 * 1024  # bytes of the learner's output kept (the tail)
 END_GRACE_S = 2.0  # after the last event, how long the child may take to exit before it is killed
@@ -112,14 +114,6 @@ class FloodSafeStream:
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
-
-
-def _flush_output(signum, frame):
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # interrupted in the middle of a write: whatever is buffered stays there
-            pass
 
 
 class Run:
@@ -409,17 +403,8 @@ class Worker:
             sys.stdout, sys.stderr = FloodSafeStream(1), FloodSafeStream(2)
             faulthandler.enable(file=run.fault, all_threads=True)
             faulthandler.register(signal.SIGUSR1, file=run.fault, all_threads=True, chain=False)
-            signal.signal(signal.SIGUSR2, _flush_output)  # sent at the timeout, before the kill
-
-            def recording_exit(status, check_pid=os.getpid()):  # os._exit() from the learner's code: note
-                if os.getpid() != check_pid:  # where, then exit (a process the learner forked exits plainly)
-                    real_exit(status)
-                try:
-                    _flush_output(None, None)
-                    faulthandler.dump_traceback(file=run.fault, all_threads=False)
-                finally:
-                    real_exit(status)
-            os._exit = recording_exit
+            signal.signal(signal.SIGUSR2, flush_output)  # sent at the timeout, before the kill
+            os._exit = functools.partial(recording_exit, run.fault, real_exit, os.getpid())
             if run.memory_budget and self.base_as:
                 limit = self.base_as + run.memory_budget
                 try:

@@ -37,7 +37,7 @@ import threading
 import time
 import traceback
 
-from workbench.check.procs import PR_SET_PDEATHSIG
+from workbench.check.procs import die_with_parent
 from workbench.check.result import CheckResult, Component, Stage, Status, lead_component
 from workbench.tracks.base import Track, TrackFile, find_track_file
 from workbench.tracks.outcome import not_reached
@@ -270,17 +270,11 @@ def on_runner_gone(folder: str, signum, frame) -> None:
 
 
 def die_with_runner(parent: int, folder: str) -> None:
-    """Linux: the kernel sends SIGTERM when the runner dies, and SIGTERM ends the whole group. (SIGKILL, as
-    procs.die_with_parent asks for, would end this process alone and leave the learner's processes running.)"""
+    """Linux: the kernel sends SIGTERM when the runner dies, and SIGTERM ends the whole group. (SIGKILL, the
+    default, would end this process alone and leave the learner's processes running.) Elsewhere watch_runner
+    notices the runner is gone."""
     signal.signal(signal.SIGTERM, functools.partial(on_runner_gone, folder))
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the runner died before prctl took effect
-        gone(folder)
+    die_with_parent(parent, signal.SIGTERM, on_gone=functools.partial(gone, folder))
 
 
 def watch_runner(fd: int, parent: int, folder: str, requests: queue.Queue) -> None:

@@ -80,8 +80,9 @@ def probe_lr_multiplier(learner: ModuleType, reference: ModuleType) -> Component
         got, failed = attempt(ex, learner, schedule, learner.lr_multiplier, params)
         if failed:
             return failed
-        if not_a_number(got):
-            return mismatch(ex, not_a_number(got))
+        problem = not_a_number(got)
+        if problem:
+            return mismatch(ex, problem)
         got = as_floats(got)
         diff = max(abs(g - w) for g, w in zip(got, want))
         if not diff <= EXACT:
@@ -97,8 +98,9 @@ def probe_muon_momentum(learner: ModuleType, reference: ModuleType) -> Component
     got, failed = attempt(ex, learner, momentum_schedule, learner.muon_momentum)
     if failed:
         return failed
-    if not_a_number(got):
-        return mismatch(ex, not_a_number(got))
+    problem = not_a_number(got)
+    if problem:
+        return mismatch(ex, problem)
     got = as_floats(got)
     diff = max(abs(g - w) for g, w in zip(got, want))
     if diff <= EXACT:
