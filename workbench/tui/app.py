@@ -503,10 +503,9 @@ class WorkbenchApp(App):
         if error:
             self.call_from_thread(self.notify_once, error, title="STATUS.md not updated")
 
-    @work(thread=True, group="status-write", exit_on_error=False)
-    def reach_milestone(self, label: str) -> None:
+    def reach_milestone(self, label: str) -> str | None:
         """Tick a milestone that events outside the check reach (Full pipeline: the learner's model trained
-        and chatted with)."""
+        and chatted with). Blocking: call it from a thread worker. None, or why STATUS.md was not written."""
         from workbench.status.doc import StatusDoc, StatusDocError, milestone_key
         try:
             doc = StatusDoc.load(self.status_path)
@@ -514,7 +513,8 @@ class WorkbenchApp(App):
                 doc.set_milestones([label])
                 doc.save()
         except (StatusDocError, OSError) as e:
-            self.call_from_thread(self.notify_once, f"{e}", title="STATUS.md not updated")
+            return str(e)
+        return None
 
     # ---- hints, side by side, reset ---------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ class ChatScreen(WorkbenchScreen):
         self.checkpoints: dict[str, Checkpoint] = {}  # by "phase:tag:step", as listed
         self.generating = False
         self.reply: ChatTurn | None = None
+        self.milestones_recorded: set[str] = set()  # the checkpoints whose chat already wrote STATUS.md's milestones
 
     @property
     def ready(self) -> bool:
@@ -138,10 +139,11 @@ class ChatScreen(WorkbenchScreen):
         elif event.kind == "done":
             await self._finish_reply("stopped" if event.data.get("stopped") else
                                      f"{event.data.get('tokens')} tokens in {event.data.get('seconds')} s")
-            if self._talking_to_the_learners_model():
-                self.app.reach_milestone("Full pipeline")  # trained with base_train --model <file>, chatted with
-                self.app.run_worker(partial(self._record_first_chat, self._loaded_label()), thread=True,
-                                    group="status-write", exit_on_error=False)
+            label = self._loaded_label()
+            if label not in self.milestones_recorded and self._talking_to_the_learners_model():
+                self.milestones_recorded.add(label)  # STATUS.md keeps their first date: once per checkpoint is enough
+                self.app.run_worker(partial(self._record_milestones, label), thread=True, group="status-write",
+                                    exit_on_error=False)
         elif event.kind == "error":
             await self._finish_reply(None)
             self.notify(str(event.data.get("message")), title="Chat", severity="error", timeout=15)
@@ -180,16 +182,20 @@ class ChatScreen(WorkbenchScreen):
         line.update(f"web chat: {server.url}  ({where}; ctrl+w stops it)" if server.url else
                     f"web chat: starting the server for {where}… (ctrl+w stops it)")
 
-    def _loaded_label(self) -> str:
+    def _loaded_label(self) -> str | None:
+        if not self.app.chat_model.checkpoint:
+            return None
         phase, tag, step = self.app.chat_model.checkpoint
         return f"{phase} · {tag} · step {step} ({self.app.learner_path.name})"
 
-    def _record_first_chat(self, detail: str) -> None:
-        """In a thread: STATUS.md's "First chat" milestone (kept at its first date once reached)."""
+    def _record_milestones(self, detail: str) -> None:
+        """In a thread: STATUS.md's "Full pipeline" (the learner's model trained with base_train --model and
+        chatted with) and "First chat" milestones, one after the other (kept at their first date once reached)."""
         from workbench.status.milestones import Milestone, record_milestone
-        problem = record_milestone(self.app.workspace, Milestone.FIRST_CHAT, detail)
-        if problem:
-            self.app.call_from_thread(self.notify, problem, title="STATUS.md not updated", severity="warning")
+        for problem in (self.app.reach_milestone("Full pipeline"),
+                        record_milestone(self.app.workspace, Milestone.FIRST_CHAT, detail)):
+            if problem:
+                self.app.call_from_thread(self.app.notify_once, problem, title="STATUS.md not updated")
 
     def _talking_to_the_learners_model(self) -> bool:
         loaded = self.app.chat_model.checkpoint
